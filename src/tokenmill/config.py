@@ -1,0 +1,87 @@
+"""Configuration: one frozen dataclass per concern, composed into EngineConfig.
+
+Values discovered at run time (the number of KV blocks, the EOS id) live on the
+objects that discover them, not here. Environment variables are read by the CLI, at
+the edge, never by these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenmill.errors import InvalidRequestError
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which weights to serve and how."""
+
+    model: str | None = None
+    """A path (GGUF file or Hugging Face directory) or a packaged model's short name;
+    None serves the embedded default model."""
+    dtype: str = "auto"
+    """"auto" picks bfloat16 on CPUs with AVX512-BF16, else float32."""
+    max_model_len: int | None = None
+    """Context length to serve; None uses the model's own. Larger is refused."""
+    served_name: str | None = None
+    """Name clients use in the `model` field; None uses the packaged or file name."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise InvalidRequestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise InvalidRequestError("max_model_len must be at least 16.")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The paged KV cache."""
+
+    block_size: int = 16
+    """Tokens per KV block; also the prefix-cache granularity."""
+    memory_gib: float = 1.0
+    """Memory budget for K and V of all layers; sets the number of blocks."""
+    num_blocks: int | None = None
+    """Exact block count, overriding memory_gib (tests use it)."""
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise InvalidRequestError("block_size must be a power of two.")
+        if self.memory_gib <= 0:
+            raise InvalidRequestError("memory_gib must be positive.")
+        if self.num_blocks is not None and self.num_blocks < 2:
+            raise InvalidRequestError("num_blocks must be at least 2.")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Continuous batching limits."""
+
+    max_num_seqs: int = 64
+    """Sequences running at once."""
+    max_num_batched_tokens: int = 512
+    """Tokens computed in one step (decodes plus prefill chunks)."""
+    max_waiting: int = 256
+    """Requests allowed to wait; beyond it new requests are refused (HTTP 429)."""
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise InvalidRequestError("max_num_seqs must be at least 1.")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise InvalidRequestError("max_num_batched_tokens must be >= max_num_seqs.")
+        if self.max_waiting < 0:
+            raise InvalidRequestError("max_waiting must be >= 0.")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs, each component taking only its slice."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    num_threads: int | None = None
+    """torch intra-op threads for model compute; None keeps torch's default."""

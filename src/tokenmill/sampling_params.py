@@ -1,0 +1,117 @@
+"""Per-request generation controls, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenmill.errors import InvalidRequestError
+
+
+@dataclass
+class SamplingParams:
+    """How one request is sampled and when it stops.
+
+    Field names and meanings follow vLLM's SamplingParams, which follows OpenAI's API.
+    Validation happens in `__post_init__`; an out-of-range value raises
+    InvalidRequestError naming the field.
+    """
+
+    n: int = 1
+    """Completions to generate for the prompt."""
+    max_tokens: int | None = 16
+    """New tokens at most; None means up to the context length."""
+    min_tokens: int = 0
+    """EOS and stop token ids are ignored until this many tokens exist."""
+    temperature: float = 1.0
+    """0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus mass in (0, 1]."""
+    top_k: int = 0
+    """Keep the k most likely tokens; 0 or -1 disables."""
+    min_p: float = 0.0
+    """Drop tokens whose probability is below min_p times the top token's."""
+    repetition_penalty: float = 1.0
+    """>1 discourages tokens seen in prompt or output (CTRL-style, divides positive logits)."""
+    presence_penalty: float = 0.0
+    """Subtracted once from the logit of every token already generated."""
+    frequency_penalty: float = 0.0
+    """Subtracted per occurrence of a token already generated."""
+    logit_bias: dict[int, float] | None = None
+    """Added to the logits of the given token ids before sampling."""
+    seed: int | None = None
+    """Makes sampling reproducible whatever else shares the batch."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end generation; never included in the output text."""
+    stop_token_ids: list[int] = field(default_factory=list)
+    """Token ids that end generation besides EOS."""
+    ignore_eos: bool = False
+    """Keep going past EOS (benchmarks with fixed output lengths)."""
+    logprobs: int | None = None
+    """Return the sampled token's logprob and this many top alternatives."""
+    prompt_logprobs: int | None = None
+    """Return logprobs of the prompt tokens (first is None) with this many alternatives."""
+    skip_special_tokens: bool = True
+    """Leave special tokens out of the returned text."""
+    include_stop_str_in_output: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = [s for s in (self.stop or [])]
+        self.stop_token_ids = list(self.stop_token_ids or [])
+        if self.n < 1:
+            raise InvalidRequestError(f"n must be at least 1, got {self.n}.", param="n")
+        if self.max_tokens is not None and self.max_tokens < 0:
+            raise InvalidRequestError(
+                f"max_tokens must be at least 1, got {self.max_tokens}.", param="max_tokens"
+            )
+        if self.min_tokens < 0:
+            raise InvalidRequestError("min_tokens must be >= 0.", param="min_tokens")
+        if self.temperature < 0:
+            raise InvalidRequestError(
+                f"temperature must be >= 0, got {self.temperature}.", param="temperature"
+            )
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidRequestError(
+                f"top_p must be in (0, 1], got {self.top_p}.", param="top_p"
+            )
+        if self.top_k < -1:
+            raise InvalidRequestError(
+                f"top_k must be -1, 0 (disabled) or positive, got {self.top_k}.", param="top_k"
+            )
+        if not 0.0 <= self.min_p <= 1.0:
+            raise InvalidRequestError(f"min_p must be in [0, 1], got {self.min_p}.", param="min_p")
+        if self.repetition_penalty <= 0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be > 0, got {self.repetition_penalty}.",
+                param="repetition_penalty",
+            )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -2.0 <= value <= 2.0:
+                raise InvalidRequestError(f"{name} must be in [-2, 2], got {value}.", param=name)
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 20:
+                raise InvalidRequestError(f"{name} must be in [0, 20], got {value}.", param=name)
+        if any(not s for s in self.stop):
+            raise InvalidRequestError("stop strings must be non-empty.", param="stop")
+        if self.logit_bias:
+            self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
+            for tok, bias in self.logit_bias.items():
+                if not -100.0 <= bias <= 100.0:
+                    raise InvalidRequestError(
+                        f"logit_bias values must be in [-100, 100], got {bias} for token {tok}.",
+                        param="logit_bias",
+                    )
+
+    @property
+    def greedy(self) -> bool:
+        """True when the argmax is taken (temperature 0)."""
+        return self.temperature < 1e-5
+
+    def clone(self, **changes) -> SamplingParams:
+        """A copy with `changes` applied (validated again)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        values.update(changes)
+        return SamplingParams(**values)
