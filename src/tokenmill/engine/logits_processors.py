@@ -1,0 +1,131 @@
+"""Batched transforms of a logits matrix, one per sampling control.
+
+Every function takes `logits` of shape (N, V) and per-row parameter tensors of shape (N,),
+modifies `logits` in place and returns it. Rows that do not use a control carry its neutral
+value (temperature 1, top-k V, top-p 1, min-p 0, penalties 1/0/0), for which the transform
+leaves the row bit-for-bit unchanged, so the caller can apply one call to the whole batch.
+None of them loop over rows in Python.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def token_counts(
+    token_lists: list[list[int]], vocab_size: int, device: torch.device
+) -> torch.Tensor:
+    """Occurrences of each token id per row: (N, V) float32, built with one scatter-add.
+
+    `token_lists[i]` holds row i's token ids, each in [0, vocab_size). Mutates nothing.
+    """
+    counts = torch.zeros(len(token_lists), vocab_size, dtype=torch.float32, device=device)
+    lengths = [len(tokens) for tokens in token_lists]
+    if sum(lengths) == 0:
+        return counts
+    row_ids = torch.repeat_interleave(
+        torch.arange(len(token_lists), device=device), torch.tensor(lengths, device=device)
+    )
+    flat = torch.tensor([t for tokens in token_lists for t in tokens], device=device)
+    counts.index_put_((row_ids, flat), torch.ones_like(flat, dtype=torch.float32), accumulate=True)
+    return counts
+
+
+def apply_logit_bias(
+    logits: torch.Tensor, row_ids: torch.Tensor, token_ids: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Add `bias[j]` to `logits[row_ids[j], token_ids[j]]` for every j; mutates `logits`.
+
+    The three index tensors are 1-D and of equal length; token ids must be below V.
+    """
+    logits.index_put_((row_ids, token_ids), bias.to(logits.dtype), accumulate=True)
+    return logits
+
+
+def apply_banned(
+    logits: torch.Tensor, row_ids: torch.Tensor, token_ids: torch.Tensor
+) -> torch.Tensor:
+    """Set `logits[row_ids[j], token_ids[j]]` to -inf for every j; mutates `logits`."""
+    logits[row_ids, token_ids] = float("-inf")
+    return logits
+
+
+def apply_penalties(
+    logits: torch.Tensor,
+    prompt_counts: torch.Tensor,
+    output_counts: torch.Tensor,
+    repetition: torch.Tensor,
+    presence: torch.Tensor,
+    frequency: torch.Tensor,
+) -> torch.Tensor:
+    """Apply repetition, presence and frequency penalties; mutates `logits`.
+
+    `prompt_counts` and `output_counts` are (N, V) occurrence counts (see `token_counts`).
+    Repetition (CTRL): for tokens seen in the prompt or the output, a positive logit is
+    divided by `repetition[i]` and a negative one multiplied by it. Then, over output tokens
+    only (OpenAI): subtract `frequency[i] * count + presence[i] * (count > 0)`.
+    """
+    seen = (prompt_counts > 0) | (output_counts > 0)
+    penalty = repetition.to(logits.dtype).unsqueeze(1).expand_as(logits)
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    torch.where(seen, penalised, logits, out=logits)
+    logits -= frequency.to(logits.dtype).unsqueeze(1) * output_counts
+    logits -= presence.to(logits.dtype).unsqueeze(1) * (output_counts > 0).to(logits.dtype)
+    return logits
+
+
+def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Divide row i by `temperature[i]` (> 0); mutates `logits`."""
+    logits.div_(temperature.to(logits.dtype).unsqueeze(1))
+    return logits
+
+
+def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Keep exactly `min(top_k[i], V)` largest logits of row i, the rest to -inf; mutates.
+
+    Ties at the boundary are broken by `torch.topk`, so the kept count is exact.
+    """
+    vocab = logits.shape[1]
+    k = top_k.clamp(max=vocab)
+    values, indices = logits.topk(int(k.max()), dim=1)
+    position = torch.arange(values.shape[1], device=logits.device)
+    values.masked_fill_(position >= k.unsqueeze(1), float("-inf"))
+    logits.fill_(float("-inf")).scatter_(1, indices, values)
+    return logits
+
+
+def apply_top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> torch.Tensor:
+    """Top-k then top-p (nucleus) filtering; masked logits become -inf; mutates `logits`.
+
+    `top_k` (N,) int, V or more meaning off; `top_p` (N,) in (0, 1], 1 meaning off; either
+    may be None when no row uses it. Top-p keeps the smallest set of most likely tokens whose
+    probability (after top-k) sums to at least `top_p[i]`, and always at least one token.
+    """
+    if top_p is None:
+        return logits if top_k is None else apply_top_k(logits, top_k)
+    sorted_logits, order = logits.sort(dim=1, descending=True)
+    position = torch.arange(logits.shape[1], device=logits.device)
+    if top_k is not None:
+        sorted_logits.masked_fill_(position >= top_k.unsqueeze(1), float("-inf"))
+    probs = sorted_logits.softmax(dim=1)
+    mass_before = probs.cumsum(dim=1) - probs
+    drop = mass_before >= top_p.to(probs.dtype).unsqueeze(1)
+    # Rounding can push the cumulative mass to 1 early; rows with top_p 1 must stay whole.
+    drop &= (top_p < 1.0).unsqueeze(1)
+    drop[:, 0] = False
+    sorted_logits.masked_fill_(drop, float("-inf"))
+    logits.scatter_(1, order, sorted_logits)
+    return logits
+
+
+def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Mask tokens whose probability is below `min_p[i]` times row i's top probability.
+
+    Masked logits become -inf; mutates `logits`. The top token always survives.
+    """
+    probs = logits.softmax(dim=1)
+    threshold = probs.amax(dim=1, keepdim=True) * min_p.to(probs.dtype).unsqueeze(1)
+    logits.masked_fill_(probs < threshold, float("-inf"))
+    return logits
