@@ -1,0 +1,80 @@
+"""Loading a servable model: resolve the name, read weights, build the module.
+
+The module is built on the meta device and its parameters are the loaded tensors
+themselves (no copy), so peak memory is the weights in the serving dtype plus one
+tensor in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tokenmill.errors import InvalidRequestError
+from tokenmill.model.arch import ArchConfig
+from tokenmill.model.dtype import resolve_dtype
+from tokenmill.model.loader.gguf import GGUFCheckpoint
+from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
+from tokenmill.model.models.llama import LlamaForCausalLM
+from tokenmill.model.models.registry import model_class
+from tokenmill.model.registry import resolve_model
+from tokenmill.model.tokenizer import Tokenizer
+
+__all__ = ["LoadedModel", "load_model", "resolve_dtype"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve and what it was loaded from."""
+
+    model: LlamaForCausalLM
+    """In eval mode, no gradients, weights in `dtype`."""
+    tokenizer: Tokenizer
+    arch: ArchConfig
+    name: str
+    """The served name (e.g. "smollm2-135m-instruct")."""
+    path: Path
+    dtype: torch.dtype
+    max_model_len: int
+    """Longest sequence (prompt + output) served; the RoPE cache covers it."""
+
+
+def load_model(
+    model: str | None = None, dtype: str = "auto", max_model_len: int | None = None
+) -> LoadedModel:
+    """Loads `model` (None: the default packaged model; a packaged short name; a .gguf
+    path; a HF directory). Raises ModelNotFoundError for an unknown name,
+    InvalidRequestError for an unsupported architecture or a max_model_len beyond the
+    model's."""
+    source = resolve_model(model)
+    torch_dtype = resolve_dtype(dtype)
+    if source.format == "gguf":
+        checkpoint: GGUFCheckpoint | SafetensorsCheckpoint = GGUFCheckpoint.open(source.path)
+    else:
+        checkpoint = SafetensorsCheckpoint.open(source.path)
+    arch = checkpoint.arch
+    cls = model_class(arch.architecture)
+    if max_model_len is None:
+        max_model_len = arch.max_position_embeddings
+    elif max_model_len > arch.max_position_embeddings:
+        raise InvalidRequestError(
+            f"max_model_len {max_model_len} exceeds the model's context length "
+            f"{arch.max_position_embeddings}; lower it or leave it unset.",
+            param="max_model_len",
+        )
+    with torch.device("meta"):
+        module = cls(arch, max_positions=max_model_len)
+    state = dict(cls.fuse_weights(arch, checkpoint.weights(torch_dtype)))
+    module.load_state_dict(state, strict=True, assign=True)
+    module.requires_grad_(False).eval()
+    return LoadedModel(
+        model=module,
+        tokenizer=checkpoint.tokenizer(),
+        arch=arch,
+        name=source.name,
+        path=source.path,
+        dtype=torch_dtype,
+        max_model_len=max_model_len,
+    )

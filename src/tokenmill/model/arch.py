@@ -1,0 +1,196 @@
+"""The shape of a decoder-only transformer, read from a GGUF's metadata or a HF config.json.
+
+`ArchConfig` is what the model classes are built from; both loaders produce one, so the
+model code never sees where its weights came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+
+from tokenmill.errors import InvalidRequestError
+
+ROPE_SCALING_KINDS = ("linear", "llama3", "freq_factors")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """How rotary frequencies are stretched beyond the pretraining context."""
+
+    kind: str
+    """"linear" (divide every frequency by `factor`), "llama3" (Llama 3.1's smooth
+    per-wavelength blend) or "freq_factors" (llama.cpp's `rope_freqs` tensor: divide
+    frequency i by `freq_factors[i]`)."""
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    """llama3 only: wavelengths above original_max_position_embeddings / low_freq_factor
+    are scaled fully."""
+    high_freq_factor: float = 4.0
+    """llama3 only: wavelengths below original_max_position_embeddings / high_freq_factor
+    are kept."""
+    original_max_position_embeddings: int = 8192
+    """llama3 only: the context length the model was pretrained with."""
+    freq_factors: tuple[float, ...] = ()
+    """freq_factors only: one divisor per rotary frequency (head_dim // 2 of them)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ROPE_SCALING_KINDS:
+            raise InvalidRequestError(
+                f"RoPE scaling {self.kind!r} is not supported; supported: {ROPE_SCALING_KINDS}."
+            )
+        if self.factor <= 0:
+            raise InvalidRequestError("RoPE scaling factor must be positive.")
+
+    @classmethod
+    def from_hf(cls, params: Mapping[str, Any] | None) -> RopeScaling | None:
+        """From a config.json `rope_scaling` / `rope_parameters` dict; None when there is
+        no scaling ("default" type or no dict)."""
+        if not params:
+            return None
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind == "default":
+            return None
+        return cls(
+            kind=kind,
+            factor=float(params.get("factor", 1.0)),
+            low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+            high_freq_factor=float(params.get("high_freq_factor", 4.0)),
+            original_max_position_embeddings=int(
+                params.get("original_max_position_embeddings", 8192)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Hyperparameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2)."""
+
+    architecture: str
+    """Lower-case family name ("llama", "qwen2"); picks the model class."""
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_norm_eps: float
+    max_position_embeddings: int
+    """The context length the weights were trained for."""
+    tie_word_embeddings: bool
+    """The output projection reuses the token embedding matrix."""
+    attention_bias: bool = False
+    """q, k and v projections carry a bias (Qwen2)."""
+    rope_scaling: RopeScaling | None = None
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    """Every id that ends a generation (EOS, end-of-turn)."""
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise InvalidRequestError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads})."
+            )
+        if self.head_dim % 2:
+            raise InvalidRequestError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @classmethod
+    def from_gguf(
+        cls,
+        metadata: Mapping[str, Any],
+        tensor_names: AbstractSet[str],
+        rope_freq_factors: tuple[float, ...] = (),
+    ) -> ArchConfig:
+        """From GGUF key/values (llama.cpp names), the file's tensor names (which say
+        whether biases and an untied output exist) and its `rope_freqs` tensor, if any."""
+        arch = str(metadata["general.architecture"])
+
+        def key(name: str, default: Any = None) -> Any:
+            return metadata.get(f"{arch}.{name}", default)
+
+        hidden = int(key("embedding_length"))
+        heads = int(key("attention.head_count"))
+        vocab = key("vocab_size")
+        if vocab is None:
+            vocab = len(metadata["tokenizer.ggml.tokens"])
+        rope_scaling = None
+        scaling_kind = key("rope.scaling.type")
+        if rope_freq_factors:
+            rope_scaling = RopeScaling(kind="freq_factors", freq_factors=rope_freq_factors)
+        elif scaling_kind not in (None, "none"):
+            rope_scaling = RopeScaling(
+                kind=str(scaling_kind), factor=float(key("rope.scaling.factor", 1.0))
+            )
+        eos_ids = [
+            int(metadata[k])
+            for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+            if metadata.get(k) is not None
+        ]
+        bos = metadata.get("tokenizer.ggml.bos_token_id")
+        return cls(
+            architecture=arch,
+            vocab_size=int(vocab),
+            hidden_size=hidden,
+            intermediate_size=int(key("feed_forward_length")),
+            num_layers=int(key("block_count")),
+            num_heads=heads,
+            num_kv_heads=int(key("attention.head_count_kv", heads)),
+            head_dim=int(key("attention.key_length", hidden // heads)),
+            rope_theta=float(key("rope.freq_base", 10000.0)),
+            rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-6)),
+            max_position_embeddings=int(key("context_length", 2048)),
+            tie_word_embeddings="output.weight" not in tensor_names,
+            attention_bias="blk.0.attn_q.bias" in tensor_names,
+            rope_scaling=rope_scaling,
+            bos_token_id=None if bos is None else int(bos),
+            eos_token_ids=tuple(dict.fromkeys(eos_ids)),
+        )
+
+    @classmethod
+    def from_hf(
+        cls, config: Mapping[str, Any], generation_config: Mapping[str, Any] | None = None
+    ) -> ArchConfig:
+        """From a HF config.json dict (and generation_config.json, whose eos ids are
+        added to the config's)."""
+        architectures = config.get("architectures") or []
+        arch = str(config.get("model_type") or (architectures[0] if architectures else ""))
+        hidden = int(config["hidden_size"])
+        heads = int(config["num_attention_heads"])
+        rope_params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        rope_theta = config.get("rope_theta", rope_params.get("rope_theta", 10000.0))
+        eos_ids: list[int] = []
+        for source in (config, generation_config or {}):
+            eos = source.get("eos_token_id")
+            eos_ids.extend([eos] if isinstance(eos, int) else (eos or []))
+        bos = config.get("bos_token_id")
+        return cls(
+            architecture=arch.lower(),
+            vocab_size=int(config["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            rope_theta=float(rope_theta),
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            max_position_embeddings=int(config.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            attention_bias=bool(config.get("attention_bias", arch.lower() == "qwen2")),
+            rope_scaling=RopeScaling.from_hf(rope_params),
+            bos_token_id=None if bos is None else int(bos),
+            eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos_ids)),
+        )

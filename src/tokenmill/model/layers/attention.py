@@ -1,0 +1,83 @@
+"""Paged attention over the flat token layout of `AttentionMetadata`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokenmill.model.layers.attention_metadata import AttentionMetadata
+
+
+class PagedAttention(nn.Module):
+    """Scaled dot-product attention that stores K/V in a slot-addressed cache.
+
+    Holds no weights. Grouped-query attention is native: `num_heads` query heads share
+    `num_kv_heads` key/value heads, query head h reading kv head h // (num_heads //
+    num_kv_heads), as HF's `repeat_kv` lays them out.
+    """
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.group = num_heads // num_kv_heads
+        self.scale = head_dim**-0.5
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn: AttentionMetadata,
+    ) -> torch.Tensor:
+        """q: (T, num_heads, head_dim); k, v: (T, num_kv_heads, head_dim), already rotated.
+        kv_cache: (2, num_slots, num_kv_heads, head_dim), written in place at
+        `attn.slot_mapping` before attending. Returns (T, num_heads * head_dim)."""
+        kv_cache[0].index_copy_(0, attn.slot_mapping, k)
+        kv_cache[1].index_copy_(0, attn.slot_mapping, v)
+        out = torch.empty_like(q)  # (T, nh, hd)
+        for seq in attn.prefills:
+            rows = slice(seq.query_start, seq.query_start + seq.query_len)
+            out[rows] = self._prefill(q[rows], k[rows], v[rows], kv_cache, seq)
+        if attn.num_decodes:
+            out[attn.num_prefill_tokens :] = self._decode(
+                q[attn.num_prefill_tokens :], kv_cache, attn
+            )
+        return out.view(q.shape[0], self.num_heads * self.head_dim)
+
+    def _prefill(self, q, k, v, kv_cache, seq) -> torch.Tensor:
+        """Causal attention of one chunk whose queries are the last `query_len` of its
+        `context_len` positions. Returns (query_len, nh, hd)."""
+        q = q.transpose(0, 1)  # (nh, ql, hd)
+        if seq.context_len == seq.query_len:
+            # Nothing cached before this chunk: its own K/V are the whole context.
+            k, v = k.transpose(0, 1), v.transpose(0, 1)  # (nkv, ql, hd)
+            o = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.group > 1
+            )
+            return o.transpose(0, 1)
+        ctx = kv_cache[:, seq.context_slots]  # (2, C, nkv, hd)
+        k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
+        offset = seq.context_len - seq.query_len
+        # Query row i sits at position offset + i and sees keys 0..offset + i.
+        mask = torch.ones(seq.query_len, seq.context_len, dtype=torch.bool, device=q.device).tril_(
+            offset
+        )  # (ql, C)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.group > 1
+        )
+        return o.transpose(0, 1)
+
+    def _decode(self, q, kv_cache, attn) -> torch.Tensor:
+        """One new token per sequence, all sequences in one call. Returns (N, nh, hd)."""
+        n = q.shape[0]
+        ctx = kv_cache[:, attn.decode_slots]  # (2, N, S, nkv, hd)
+        k = ctx[0].transpose(1, 2)  # (N, nkv, S, hd)
+        v = ctx[1].transpose(1, 2)
+        # Fold each kv head's query group into the query-length axis: no K/V repeat.
+        q = q.view(n, self.num_kv_heads, self.group, self.head_dim)  # (N, nkv, G, hd)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.decode_mask, scale=self.scale)
+        return o.view(n, self.num_heads, self.head_dim)

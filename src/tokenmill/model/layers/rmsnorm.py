@@ -1,0 +1,33 @@
+"""Root-mean-square layer norm, optionally fused with the residual add."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """`weight * x / rms(x)`, computed in float32 and cast back, as Llama's reference does.
+
+    Called with a residual, it first adds the residual to x and returns both the normed
+    sum and the sum (the next residual), saving one pass over the activations.
+    """
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size), requires_grad=False)
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x, residual: (T, hidden). Returns normed (T, hidden), plus x + residual when a
+        residual is given. Does not modify its inputs."""
+        if residual is not None:
+            x = x + residual
+            residual = x
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = self.weight * h.to(dtype)
+        return out if residual is None else (out, residual)

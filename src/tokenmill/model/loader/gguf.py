@@ -1,0 +1,104 @@
+"""Weights, architecture and tokenizer from a GGUF file (llama.cpp's format).
+
+Quantized tensors are dequantized to float32 one at a time and cast to the serving
+dtype at once, so at most one float32 tensor exists beside the model's weights.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+from tokenmill.model.arch import ArchConfig
+from tokenmill.model.tokenizer import Tokenizer
+
+# llama.cpp name -> HF name, for names outside the numbered blocks.
+_GLOBAL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+# Per-block llama.cpp name -> HF name below model.layers.N.
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+# llama.cpp's converter reorders q/k rows for its interleaved RoPE only for these.
+_PERMUTED_ARCHS = ("llama",)
+_ROPE_FREQS = "rope_freqs.weight"
+
+
+def hf_name(name: str) -> str:
+    """The HF checkpoint name of GGUF tensor `name`; KeyError for an unknown one."""
+    match = _BLOCK.fullmatch(name)
+    if match:
+        layer, part, leaf = match.groups()
+        return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{leaf}"
+    base, _, leaf = name.rpartition(".")
+    return f"{_GLOBAL_NAMES[base]}.{leaf}"
+
+
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order (pairs interleaved per head) to HF's rotate-half
+    order (first half of each head, then second half). w: (n_head * hd, ...)."""
+    hd = w.shape[0] // n_head
+    return w.reshape(n_head, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+@dataclass
+class GGUFCheckpoint:
+    """An open GGUF file: its metadata, architecture and tokenizer; weights on demand."""
+
+    path: Path
+    metadata: dict[str, Any]
+    arch: ArchConfig
+    reader: GGUFReader
+
+    @classmethod
+    def open(cls, path: str | Path) -> GGUFCheckpoint:
+        """Reads the header and metadata; tensor data stays memory-mapped."""
+        reader = GGUFReader(str(path))
+        metadata = {name: field.contents() for name, field in reader.fields.items()}
+        names = {t.name for t in reader.tensors}
+        freq_factors: tuple[float, ...] = ()
+        if _ROPE_FREQS in names:
+            tensor = next(t for t in reader.tensors if t.name == _ROPE_FREQS)
+            freq_factors = tuple(float(x) for x in np.asarray(tensor.data).reshape(-1))
+        arch = ArchConfig.from_gguf(metadata, names, freq_factors)
+        return cls(Path(path), metadata, arch, reader)
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_gguf(self.metadata)
+
+    def weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, tensor in `dtype`) for every weight, q/k in HF's row order."""
+        permuted = self.arch.architecture in _PERMUTED_ARCHS
+        for tensor in self.reader.tensors:
+            if tensor.name == _ROPE_FREQS:
+                continue
+            w = dequantize(tensor.data, tensor.tensor_type)
+            # Logical shape, outermost first; F32 1-D data may come flat already.
+            w = w.reshape([int(d) for d in reversed(tensor.shape)])
+            if permuted and ".attn_q." in tensor.name:
+                w = unpermute(w, self.arch.num_heads)
+            elif permuted and ".attn_k." in tensor.name:
+                w = unpermute(w, self.arch.num_kv_heads)
+            if not w.flags.writeable:
+                w = w.copy()  # an unquantized tensor comes back as a view of the mmap
+            yield hf_name(tensor.name), torch.from_numpy(w).to(dtype)
