@@ -1,0 +1,84 @@
+"""One sequence the engine computes: a prompt and the tokens generated after it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenmill.sampling_params import SamplingParams
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED_STOPPED = "stop"
+    FINISHED_LENGTH = "length"
+    FINISHED_ABORTED = "abort"
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            RequestStatus.FINISHED_STOPPED,
+            RequestStatus.FINISHED_LENGTH,
+            RequestStatus.FINISHED_ABORTED,
+        )
+
+
+@dataclass
+class Request:
+    """A single sequence. A client request with `n` completions becomes `n` of these,
+    sharing `parent_id` and told apart by `index`.
+
+    The scheduler closes the gap between `num_computed_tokens` and `num_tokens`; the
+    same rule covers a fresh prompt, a chunked prefill, a decode step and a recompute
+    after preemption.
+    """
+
+    request_id: str
+    parent_id: str
+    index: int
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    """New tokens allowed, already resolved against the context length."""
+    priority: int = 0
+    """Lower is served first; ties go to the earlier arrival."""
+    arrival_seq: int = 0
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0
+    """Prompt tokens found in the prefix cache on first admission."""
+    status: RequestStatus = RequestStatus.WAITING
+    generator: torch.Generator | None = None
+    num_preemptions: int = 0
+    wants_prompt_logprobs: bool = False
+    """True for the one sequence of a parent that reports prompt logprobs."""
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    def token_ids_slice(self, start: int, end: int) -> list[int]:
+        """Token ids at positions [start, end) of prompt + output."""
+        n_prompt = len(self.prompt_token_ids)
+        if end <= n_prompt:
+            return self.prompt_token_ids[start:end]
+        if start >= n_prompt:
+            return self.output_token_ids[start - n_prompt : end - n_prompt]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - n_prompt]
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Order in the waiting queue and (reversed) preemption order."""
+        return (self.priority, self.arrival_seq)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status.finished

@@ -1,0 +1,133 @@
+"""Scheduler invariants, driven by a fake model whose next token is a pure function
+of the sequence so far (so recompute after preemption must reproduce it)."""
+
+from tokenmill.config import SchedulerConfig
+from tokenmill.engine.kv_cache.manager import KVCacheManager
+from tokenmill.engine.request import RequestStatus
+from tokenmill.engine.scheduler import Scheduler
+
+from .factories import make_request
+
+
+def fake_next_token(tokens: list[int]) -> int:
+    return (sum(t * (i + 1) for i, t in enumerate(tokens)) % 251) + 3
+
+
+def run_step(sched: Scheduler) -> list:
+    out = sched.schedule()
+    sched.update_after_step(out)
+    for s in out.scheduled:
+        r = s.request
+        if r.num_computed_tokens == r.num_tokens:
+            r.output_token_ids.append(fake_next_token(r.token_ids_slice(0, r.num_tokens)))
+            if len(r.output_token_ids) >= r.max_tokens:
+                sched.finish(r, RequestStatus.FINISHED_LENGTH)
+    return out
+
+
+def make_scheduler(num_blocks=64, block_size=4, budget=32, max_seqs=8):
+    kv = KVCacheManager(num_blocks, block_size)
+    cfg = SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget)
+    return Scheduler(cfg, kv), kv
+
+
+def run_to_end(sched, max_steps=10_000):
+    history = []
+    while sched.has_unfinished():
+        history.append(run_step(sched))
+        assert len(history) < max_steps
+    return history
+
+
+def expected_output(prompt, max_tokens):
+    toks = list(prompt)
+    out = []
+    for _ in range(max_tokens):
+        t = fake_next_token(toks)
+        out.append(t)
+        toks.append(t)
+    return out
+
+
+def test_token_budget_and_seq_limit_never_exceeded():
+    sched, kv = make_scheduler(budget=20, max_seqs=3)
+    reqs = [make_request(p, max_tokens=5) for p in (3, 30, 7, 50, 2, 11)]
+    for r in reqs:
+        sched.add(r)
+    for out in run_to_end(sched):
+        assert out.num_tokens <= 20
+        assert len(out.scheduled) <= 3
+    for r in reqs:
+        assert r.output_token_ids == expected_output(r.prompt_token_ids, 5)
+    assert kv.pool.num_used == 0
+
+
+def test_long_prompt_is_chunked_and_shares_steps_with_decodes():
+    sched, _ = make_scheduler(budget=16)
+    short = make_request(4, max_tokens=20)
+    sched.add(short)
+    run_step(sched)  # short's prefill; now decoding
+    long = make_request(40, max_tokens=2)
+    sched.add(long)
+    out = run_step(sched)
+    shares = {s.request.request_id: s.num_new_tokens for s in out.scheduled}
+    assert shares == {short.request_id: 1, long.request_id: 15}
+    out = run_step(sched)
+    assert {s.request.request_id: s.num_new_tokens for s in out.scheduled} == {
+        short.request_id: 1, long.request_id: 15}
+
+
+def test_priority_then_fcfs_admission():
+    sched, _ = make_scheduler(budget=4, max_seqs=1)
+    a = make_request(4, priority=1, max_tokens=1)
+    b = make_request(4, priority=0, max_tokens=1)
+    c = make_request(4, priority=0, max_tokens=1)
+    for r in (a, b, c):
+        sched.add(r)
+    order = []
+    while sched.has_unfinished():
+        for s in run_step(sched).scheduled:
+            if s.request.request_id not in order:
+                order.append(s.request.request_id)
+    assert order == [b.request_id, c.request_id, a.request_id]
+
+
+def test_preemption_recomputes_to_the_same_output():
+    # 9 usable blocks of 4 tokens; three requests that grow to 6 blocks each.
+    sched, kv = make_scheduler(num_blocks=10, block_size=4, budget=64)
+    reqs = [make_request(8, max_tokens=14) for _ in range(3)]
+    for r in reqs:
+        sched.add(r)
+    history = run_to_end(sched)
+    assert sched.num_preemptions > 0
+    assert any(out.preempted for out in history)
+    for r in reqs:
+        assert r.output_token_ids == expected_output(r.prompt_token_ids, 14)
+    assert kv.pool.num_used == 0 and kv.num_seqs == 0
+
+
+def test_preemption_takes_the_lowest_priority_latest_request():
+    sched, _ = make_scheduler(num_blocks=5, block_size=4, budget=64)
+    hi = make_request(8, priority=0, max_tokens=12)
+    lo = make_request(7, priority=5, max_tokens=12)
+    sched.add(hi)
+    sched.add(lo)
+    while not any(o.preempted for o in [run_step(sched)]):
+        pass
+    assert lo.status == RequestStatus.PREEMPTED and lo.num_computed_tokens == 0
+    assert hi.status == RequestStatus.RUNNING
+
+
+def test_abort_frees_everything_at_any_point():
+    sched, kv = make_scheduler(budget=8)
+    running = make_request(20, max_tokens=50)
+    waiting = make_request(10, max_tokens=5)
+    sched.add(running)
+    run_step(sched)  # running is mid-prefill (8 of 20)
+    assert running.num_computed_tokens == 8
+    sched.add(waiting)
+    sched.finish(running, RequestStatus.FINISHED_ABORTED)
+    sched.finish(waiting, RequestStatus.FINISHED_ABORTED)
+    assert kv.pool.num_used == 0 and kv.num_seqs == 0
+    assert not sched.has_unfinished()
+    assert sched.schedule().scheduled == []
