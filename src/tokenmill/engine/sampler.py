@@ -180,6 +180,7 @@ def prompt_logprobs(
     bound memory. Mutates nothing. The caller prepends None for the first prompt token.
     """
     out: list[TopLogprobs] = []
+    target_ids = target_ids.to(logits.device)
     for start in range(0, logits.shape[0], _PROMPT_LOGPROBS_CHUNK):
         end = start + _PROMPT_LOGPROBS_CHUNK
         chunk = logits[start:end].float().log_softmax(dim=1)
