@@ -15,7 +15,6 @@ from tokenmill.engine.logits_processors import (
     apply_temperature,
     apply_top_k,
     apply_top_k_top_p,
-    token_counts,
 )
 from tokenmill.engine.sampler import (
     Sampler,
@@ -74,28 +73,32 @@ def test_banned_ids_become_minus_inf_and_nothing_else_changes():
     assert torch.equal(logits, expected)
 
 
-def test_token_counts_counts_occurrences_per_row():
-    counts = token_counts([[3, 1, 3, 3], [], [0]], 4, torch.device("cpu"))
-    assert counts.tolist() == [[0, 1, 0, 3], [0, 0, 0, 0], [1, 0, 0, 0]]
-
-
 def test_repetition_penalty_divides_positive_multiplies_negative_over_prompt_and_output():
     logits = torch.tensor([[2.0, -2.0, 4.0, -4.0, 1.0]])
-    prompt = token_counts([[0, 1]], 5, torch.device("cpu"))
-    output = token_counts([[2, 2]], 5, torch.device("cpu"))
     zero = torch.zeros(1)
-    apply_penalties(logits, prompt, output, torch.tensor([2.0]), zero, zero)
+    apply_penalties(logits, [[0, 1, 0]], [[2, 2]], torch.tensor([2.0]), zero, zero)
     assert logits.tolist() == [[1.0, -4.0, 2.0, -4.0, 1.0]]
 
 
 def test_presence_and_frequency_penalties_use_output_counts_only():
     logits = torch.zeros(1, 4)
-    prompt = token_counts([[3, 3]], 4, torch.device("cpu"))
-    output = token_counts([[0, 1, 1, 1]], 4, torch.device("cpu"))
     apply_penalties(
-        logits, prompt, output, torch.ones(1), torch.tensor([0.5]), torch.tensor([0.25])
+        logits, [[3, 3]], [[0, 1, 1, 1]], torch.ones(1), torch.tensor([0.5]), torch.tensor([0.25])
     )
     assert logits.tolist() == [[-0.75, -1.25, 0.0, 0.0]]
+
+
+def test_penalties_apply_per_row_and_skip_rows_without_tokens():
+    logits = torch.tensor([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [-2.0, 2.0, 2.0]])
+    apply_penalties(
+        logits,
+        [[0], [], [0, 0]],
+        [[1, 1], [], [0]],
+        torch.tensor([2.0, 1.0, 4.0]),
+        torch.tensor([0.0, 0.0, 1.0]),
+        torch.tensor([1.0, 0.0, 0.0]),
+    )
+    assert logits.tolist() == [[1.0, -1.0, 2.0], [2.0, 2.0, 2.0], [-9.0, 2.0, 2.0]]
 
 
 def test_temperature_scales_the_distribution_as_softmax_of_logits_over_t():

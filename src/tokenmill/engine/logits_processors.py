@@ -12,25 +12,6 @@ from __future__ import annotations
 import torch
 
 
-def token_counts(
-    token_lists: list[list[int]], vocab_size: int, device: torch.device
-) -> torch.Tensor:
-    """Occurrences of each token id per row: (N, V) float32, built with one scatter-add.
-
-    `token_lists[i]` holds row i's token ids, each in [0, vocab_size). Mutates nothing.
-    """
-    counts = torch.zeros(len(token_lists), vocab_size, dtype=torch.float32, device=device)
-    lengths = [len(tokens) for tokens in token_lists]
-    if sum(lengths) == 0:
-        return counts
-    row_ids = torch.repeat_interleave(
-        torch.arange(len(token_lists), device=device), torch.tensor(lengths, device=device)
-    )
-    flat = torch.tensor([t for tokens in token_lists for t in tokens], device=device)
-    counts.index_put_((row_ids, flat), torch.ones_like(flat, dtype=torch.float32), accumulate=True)
-    return counts
-
-
 def apply_logit_bias(
     logits: torch.Tensor, row_ids: torch.Tensor, token_ids: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
@@ -52,25 +33,34 @@ def apply_banned(
 
 def apply_penalties(
     logits: torch.Tensor,
-    prompt_counts: torch.Tensor,
-    output_counts: torch.Tensor,
+    prompt_token_ids: list[list[int]],
+    output_token_ids: list[list[int]],
     repetition: torch.Tensor,
     presence: torch.Tensor,
     frequency: torch.Tensor,
 ) -> torch.Tensor:
-    """Apply repetition, presence and frequency penalties; mutates `logits`.
+    """Apply repetition, presence and frequency penalties; mutates `logits` (contiguous).
 
-    `prompt_counts` and `output_counts` are (N, V) occurrence counts (see `token_counts`).
-    Repetition (CTRL): for tokens seen in the prompt or the output, a positive logit is
-    divided by `repetition[i]` and a negative one multiplied by it. Then, over output tokens
-    only (OpenAI): subtract `frequency[i] * count + presence[i] * (count > 0)`.
+    Row i's tokens are `prompt_token_ids[i]` and `output_token_ids[i]` (pass [] for rows
+    that need none). Repetition (CTRL): for tokens seen in the prompt or the output, a
+    positive logit is divided by `repetition[i]` and a negative one multiplied by it. Then,
+    over output tokens only (OpenAI): subtract `frequency[i] * count + presence[i]`.
+    The arithmetic touches only the seen (row, token) pairs.
     """
-    seen = (prompt_counts > 0) | (output_counts > 0)
-    penalty = repetition.to(logits.dtype).unsqueeze(1).expand_as(logits)
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    torch.where(seen, penalised, logits, out=logits)
-    logits -= frequency.to(logits.dtype).unsqueeze(1) * output_counts
-    logits -= presence.to(logits.dtype).unsqueeze(1) * (output_counts > 0).to(logits.dtype)
+    vocab, device = logits.shape[1], logits.device
+    flat = logits.view(-1)
+    outputs, counts = _flat_positions(output_token_ids, vocab, device).unique(return_counts=True)
+    # A boolean scatter then nonzero dedupes long prompts several times faster than unique.
+    seen_mask = torch.zeros(flat.shape[0], dtype=torch.bool, device=device)
+    seen_mask[_flat_positions(prompt_token_ids, vocab, device)] = True
+    seen_mask[outputs] = True
+    seen = seen_mask.nonzero().squeeze(1)
+    values = flat[seen]
+    penalty = repetition.to(logits.dtype)[seen // vocab]
+    flat[seen] = torch.where(values > 0, values / penalty, values * penalty)
+    rows = outputs // vocab
+    frequency, presence = frequency.to(logits.dtype), presence.to(logits.dtype)
+    flat[outputs] -= frequency[rows] * counts.to(logits.dtype) + presence[rows]
     return logits
 
 
@@ -105,8 +95,14 @@ def apply_top_k_top_p(
     """
     if top_p is None:
         return logits if top_k is None else apply_top_k(logits, top_k)
-    sorted_logits, order = logits.sort(dim=1, descending=True)
-    position = torch.arange(logits.shape[1], device=logits.device)
+    vocab = logits.shape[1]
+    if top_k is not None and int(top_k.max()) < vocab:
+        # Every row is cut to its top k anyway: a partial sort is much cheaper than a full one.
+        sorted_logits, order = logits.topk(int(top_k.max()), dim=1)
+        logits.fill_(float("-inf"))
+    else:
+        sorted_logits, order = logits.sort(dim=1, descending=True)
+    position = torch.arange(sorted_logits.shape[1], device=logits.device)
     if top_k is not None:
         sorted_logits.masked_fill_(position >= top_k.unsqueeze(1), float("-inf"))
     probs = sorted_logits.softmax(dim=1)
@@ -129,3 +125,11 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     threshold = probs.amax(dim=1, keepdim=True) * min_p.to(probs.dtype).unsqueeze(1)
     logits.masked_fill_(probs < threshold, float("-inf"))
     return logits
+
+
+def _flat_positions(token_lists: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    """Indices into the flattened (N, V) logits: `i * vocab + token` for each row i's tokens."""
+    lengths = torch.tensor([len(tokens) for tokens in token_lists], device=device)
+    rows = torch.repeat_interleave(torch.arange(len(token_lists), device=device), lengths)
+    tokens = torch.tensor([t for ts in token_lists for t in ts], dtype=torch.long, device=device)
+    return rows * vocab + tokens
