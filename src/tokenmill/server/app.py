@@ -1,0 +1,194 @@
+"""The FastAPI application: routes, lifecycle, middleware and error handlers.
+
+Routes stay thin: each parses its body (pydantic), hands it to a service in `serving/`
+and returns what the service builds. The engine shares this process and event loop;
+its model compute runs on the engine's own thread, so handlers never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from importlib import metadata
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from tokenmill.server.config import ServerConfig
+from tokenmill.server.engine_client import EngineClient
+from tokenmill.server.errors import install_error_handlers
+from tokenmill.server.middleware import BodySizeLimit
+from tokenmill.server.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
+from tokenmill.server.protocol.common import ErrorResponse
+from tokenmill.server.protocol.completion import CompletionRequest, CompletionResponse
+from tokenmill.server.protocol.misc import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    StatusResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfoResponse,
+    VersionResponse,
+)
+from tokenmill.server.serving.chat import ChatService
+from tokenmill.server.serving.completion import CompletionService
+from tokenmill.server.serving.generation import ClientDisconnected
+from tokenmill.server.serving.tokenize import TokenizerService
+from tokenmill.server.state import Phase, ServerState
+
+_ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (400, "Invalid parameters, or prompt plus max_tokens beyond the context."),
+        (404, "Unknown model."),
+        (408, "The request ran past the server's request timeout."),
+        (413, "Request body too large."),
+        (429, "The waiting queue is full; retry after Retry-After seconds."),
+        (503, "The model is loading or the server is shutting down."),
+    ]
+}
+_STREAM = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks."}}
+
+
+def tokenmill_version() -> str:
+    """The installed package's version."""
+    try:
+        return metadata.version("tokenmill")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_app(
+    config: ServerConfig,
+    engine_factory: Callable[[], EngineClient],
+    on_ready: Callable[[str, float], None] | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """An app that loads its engine with `engine_factory` (on a thread, once the server
+    listens) and serves it. `on_ready(model_name, load_seconds)` and `on_fatal(error)`
+    let the caller print the startup line or exit on a failed load."""
+    state = ServerState(config, engine_factory, on_ready=on_ready, on_fatal=on_fatal)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.ensure_future(state.load())
+        try:
+            yield
+        finally:
+            if not loader.done():
+                loader.cancel()
+            await state.close()
+
+    app = FastAPI(
+        title="tokenmill",
+        version=tokenmill_version(),
+        description="An OpenAI-compatible LLM inference server.",
+        lifespan=lifespan,
+    )
+    app.state.tokenmill = state
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    install_error_handlers(app)
+
+    @app.exception_handler(ClientDisconnected)
+    async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
+        return Response(status_code=499)
+
+    chat = ChatService(state)
+    completion = CompletionService(state)
+    tokenizer = TokenizerService(state)
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses={**_STREAM, **_ERRORS},
+        tags=["openai"],
+    )
+    async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
+        """Chat completion; with `stream: true`, server-sent `chat.completion.chunk` events."""
+        return await chat.create(body, raw)
+
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        responses={**_STREAM, **_ERRORS},
+        tags=["openai"],
+    )
+    async def create_completion(body: CompletionRequest, raw: Request) -> Response:
+        """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
+        return await completion.create(body, raw)
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
+    async def list_models() -> ModelList:
+        """The one model this server serves."""
+        return ModelList(data=[_model_card(state)])
+
+    @app.get(
+        "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["openai"]
+    )
+    async def get_model(model_id: str) -> ModelCard:
+        """The served model's card; 404 for any other name."""
+        state.check_model(model_id)
+        return _model_card(state)
+
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS, tags=["tokenizer"])
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        """Token ids of a prompt, or of chat messages after the template."""
+        return tokenizer.tokenize(body)
+
+    @app.post(
+        "/detokenize", response_model=DetokenizeResponse, responses=_ERRORS, tags=["tokenizer"]
+    )
+    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
+        """Text of token ids."""
+        return tokenizer.detokenize(body)
+
+    @app.get(
+        "/tokenizer_info",
+        response_model=TokenizerInfoResponse,
+        responses=_ERRORS,
+        tags=["tokenizer"],
+    )
+    async def tokenizer_info() -> TokenizerInfoResponse:
+        """Special tokens and the chat template."""
+        return tokenizer.info()
+
+    @app.get("/health", response_model=StatusResponse, tags=["operations"])
+    async def health() -> Response:
+        """Liveness: 200 while the process serves HTTP, 503 if the model failed to load."""
+        if state.phase is Phase.FAILED:
+            return JSONResponse({"status": "failed"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready", response_model=StatusResponse, tags=["operations"])
+    async def ready() -> Response:
+        """Readiness: 200 once the model is loaded and warm, 503 while loading or draining."""
+        engine = state.loaded_engine
+        if state.phase is Phase.READY and engine is not None and engine.is_ready:
+            return JSONResponse({"status": "ready"})
+        status = state.phase.value if state.phase is not Phase.READY else "not_ready"
+        return JSONResponse({"status": status}, status_code=503)
+
+    @app.get("/version", response_model=VersionResponse, tags=["operations"])
+    async def version() -> VersionResponse:
+        """The tokenmill version."""
+        return VersionResponse(version=tokenmill_version())
+
+    @app.get("/v1/engine/stats", responses=_ERRORS, tags=["operations"])
+    async def engine_stats() -> dict[str, Any]:
+        """The engine's counters: running and waiting requests, KV blocks, prefix cache."""
+        engine = state.loaded_engine or state.engine
+        stats = engine.stats()
+        return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
+
+    return app
+
+
+def _model_card(state: ServerState) -> ModelCard:
+    engine = state.engine
+    return ModelCard(id=state.model_name, created=state.created, max_model_len=engine.max_model_len)

@@ -1,0 +1,170 @@
+"""Every failure leaves the server as an OpenAI-shaped error with the right status.
+
+`{"error": {"message", "type", "param", "code"}}`: the message says what was wrong and
+what to change. Pydantic's validation dumps never reach the client as such; they are
+rewritten into one readable sentence per problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tokenmill.errors import TokenmillError
+
+logger = logging.getLogger(__name__)
+
+
+class RequestTimeoutError(TokenmillError):
+    """The request ran past the server's per-request timeout (HTTP 408)."""
+
+    status_code = 408
+    error_type = "timeout_error"
+
+    def __init__(self, timeout_s: float):
+        super().__init__(
+            f"The request did not finish within the server's request timeout of {timeout_s:g} s "
+            "and was aborted. Ask for fewer tokens (max_tokens) or start the server with a "
+            "larger --request-timeout.",
+            code="request_timeout",
+        )
+
+
+class ServiceUnavailableError(TokenmillError):
+    """The server cannot take requests right now: loading or shutting down (HTTP 503)."""
+
+    status_code = 503
+    error_type = "server_error"
+
+    def __init__(self, message: str, code: str, retry_after_s: float | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLargeError(TokenmillError):
+    """The request body exceeds the configured limit (HTTP 413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+
+    def __init__(self, limit_bytes: int):
+        super().__init__(
+            f"The request body is larger than the server's limit of {limit_bytes} bytes. "
+            "Send a smaller request or start the server with a larger --max-body-mib.",
+            code="request_too_large",
+        )
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | int | None = None
+) -> dict[str, Any]:
+    """The JSON body OpenAI clients parse into an APIError."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_from_exception(exc: TokenmillError) -> dict[str, Any]:
+    """The error body for a typed tokenmill error."""
+    return error_body(exc.message, exc.error_type, exc.param, exc.code)
+
+
+def error_response(exc: TokenmillError) -> JSONResponse:
+    """A JSON response for `exc`, with Retry-After where the error says when to retry."""
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(error_from_exception(exc), status_code=exc.status_code, headers=headers)
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One readable message for pydantic's errors, and the first offending field.
+
+    Input values are left out on purpose: they can be huge (a whole prompt) or private.
+    """
+    parts = []
+    first_param = None
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        param = _dotted(loc)
+        if first_param is None and param:
+            first_param = param
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx") or {}
+            parts.append(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
+        elif param:
+            parts.append(f"{param}: {err.get('msg', 'invalid value')}")
+        else:
+            parts.append(f"body: {err.get('msg', 'invalid value')}")
+    more = len(errors) - len(parts)
+    message = "Invalid request: " + "; ".join(parts) + (f" (and {more} more)" if more else "")
+    return message + ".", first_param
+
+
+def _dotted(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Routes every exception type the app can raise to an OpenAI-shaped response."""
+
+    @app.exception_handler(TokenmillError)
+    async def _tokenmill_error(_: Request, exc: TokenmillError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.warning("request failed: %s", exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(list(exc.errors()))
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_request"),
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"There is no route {request.method} {request.url.path}; see /docs."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(exc.detail)
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(
+            error_body(message, error_type, None, exc.status_code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error while serving a request", exc_info=exc)
+        return JSONResponse(
+            error_body(
+                f"Internal server error ({type(exc).__name__}); the server log has the details.",
+                "server_error",
+                None,
+                "internal_error",
+            ),
+            status_code=500,
+        )
+
+
+__all__ = [
+    "PayloadTooLargeError",
+    "RequestTimeoutError",
+    "ServiceUnavailableError",
+    "describe_validation_errors",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+]

@@ -1,0 +1,85 @@
+"""Pure-ASGI middleware: refuse oversized request bodies before anything parses them."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tokenmill.server.errors import PayloadTooLargeError, error_from_exception
+
+
+class BodySizeLimit:
+    """Answers 413 to HTTP requests whose body exceeds `max_bytes`.
+
+    A declared Content-Length over the limit is refused without reading the body. A
+    chunked body is read up to the limit, then either refused or replayed to the app;
+    after the replay the app's `receive` is the server's again, so disconnects still
+    reach it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None:
+            if length > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay([replayed], receive), send)
+
+    async def _refuse(self, send: Send) -> None:
+        payload = json.dumps(error_from_exception(PayloadTooLargeError(self.max_bytes))).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay_receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay_receive

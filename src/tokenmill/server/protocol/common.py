@@ -1,0 +1,150 @@
+"""Models shared by the chat and completions endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from tokenmill.errors import InvalidRequestError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_N = 128
+
+
+class OpenAIModel(BaseModel):
+    """Base of request models: unknown fields are kept (and logged once), never refused,
+    because clients send fields of newer API versions; NaN and infinity are refused."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class ResponseModel(BaseModel):
+    """Base of response models."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
+
+
+class ErrorDetail(ResponseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(ResponseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorDetail
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+    """Send a last chunk, with empty choices, carrying the request's usage."""
+
+
+class ResponseFormat(OpenAIModel):
+    type: str = "text"
+    """Only "text" for now; structured output ("json_object", "json_schema") is refused."""
+
+
+class PromptTokensDetails(ResponseModel):
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache."""
+
+
+class UsageInfo(ResponseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class DropNoneModel(ResponseModel):
+    """Serialises without its None fields (stream deltas: absent, not null)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class SamplingFields(OpenAIModel):
+    """Sampling controls accepted by both generation endpoints."""
+
+    model: str | None = Field(None, description="Served model name; omitted means the one model.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Completions to generate per prompt.")
+    temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=-1, description="0 or -1 disables.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) -> bias in [-100, 100]."
+    )
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    stop: str | list[str] | None = Field(
+        None, description="Strings that end generation; never part of the returned text."
+    )
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    priority: int = Field(0, ge=-1000, le=1000, description="Lower values are scheduled first.")
+
+    def sampling_kwargs(self) -> dict[str, Any]:
+        """The SamplingParams arguments these fields set."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return {
+            "n": self.n,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty,
+            "logit_bias": parse_logit_bias(self.logit_bias),
+            "seed": self.seed,
+            "stop": stop,
+            "stop_token_ids": list(self.stop_token_ids or []),
+            "ignore_eos": self.ignore_eos,
+            "min_tokens": self.min_tokens,
+            "skip_special_tokens": self.skip_special_tokens,
+            "include_stop_str_in_output": self.include_stop_str_in_output,
+        }
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a stream ends with a usage chunk."""
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI sends token ids as JSON object keys, hence strings."""
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        try:
+            out[int(key)] = float(value)
+        except ValueError:
+            raise InvalidRequestError(
+                f"logit_bias keys must be token ids, got {key!r}.", param="logit_bias"
+            ) from None
+    return out
+
+
+def check_response_format(response_format: ResponseFormat | None) -> None:
+    """Refuses structured output until the engine can constrain decoding."""
+    if response_format is not None and response_format.type != "text":
+        raise InvalidRequestError(
+            f"response_format type {response_format.type!r} is not supported yet; "
+            "only {'type': 'text'} is. Ask for JSON in the prompt instead.",
+            param="response_format",
+        )

@@ -1,0 +1,91 @@
+"""POST /v1/completions: request, response and stream chunk."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tokenmill.errors import InvalidRequestError
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.server.protocol.common import (
+    ResponseFormat,
+    ResponseModel,
+    SamplingFields,
+    UsageInfo,
+    check_response_format,
+)
+
+Prompt = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingFields):
+    """OpenAI's (legacy) completion request plus vLLM's sampling extensions."""
+
+    prompt: Prompt = Field(
+        description="A string, a list of strings, token ids, or a list of token id lists."
+    )
+    max_tokens: int | None = Field(
+        16, ge=0, description="New tokens at most (0 with echo scores the prompt only)."
+    )
+    echo: bool = False
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="Return this many top alternatives per token."
+    )
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+
+    def to_sampling_params(self) -> SamplingParams:
+        """The engine's view of this request; raises InvalidRequestError on conflicts."""
+        check_response_format(self.response_format)
+        if self.suffix:
+            raise InvalidRequestError("suffix (insertion) is not supported.", param="suffix")
+        if self.best_of is not None and self.best_of != self.n:
+            raise InvalidRequestError(
+                f"best_of={self.best_of} is not supported; it must equal n ({self.n}).",
+                param="best_of",
+            )
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            logprobs=self.logprobs,
+            prompt_logprobs=self.logprobs if self.echo and self.logprobs is not None else None,
+            **self.sampling_kwargs(),
+        )
+
+
+class CompletionLogprobs(ResponseModel):
+    """The legacy shape lm-evaluation-harness reads: parallel lists, one entry a token."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
+class CompletionChoice(ResponseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+class CompletionResponse(ResponseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+
+
+class CompletionChunk(ResponseModel):
+    """One server-sent event of a streamed completion."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None

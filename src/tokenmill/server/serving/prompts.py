@@ -1,0 +1,105 @@
+"""Turning what clients send (messages, strings, token ids) into engine prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+from tokenmill.errors import InvalidRequestError
+from tokenmill.server.engine_client import TokenizerClient
+from tokenmill.server.protocol.chat import ChatMessage
+from tokenmill.server.serving.generation import EnginePrompt
+
+
+def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Plain dicts for the chat template; content parts become one string.
+
+    Only text parts are served: an image or audio part is refused rather than dropped,
+    since answering without it would mislead. `developer` is OpenAI's new name for
+    `system`, which is what templates know.
+    """
+    out = []
+    for i, message in enumerate(messages):
+        content = message.content
+        if isinstance(content, list):
+            texts = []
+            for j, part in enumerate(content):
+                if part.type != "text":
+                    raise InvalidRequestError(
+                        f"Content part type {part.type!r} is not supported; this server "
+                        "serves a text-only model, so send only {'type': 'text'} parts.",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
+                if part.text is None:
+                    raise InvalidRequestError(
+                        "A text content part needs a `text` field.",
+                        param=f"messages[{i}].content[{j}].text",
+                    )
+                texts.append(part.text)
+            content = "\n".join(texts)
+        role = "system" if message.role == "developer" else message.role
+        entry: dict[str, Any] = {"role": role, "content": content or ""}
+        if message.name is not None:
+            entry["name"] = message.name
+        out.append(entry)
+    return out
+
+
+def chat_prompt(
+    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool = True
+) -> EnginePrompt:
+    """Renders the model's chat template, then tokenizes without adding special tokens
+    (the template already wrote them)."""
+    text = render_chat(tokenizer, messages, add_generation_prompt)
+    token_ids = tokenizer.encode(text, add_special_tokens=False)
+    return EnginePrompt(token_ids=token_ids, text=text)
+
+
+def render_chat(
+    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool = True
+) -> str:
+    """The chat template applied to `messages`; template errors become a 400."""
+    dicts = messages_to_dicts(messages)
+    try:
+        return tokenizer.apply_chat_template(dicts, add_generation_prompt=add_generation_prompt)
+    except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidRequestError(
+            f"The model's chat template rejected these messages: {exc}", param="messages"
+        ) from exc
+
+
+def completion_prompts(
+    tokenizer: TokenizerClient, prompt: str | list[str] | list[int] | list[list[int]]
+) -> list[EnginePrompt]:
+    """One engine prompt per prompt in the request, tokenized with special tokens."""
+    if isinstance(prompt, str):
+        items: list[Any] = [prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        items = [prompt]
+    else:
+        items = list(prompt)
+    if not items:
+        raise InvalidRequestError("prompt must not be an empty list.", param="prompt")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(EnginePrompt(tokenizer.encode(item, add_special_tokens=True), text=item))
+        else:
+            check_token_ids(item, tokenizer.vocab_size, "prompt")
+            out.append(EnginePrompt(list(item)))
+    for p in out:
+        if not p.token_ids:
+            raise InvalidRequestError(
+                "prompt must contain at least one token; got an empty prompt.", param="prompt"
+            )
+    return out
+
+
+def check_token_ids(token_ids: list[int], vocab_size: int, param: str) -> None:
+    """Refuses ids outside the vocabulary instead of letting them reach the model."""
+    for tok in token_ids:
+        if not 0 <= tok < vocab_size:
+            raise InvalidRequestError(
+                f"Token id {tok} is outside the vocabulary [0, {vocab_size}).", param=param
+            )

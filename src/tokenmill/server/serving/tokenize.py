@@ -1,0 +1,67 @@
+"""/tokenize, /detokenize and /tokenizer_info: the model's tokenizer, remotely.
+
+lm-evaluation-harness's remote tokenizer uses exactly these three.
+"""
+
+from __future__ import annotations
+
+from tokenmill.errors import InvalidRequestError
+from tokenmill.server.protocol.misc import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfoResponse,
+)
+from tokenmill.server.serving.prompts import check_token_ids, render_chat
+from tokenmill.server.state import ServerState
+
+
+class TokenizerService:
+    """Tokenizer endpoints over the engine's tokenizer; read-only."""
+
+    def __init__(self, state: ServerState):
+        self.state = state
+
+    def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
+        """Token ids of `prompt`, or of `messages` rendered with the chat template."""
+        self.state.check_model(body.model)
+        engine = self.state.engine
+        self.state.note_unknown_fields("/tokenize", body.model_extra)
+        if (body.prompt is None) == (body.messages is None):
+            raise InvalidRequestError(
+                "Send exactly one of `prompt` (text) or `messages` (a chat).", param="prompt"
+            )
+        if body.messages is not None:
+            text = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
+            special = bool(body.add_special_tokens)
+        else:
+            text = body.prompt or ""
+            special = body.add_special_tokens is not False
+        tokens = engine.tokenizer.encode(text, add_special_tokens=special)
+        return TokenizeResponse(
+            tokens=tokens, count=len(tokens), max_model_len=engine.max_model_len
+        )
+
+    def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
+        """The text of `tokens`, special tokens included (it is the inverse of /tokenize)."""
+        self.state.check_model(body.model)
+        engine = self.state.engine
+        check_token_ids(body.tokens, engine.tokenizer.vocab_size, "tokens")
+        return DetokenizeResponse(
+            prompt=engine.tokenizer.decode(body.tokens, skip_special_tokens=False)
+        )
+
+    def info(self) -> TokenizerInfoResponse:
+        """Special tokens and the chat template, for clients that tokenize themselves."""
+        engine = self.state.engine
+        tok = engine.tokenizer
+        return TokenizerInfoResponse(
+            eos_token=tok.eos_token,
+            bos_token=tok.bos_token,
+            pad_token=getattr(tok, "pad_token", None),
+            eos_token_id=tok.eos_token_id,
+            chat_template=tok.chat_template,
+            vocab_size=tok.vocab_size,
+            model_max_length=engine.max_model_len,
+        )

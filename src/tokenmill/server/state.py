@@ -1,0 +1,144 @@
+"""The server's shared state: the engine once loaded, the lifecycle phase, the served name."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from tokenmill.errors import ModelNotFoundError
+from tokenmill.server.config import ServerConfig
+from tokenmill.server.engine_client import EngineClient
+from tokenmill.server.errors import ServiceUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    DRAINING = "draining"
+
+
+class ServerState:
+    """Owns the engine's lifecycle on behalf of the app: load, serve, drain, close.
+
+    The model loads on a worker thread after the server starts listening, so /health
+    answers at once and /ready turns 200 only when the engine is loaded and warm.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine_factory: Callable[[], EngineClient],
+        on_ready: Callable[[str, float], None] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ):
+        self.config = config
+        self.phase = Phase.LOADING
+        self.created = int(time.time())
+        self._factory = engine_factory
+        self._on_ready = on_ready
+        self._on_fatal = on_fatal
+        self._engine: EngineClient | None = None
+        self._drain_task: asyncio.Task | None = None
+        self._unknown_fields_logged: set[tuple[str, str]] = set()
+        self.load_error: BaseException | None = None
+
+    async def load(self) -> None:
+        """Builds the engine off the event loop, starts it, then flips to READY.
+
+        A failure is kept in `load_error`, logged, and handed to `on_fatal`.
+        """
+        started = time.perf_counter()
+        try:
+            engine = await asyncio.to_thread(self._factory)
+            await engine.start()
+        except Exception as exc:  # noqa: BLE001 - any load failure is fatal and reported
+            self.phase = Phase.FAILED
+            self.load_error = exc
+            logger.error("could not load the model: %s", exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
+        self._engine = engine
+        if self.phase is Phase.LOADING:
+            self.phase = Phase.READY
+        if self._on_ready is not None:
+            self._on_ready(self.model_name, time.perf_counter() - started)
+
+    @property
+    def engine(self) -> EngineClient:
+        """The engine, or a 503 that says why there is none to serve this request."""
+        if self.phase is Phase.READY and self._engine is not None:
+            return self._engine
+        if self.phase is Phase.DRAINING:
+            raise ServiceUnavailableError(
+                "The server is shutting down and takes no new requests.", code="shutting_down"
+            )
+        if self.phase is Phase.FAILED:
+            raise ServiceUnavailableError(
+                f"The model failed to load: {self.load_error}", code="model_load_failed"
+            )
+        raise ServiceUnavailableError(
+            "The model is still loading; retry when GET /ready answers 200.",
+            code="model_loading",
+            retry_after_s=2.0,
+        )
+
+    @property
+    def loaded_engine(self) -> EngineClient | None:
+        """The engine if it has loaded, whatever the phase (stats during a drain)."""
+        return self._engine
+
+    @property
+    def model_name(self) -> str:
+        """The name clients send as `model` and see in responses."""
+        if self.config.served_model_name:
+            return self.config.served_model_name
+        return self._engine.model_name if self._engine is not None else "unknown"
+
+    def check_model(self, requested: str | None) -> None:
+        """Raises a 404 unless `requested` is omitted or names the served model."""
+        if requested is None or requested == self.model_name:
+            return
+        raise ModelNotFoundError(
+            f"The model {requested!r} does not exist on this server; it serves "
+            f"{self.model_name!r} (see GET /v1/models)."
+        )
+
+    def note_unknown_fields(self, endpoint: str, extra: dict | None) -> None:
+        """Logs each unknown request field once per endpoint; the field is ignored."""
+        for name in extra or {}:
+            key = (endpoint, name)
+            if key not in self._unknown_fields_logged:
+                self._unknown_fields_logged.add(key)
+                logger.warning("ignoring unknown field %r in %s requests", name, endpoint)
+
+    @staticmethod
+    def new_request_id(prefix: str) -> str:
+        """A fresh id such as `chatcmpl-3f2a...`."""
+        return f"{prefix}-{uuid.uuid4().hex}"
+
+    def begin_drain(self) -> None:
+        """Stops taking requests and asks the engine to finish in-flight ones within the
+        grace period (what is left after it is aborted). Safe to call more than once."""
+        if self._drain_task is not None:
+            return
+        self.phase = Phase.DRAINING
+        if self._engine is not None:
+            grace = self.config.shutdown_grace_s
+            self._drain_task = asyncio.ensure_future(self._engine.shutdown(grace_s=grace))
+
+    async def close(self) -> None:
+        """Waits for the drain (or shuts the engine down at once if none began)."""
+        self.begin_drain()
+        if self._drain_task is not None:
+            try:
+                await self._drain_task
+            except Exception:
+                logger.exception("engine shutdown failed")
