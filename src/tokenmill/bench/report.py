@@ -106,7 +106,10 @@ def to_markdown(report: RunReport) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in report.settings.items())
     parts += [f"Settings: {settings}", ""]
     if report.note:
-        parts += [f"Note: {report.note}", ""]
+        head, _, rest = report.note.partition("\n")
+        parts += [f"Note: {head}", ""]
+        if rest.strip():
+            parts += ["```", rest.strip(), "```", ""]
     if report.levels:
         parts += [summary_table(report), "", latency_table(report), ""]
     errs = failures(report)
