@@ -1,0 +1,156 @@
+"""`tokenmill`: the one command-line entry point and its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from tokenmill.cli.generate import add_sampling_flags
+from tokenmill.cli.settings import (
+    ENGINE_OPTIONS,
+    SERVER_OPTIONS,
+    SettingsError,
+    add_options,
+    check_file_keys,
+    engine_config,
+    load_config_file,
+    resolve,
+    server_config,
+)
+from tokenmill.errors import TokenmillError
+
+DESCRIPTION = """\
+tokenmill: an LLM inference server with an OpenAI-compatible API.
+
+  tokenmill serve                  start the HTTP server (default model, 127.0.0.1:8000)
+  tokenmill generate "Once upon"   complete a prompt in this process and print it
+  tokenmill chat                   chat with the model in the terminal
+
+Run `tokenmill COMMAND --help` for a command's options.
+"""
+
+SERVE_EPILOG = """\
+Settings come from, in order of precedence: these flags, TOKENMILL_* environment
+variables (e.g. TOKENMILL_PORT=9000), a --config file (TOML or JSON, keys named like the
+flags: port = 9000), then the defaults shown.
+
+Once the startup line appears, point any OpenAI client at the printed URL, e.g.
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+  client.chat.completions.create(model="smollm2-135m-instruct",
+                                 messages=[{"role": "user", "content": "Hi"}])
+GET /ready answers 200 once the model is loaded; SIGTERM or Ctrl-C drains and exits 0.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its three subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="tokenmill",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="Print the version and exit.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="Start the OpenAI-compatible HTTP server.",
+        description="Serve a model over an OpenAI-compatible HTTP API.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
+    add_options(serve, ENGINE_OPTIONS, "model and engine")
+    add_options(serve, SERVER_OPTIONS, "server")
+
+    gen = commands.add_parser(
+        "generate",
+        help="Complete prompts in this process (no server) and print them.",
+        description="Complete one or more prompts with the model, without a server. One "
+        "prompt streams as it is generated; several are batched and printed in order.",
+        epilog='Example: tokenmill generate --chat "Name three rivers." --max-tokens 64',
+    )
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help='Prompt text; "-" reads stdin.')
+    gen.add_argument(
+        "--chat",
+        action="store_true",
+        help="Wrap each prompt as a user message in the model's chat template.",
+    )
+    gen.add_argument("--system", metavar="TEXT", help="System prompt (with --chat).")
+    gen.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
+    add_sampling_flags(gen, max_tokens=128)
+    add_options(gen, ENGINE_OPTIONS, "model and engine")
+
+    chat = commands.add_parser(
+        "chat",
+        help="Chat with the model in the terminal (no server).",
+        description="An interactive chat in the terminal: replies stream as they are "
+        "generated and the conversation is kept. Commands: /reset clears the history, "
+        "/exit (or Ctrl-D) quits, Ctrl-C interrupts a reply.",
+    )
+    chat.add_argument("--system", metavar="TEXT", help="System prompt for the conversation.")
+    chat.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
+    add_sampling_flags(chat, max_tokens=512)
+    add_options(chat, ENGINE_OPTIONS, "model and engine")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Parses arguments, resolves settings and runs the command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = dict(os.environ) if env is None else env
+    if args.version:
+        from tokenmill.server.app import tokenmill_version
+
+        print(f"tokenmill {tokenmill_version()}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _run(args, env)
+    except SettingsError as exc:
+        print(f"tokenmill: error: {exc}", file=sys.stderr)
+        return 2
+    except TokenmillError as exc:
+        print(f"tokenmill: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    options = ENGINE_OPTIONS + (SERVER_OPTIONS if args.command == "serve" else [])
+    file_values = load_config_file(args.config)
+    check_file_keys(file_values, options)
+    values = resolve(options, args, env, file_values)
+    if args.command == "serve":
+        server = server_config(values)
+        engine = engine_config(values)
+        logging.basicConfig(
+            level=server.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        from tokenmill.cli.serve import serve
+        from tokenmill.model.registry import resolve_model
+
+        resolve_model(engine.model.model)  # an unknown model fails before binding the port
+        return serve(engine, server)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    engine = engine_config(values)
+    if args.command == "generate":
+        from tokenmill.cli.generate import generate
+
+        return generate(args, engine)
+    from tokenmill.cli.chat import chat
+
+    return chat(args, engine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
