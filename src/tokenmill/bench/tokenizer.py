@@ -78,8 +78,16 @@ class ServerTokenizer:
     `/tokenizer_info`'s `vocab_size`.
     """
 
-    def __init__(self, base_url: str, model: str, timeout: float = 30.0) -> None:
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
         self._model = model
         self.vocab_size = self._discover_vocab_size()
         self.special_ids = frozenset()
@@ -100,7 +108,8 @@ class ServerTokenizer:
     def encode(self, text: str) -> list[int]:
         body = {"model": self._model, "prompt": text, "add_special_tokens": False}
         r = self._client.post("/tokenize", json=body)
-        if r.status_code >= 400:
+        if r.status_code >= 400 or (text and not r.json().get("tokens")):
+            # llama-server answers the other shape with an empty list, not an error.
             r = self._client.post("/tokenize", json={"content": text, "add_special": False})
         tokens = r.raise_for_status().json()["tokens"]
         return [t if isinstance(t, int) else t["id"] for t in tokens]
@@ -119,7 +128,7 @@ def load_tokenizer(spec: str, base_url: str, model: str) -> PromptTokenizer:
             tok = ServerTokenizer(base_url, model)
             tok.encode("probe")
             return tok
-        except (httpx.HTTPError, RuntimeError, KeyError):
+        except (httpx.HTTPError, RuntimeError, KeyError, TypeError, ValueError):
             if spec == "server":
                 raise
         return HFTokenizer()

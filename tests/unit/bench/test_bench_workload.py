@@ -6,8 +6,10 @@ import json
 import random
 from typing import ClassVar
 
+import httpx
 import pytest
 
+from tokenmill.bench.tokenizer import ServerTokenizer
 from tokenmill.bench.workload import fit_prompt, random_requests, sharegpt_requests
 
 
@@ -100,3 +102,25 @@ def test_sharegpt_requests_filter_like_vllm_and_use_reply_lengths(tmp_path):
     assert {r.output_len for r in fixed} == {9}
     with pytest.raises(ValueError, match="only 2 usable"):
         sharegpt_requests(WordTokenizer(), 3, seed=0, path=path)
+
+
+def llama_server_handler(request: httpx.Request) -> httpx.Response:
+    """llama-server's shapes: {"content"} in, and an empty list for any other body."""
+    body = json.loads(request.content or b"{}")
+    if request.url.path == "/v1/models":
+        return httpx.Response(200, json={"data": [{"id": "m", "meta": {"n_vocab": 7}}]})
+    if request.url.path == "/tokenize":
+        text = body.get("content", "")
+        return httpx.Response(200, json={"tokens": [ord(c) - 97 for c in text]})
+    if request.url.path == "/detokenize":
+        return httpx.Response(200, json={"content": "".join(chr(97 + t) for t in body["tokens"])})
+    return httpx.Response(404)
+
+
+def test_server_tokenizer_speaks_llama_server_shapes():
+    tok = ServerTokenizer("http://x", "m", transport=httpx.MockTransport(llama_server_handler))
+    assert tok.vocab_size == 7
+    assert tok.encode("abc") == [0, 1, 2]
+    assert tok.decode([2, 0]) == "ca"
+    reqs = random_requests(tok, 2, input_len=5, output_len=3, seed=0)
+    assert [r.prompt_len for r in reqs] == [5, 5]
