@@ -1,0 +1,227 @@
+"""The asyncio face of the engine: model compute on one dedicated thread.
+
+One long-lived worker thread owns the EngineCore and runs every forward pass (native
+thread pools stay bound to one caller, which llama.cpp's experience shows matters on
+CPUs). The event loop talks to it through a command queue; outputs come back with
+`call_soon_threadsafe`, so the loop never waits on model compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tokenmill.config import EngineConfig
+from tokenmill.engine.core import EngineCore, EngineStats
+from tokenmill.engine.outputs import RequestOutput
+from tokenmill.errors import EngineDeadError, InvalidRequestError
+from tokenmill.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Add:
+    request_id: str
+    params: SamplingParams
+    prompt: str | None
+    prompt_token_ids: list[int] | None
+    priority: int
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+@dataclass
+class _Call:
+    fn: Callable[[EngineCore], Any]
+    future: asyncio.Future
+
+
+class _Stop:
+    pass
+
+
+class AsyncEngine:
+    """Async API over EngineCore. Create with `from_config`, then `await start()`."""
+
+    def __init__(self, core: EngineCore):
+        self.core = core
+        self.tokenizer = core.tokenizer
+        self.model_name = core.model_name
+        self.max_model_len = core.max_model_len
+        self.is_ready = False
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._dead: BaseException | None = None
+        self._stats = core.stats()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> AsyncEngine:
+        """Load the model (blocking) and build the engine; raises ModelNotFoundError."""
+        return cls(EngineCore(config))
+
+    async def start(self, warmup: bool = True) -> None:
+        """Start the worker thread and, with `warmup`, run one short request through
+        the model so the first client does not pay for kernel initialisation."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
+        self._thread.start()
+        if warmup:
+            params = SamplingParams(max_tokens=2, temperature=0.0)
+            ids = list(range(1, 33))
+            async for _ in self.generate("warmup", params, prompt_token_ids=ids):
+                pass
+        self.is_ready = True
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        request_id: str,
+        params: SamplingParams,
+        prompt: str | None = None,
+        prompt_token_ids: list[int] | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs as they progress; the last one has
+        `finished=True`. Validation errors raise at the first iteration. Leaving the
+        loop early (break, aclose, cancellation) aborts the request."""
+        if self._dead is not None:
+            raise EngineDeadError(f"The engine stopped after an error: {self._dead}")
+        if self._closing:
+            raise EngineDeadError("The server is shutting down and accepts no new requests.")
+        if request_id in self._queues:
+            raise InvalidRequestError(f"Request id {request_id!r} is already in use.")
+        q: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = q
+        self._commands.put(_Add(request_id, params, prompt, prompt_token_ids, priority))
+        finished = False
+        try:
+            while True:
+                item = await q.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            self._queues.pop(request_id, None)
+            if not finished:
+                self._commands.put(_Abort(request_id))
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request wherever it is; its stream ends with finish_reason 'abort'."""
+        self._commands.put(_Abort(request_id))
+
+    async def call(self, fn: Callable[[EngineCore], Any]) -> Any:
+        """Run `fn(core)` on the engine thread between steps and return its result."""
+        fut = self._loop.create_future()
+        self._commands.put(_Call(fn, fut))
+        return await fut
+
+    def stats(self) -> EngineStats:
+        """Counters as of the end of the latest step."""
+        return self._stats
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._queues)
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop admitting; give in-flight requests `grace_s` to finish, abort the rest,
+        then stop the worker thread."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._queues and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for rid in list(self._queues):
+            self._commands.put(_Abort(rid))
+        await asyncio.sleep(0.05)
+        self._commands.put(_Stop())
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10.0)
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        core = self.core
+        while True:
+            try:
+                if not self._drain(block=not core.has_unfinished()):
+                    return
+                if core.has_unfinished():
+                    self._deliver(core.step())
+                self._stats = core.stats()
+            except Exception as exc:  # an engine bug: fail every request loudly
+                log.exception("engine step failed")
+                self._dead = exc
+                err = EngineDeadError(f"The engine failed: {exc!r}")
+                self._loop.call_soon_threadsafe(self._fail_all, err)
+                return
+
+    def _drain(self, block: bool) -> bool:
+        """Apply queued commands; False once asked to stop."""
+        while True:
+            try:
+                cmd = self._commands.get(block=block, timeout=None)
+            except queue.Empty:
+                return True
+            block = False
+            if isinstance(cmd, _Stop):
+                return False
+            if isinstance(cmd, _Add):
+                try:
+                    self.core.add_request(cmd.request_id, cmd.params, cmd.prompt,
+                                          cmd.prompt_token_ids, cmd.priority)
+                except Exception as exc:
+                    self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
+            elif isinstance(cmd, _Abort):
+                self._deliver(self.core.abort(cmd.request_id))
+            elif isinstance(cmd, _Call):
+                try:
+                    result = cmd.fn(self.core)
+                except Exception as exc:
+                    self._loop.call_soon_threadsafe(_set_exception, cmd.future, exc)
+                else:
+                    self._loop.call_soon_threadsafe(_set_result, cmd.future, result)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        if outputs:
+            self._loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            self._put(out.request_id, out)
+
+    def _put(self, request_id: str, item) -> None:
+        q = self._queues.get(request_id)
+        if q is not None:
+            q.put_nowait(item)
+
+    def _fail_all(self, err: BaseException) -> None:
+        for q in self._queues.values():
+            q.put_nowait(err)
+
+
+def _set_result(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
