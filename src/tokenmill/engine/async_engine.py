@@ -75,6 +75,7 @@ class AsyncEngine:
         """Start the worker thread and, with `warmup`, run one short request through
         the model so the first client does not pay for kernel initialisation."""
         self._loop = asyncio.get_running_loop()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
         self._thread.start()
         if warmup:

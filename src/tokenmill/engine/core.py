@@ -130,8 +130,11 @@ class EngineCore:
             raise InvalidRequestError(f"Request id {request_id!r} is already in use.")
         ids = self.tokenize_prompt(prompt, prompt_token_ids)
         max_tokens = self.resolve_max_tokens(len(ids), params)
-        limit = self.config.scheduler.max_waiting
-        if self.scheduler.num_waiting + params.n > limit:
+        # Requests that can start at the next step do not count as queued.
+        sc = self.config.scheduler
+        free_seats = max(0, sc.max_num_seqs - len(self.scheduler.running))
+        limit = sc.max_waiting
+        if self.scheduler.num_waiting >= limit + free_seats:
             raise QueueFullError(
                 f"The server is busy: {self.scheduler.num_waiting} requests are waiting "
                 f"(limit {limit}). Retry shortly."
