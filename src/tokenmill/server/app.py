@@ -139,7 +139,7 @@ def build_app(
     @app.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS, tags=["tokenizer"])
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt, or of chat messages after the template."""
-        return tokenizer.tokenize(body)
+        return await tokenizer.tokenize(body)
 
     @app.post(
         "/detokenize", response_model=DetokenizeResponse, responses=_ERRORS, tags=["tokenizer"]

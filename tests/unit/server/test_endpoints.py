@@ -138,3 +138,27 @@ def test_middleware_replays_small_chunked_bodies_then_passes_disconnects():
 def test_completion_prompt_of_ids_starts_with_given_ids(client: TestClient, engine: FakeEngine):
     client.post("/v1/completions", json={"prompt": [BOS, 50], "max_tokens": 1})
     assert engine.calls[0].prompt_token_ids == [BOS, 50]
+
+
+def test_large_text_is_tokenized_off_the_event_loop(
+    client: TestClient, engine: FakeEngine, monkeypatch
+):
+    from tokenmill.server.serving import prompts
+
+    hops = []
+    real = asyncio.to_thread
+
+    async def counting_to_thread(fn, *args):
+        hops.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(prompts.asyncio, "to_thread", counting_to_thread)
+    small = client.post("/tokenize", json={"prompt": "a" * 100}).json()
+    assert small["count"] == 101 and hops == []
+    big = client.post("/tokenize", json={"prompt": "a" * 20_000}).json()
+    assert big["count"] == 20_001 and len(hops) == 1
+    r = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "b" * 20_000}]}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert len(hops) == 2

@@ -42,7 +42,7 @@ class ChatService:
         engine = state.engine
         state.note_unknown_fields("/v1/chat/completions", body.model_extra)
         params = body.to_sampling_params()
-        prompt = chat_prompt(engine.tokenizer, body.messages, body.add_generation_prompt)
+        prompt = await chat_prompt(engine.tokenizer, body.messages, body.add_generation_prompt)
         run = GenerationRun(
             engine,
             state.new_request_id("chatcmpl"),

@@ -44,7 +44,7 @@ class CompletionService:
         engine = state.engine
         state.note_unknown_fields("/v1/completions", body.model_extra)
         params = body.to_sampling_params()
-        prompts = completion_prompts(engine.tokenizer, body.prompt)
+        prompts = await completion_prompts(engine.tokenizer, body.prompt)
         run = GenerationRun(
             engine,
             state.new_request_id("cmpl"),

