@@ -63,9 +63,8 @@ class PagedAttention(nn.Module):
         k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
         offset = seq.context_len - seq.query_len
         # Query row i sits at position offset + i and sees keys 0..offset + i.
-        mask = torch.ones(seq.query_len, seq.context_len, dtype=torch.bool, device=q.device).tril_(
-            offset
-        )  # (ql, C)
+        mask = torch.ones(seq.query_len, seq.context_len, dtype=torch.bool, device=q.device)
+        mask = mask.tril_(offset)  # (ql, C)
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.group > 1
         )

@@ -1,0 +1,158 @@
+"""Tiny random Llama and Qwen2 checkpoints: our loaders and model against transformers,
+and our GGUF loader against our safetensors loader on the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.model import tiny
+from tests.model.paged import PagedRunner
+from tokenmill.errors import InvalidRequestError
+from tokenmill.model.loader import load_model
+
+transformers = pytest.importorskip("transformers")
+
+ROPES = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        # With head_dim 16 this puts rotary pairs in all three llama3 regimes.
+        "original_max_position_embeddings": 64,
+    },
+}
+# Logits here are O(1-10); float32 noise between implementations is ~1e-6.
+ATOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny.build_tokenizer()
+
+
+def make_hf_model(kind: str, vocab_size: int, rope: str = "default"):
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-5,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    if kind == "llama":
+        config = transformers.LlamaConfig(**common, rope_parameters=ROPES[rope])
+        model = transformers.LlamaForCausalLM(config)
+    else:
+        config = transformers.Qwen2Config(**common, tie_word_embeddings=True)
+        model = transformers.Qwen2ForCausalLM(config)
+    tiny.randomize(model, seed=len(rope) + len(kind))
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return model.eval()
+
+
+def run_all_paths(model, ids: list[int]) -> torch.Tensor:
+    """(len(ids), vocab) logits computed through a whole-prompt prefill, a chunk over a
+    cached context and single-token decodes, covering every attention path."""
+    runner = PagedRunner(model, num_slots=64)
+    return torch.cat(
+        [
+            runner.step([("s", ids[:8])], every_row=True),
+            runner.step([("s", ids[8:13])], every_row=True),
+            *(runner.step([], [("s", t)]) for t in ids[13:]),
+        ]
+    )
+
+
+def reference_logits(hf_model, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return hf_model(torch.tensor([ids])).logits[0].float()
+
+
+def prompt_ids(tok) -> list[int]:
+    ids = tok.encode("the lazy fox keeps values in blocks: 12 345 words, words.").ids
+    assert len(ids) >= 18
+    return ids
+
+
+@pytest.mark.parametrize("rope", sorted(ROPES))
+def test_llama_gguf_and_safetensors_match_transformers(tmp_path, tokenizer, rope):
+    hf_model = make_hf_model("llama", tokenizer.get_vocab_size(), rope)
+    hf_dir = tiny.save_hf(hf_model, tokenizer, tmp_path / "hf")
+    gguf_file = tiny.save_gguf(hf_model, tokenizer, tmp_path / "tiny.gguf")
+    from_hf = load_model(str(hf_dir), dtype="float32")
+    from_gguf = load_model(str(gguf_file), dtype="float32")
+    assert from_gguf.arch.tie_word_embeddings is from_hf.arch.tie_word_embeddings is False
+    assert from_gguf.name == "tiny" and from_hf.name == "hf"
+
+    ids = prompt_ids(tokenizer)
+    ref = reference_logits(hf_model, ids)
+    assert ref.std() > 0.5, "weights too small to make the comparison meaningful"
+    ours_hf = run_all_paths(from_hf.model, ids)
+    ours_gguf = run_all_paths(from_gguf.model, ids)
+    torch.testing.assert_close(ours_hf, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours_gguf, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours_gguf, ours_hf, atol=ATOL, rtol=0)
+
+
+def test_qwen2_bias_matches_transformers(tmp_path, tokenizer):
+    hf_model = make_hf_model("qwen2", tokenizer.get_vocab_size())
+    loaded = load_model(str(tiny.save_hf(hf_model, tokenizer, tmp_path)), dtype="float32")
+    assert loaded.arch.attention_bias and loaded.arch.tie_word_embeddings
+    assert loaded.model.layers[0].self_attn.qkv_proj.bias is not None
+    ids = prompt_ids(tokenizer)
+    torch.testing.assert_close(
+        run_all_paths(loaded.model, ids), reference_logits(hf_model, ids), atol=ATOL, rtol=0
+    )
+
+
+def test_tokenizers_of_both_loaders_agree(tmp_path, tokenizer):
+    hf_model = make_hf_model("llama", tokenizer.get_vocab_size())
+    from_hf = load_model(str(tiny.save_hf(hf_model, tokenizer, tmp_path / "hf")))
+    from_gguf = load_model(str(tiny.save_gguf(hf_model, tokenizer, tmp_path / "t.gguf")))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "<|im_start|>user\nthe fox, 12345 ü 👋<|im_end|>\n  words  "
+    expected = hf_tok.encode(text, add_special_tokens=False)
+    for tok in (from_hf.tokenizer, from_gguf.tokenizer):
+        assert tok.encode(text) == expected
+        assert tok.decode(expected, skip_special_tokens=False) == text
+        assert tok.eos_token_id == hf_tok.convert_tokens_to_ids("<|im_end|>")
+        assert tok.all_special_ids == {0, 1, 2}
+    messages = [{"role": "user", "content": "hi"}]
+    rendered = hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert from_hf.tokenizer.apply_chat_template(messages) == rendered
+    assert from_gguf.tokenizer.apply_chat_template(messages) == rendered
+
+
+def test_bfloat16_load(tmp_path, tokenizer):
+    hf_model = make_hf_model("llama", tokenizer.get_vocab_size())
+    path = str(tiny.save_hf(hf_model, tokenizer, tmp_path))
+    loaded = load_model(path, dtype="bfloat16")
+    assert loaded.dtype is torch.bfloat16
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    ids = prompt_ids(tokenizer)
+    ref = reference_logits(hf_model, ids)
+    ours = run_all_paths(loaded.model, ids)
+    assert ours.dtype is torch.float32
+    # bfloat16 keeps ~3 significant digits; through two layers that is ~2% of the scale.
+    assert (ours - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_max_model_len(tmp_path, tokenizer):
+    hf_model = make_hf_model("llama", tokenizer.get_vocab_size())
+    path = str(tiny.save_hf(hf_model, tokenizer, tmp_path))
+    loaded = load_model(path, max_model_len=32)
+    assert loaded.max_model_len == 32 and loaded.model.rotary.max_positions == 32
+    assert load_model(path).max_model_len == 128
+    with pytest.raises(InvalidRequestError, match="max_model_len"):
+        load_model(path, max_model_len=129)
