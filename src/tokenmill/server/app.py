@@ -22,6 +22,7 @@ from tokenmill.server.config import ServerConfig
 from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
+from tokenmill.server.openapi import install_openapi
 from tokenmill.server.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.server.protocol.common import ErrorResponse
 from tokenmill.server.protocol.completion import CompletionRequest, CompletionResponse
@@ -94,6 +95,7 @@ def build_app(
     app.state.tokenmill = state
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     install_error_handlers(app)
+    install_openapi(app, state)
 
     @app.exception_handler(ClientDisconnected)
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:

@@ -84,6 +84,8 @@ def test_openapi_document_is_valid_and_lists_the_api(client: TestClient):
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     assert "text/event-stream" in chat["responses"]["200"]["content"]
     assert "429" in chat["responses"]
+    model = doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]
+    assert model["anyOf"][0]["enum"] == ["fake-model"]
 
 
 async def _run_middleware(limit: int, chunks: list[bytes], content_length: int | None):

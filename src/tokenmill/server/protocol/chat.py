@@ -22,7 +22,8 @@ from tokenmill.server.protocol.common import (
 class ContentPart(OpenAIModel):
     """One part of a message's content; only {"type": "text", "text": ...} is served."""
 
-    type: str
+    # The schema states the contract; the check itself is in serving, with a clear message.
+    type: str = Field(json_schema_extra={"enum": ["text"]})
     text: str | None = None
 
 
@@ -45,7 +46,11 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="Not supported yet: must be absent or empty.",
+        json_schema_extra={"maxItems": 0},
+    )
     add_generation_prompt: bool = True
 
     def to_sampling_params(self) -> SamplingParams:

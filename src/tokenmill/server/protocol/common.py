@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -44,7 +44,7 @@ class StreamOptions(OpenAIModel):
 
 
 class ResponseFormat(OpenAIModel):
-    type: str = "text"
+    type: str = Field("text", json_schema_extra={"enum": ["text"]})
     """Only "text" for now; structured output ("json_object", "json_schema") is refused."""
 
 
@@ -80,8 +80,10 @@ class SamplingFields(OpenAIModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
-    logit_bias: dict[str, float] | None = Field(
-        None, description="Token id (as a string) -> bias in [-100, 100]."
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        None,
+        description="Token id (as a string) -> bias in [-100, 100].",
+        json_schema_extra={"propertyNames": {"pattern": "^[0-9]+$"}},
     )
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     stop: str | list[str] | None = Field(
