@@ -108,6 +108,10 @@ def test_echo_logprobs_shaped_as_lm_eval_reads_them(server: ServerProcess, model
         model=model_name, prompt=full_ids, max_tokens=0, echo=True, logprobs=0
     )
     zlp = zero.choices[0].logprobs
+    assert (
+        zero.choices[0].text
+        == server.http.post("/detokenize", json={"tokens": full_ids}).json()["prompt"]
+    )
     assert len(zlp.tokens) == n
     assert zlp.token_logprobs[1:] == pytest.approx(lp.token_logprobs[1:n], abs=1e-4)
 
@@ -289,3 +293,4 @@ def test_models_health_version_openapi(server: ServerProcess, model_name: str):
     assert server.http.get("/ready").json() == {"status": "ready"}
     assert server.http.get("/version").json()["version"]
     validate(server.http.get("/openapi.json").json())
+    assert f"serving {model_name} at {server.url}/v1 (model loaded" in server.log()

@@ -46,10 +46,17 @@ class CompletionRequest(SamplingFields):
                 f"best_of={self.best_of} is not supported; it must equal n ({self.n}).",
                 param="best_of",
             )
+        prompt_logprobs = None
+        if self.echo and self.logprobs is not None:
+            prompt_logprobs = self.logprobs
+        elif self.echo and self.max_tokens == 0:
+            # Echo alone with nothing to generate: the engine runs the prompt only when
+            # prompt logprobs are asked for, so ask for the cheapest kind.
+            prompt_logprobs = 0
         return SamplingParams(
             max_tokens=self.max_tokens,
             logprobs=self.logprobs,
-            prompt_logprobs=self.logprobs if self.echo and self.logprobs is not None else None,
+            prompt_logprobs=prompt_logprobs,
             **self.sampling_kwargs(),
         )
 
