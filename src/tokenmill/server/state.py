@@ -15,6 +15,7 @@ from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
+MAX_LOGGED_FIELDS = 256
 
 
 class Phase(enum.Enum):
@@ -47,6 +48,7 @@ class ServerState:
         self._engine: EngineClient | None = None
         self._drain_task: asyncio.Task | None = None
         self._unknown_fields_logged: set[tuple[str, str]] = set()
+        self._unknown_fields_capped = False
         self.load_error: BaseException | None = None
 
     async def load(self) -> None:
@@ -112,12 +114,22 @@ class ServerState:
         )
 
     def note_unknown_fields(self, endpoint: str, extra: dict | None) -> None:
-        """Logs each unknown request field once per endpoint; the field is ignored."""
+        """Logs each unknown request field once per endpoint; the field is ignored.
+
+        At most MAX_LOGGED_FIELDS names are remembered, so clients inventing field names
+        cannot grow this set without bound; past that, one last line says so.
+        """
         for name in extra or {}:
             key = (endpoint, name)
-            if key not in self._unknown_fields_logged:
-                self._unknown_fields_logged.add(key)
-                logger.warning("ignoring unknown field %r in %s requests", name, endpoint)
+            if key in self._unknown_fields_logged:
+                continue
+            if len(self._unknown_fields_logged) >= MAX_LOGGED_FIELDS:
+                if not self._unknown_fields_capped:
+                    self._unknown_fields_capped = True
+                    logger.warning("more unknown request fields arrive; no longer logging them")
+                return
+            self._unknown_fields_logged.add(key)
+            logger.warning("ignoring unknown field %r in %s requests", name, endpoint)
 
     @staticmethod
     def new_request_id(prefix: str) -> str:

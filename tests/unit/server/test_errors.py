@@ -133,6 +133,17 @@ def test_unknown_fields_are_accepted_and_logged_once(client: TestClient, caplog)
     assert len(logged) == 1
 
 
+def test_unknown_field_memory_is_bounded(client: TestClient, caplog):
+    from tokenmill.server.state import MAX_LOGGED_FIELDS
+
+    caplog.set_level(logging.WARNING, logger="tokenmill.server.state")
+    state = client.app.state.tokenmill
+    for i in range(MAX_LOGGED_FIELDS + 50):
+        state.note_unknown_fields("/x", {f"f{i}": 1})
+    assert len(state._unknown_fields_logged) == MAX_LOGGED_FIELDS
+    assert sum("no longer logging" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_unexpected_error_is_500_shaped(client: TestClient, engine: FakeEngine):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
