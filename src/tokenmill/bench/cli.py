@@ -7,6 +7,7 @@ namespace carries `func`, which runs the command and returns an exit status.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -128,8 +129,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Raising SystemExit unwinds the `with ServerProcess` blocks, so no server outlives us.
+    sys.exit(128 + signum)
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from tokenmill.bench.compare import CompareConfig, run_compare
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     cfg = CompareConfig(
         concurrency=tuple(args.concurrency),

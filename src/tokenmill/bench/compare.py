@@ -9,12 +9,17 @@ cannot be built or started keeps its row in the report with the reason.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokenmill.bench.benchmarks_doc import machine_description, write_benchmarks_doc
+from tokenmill.bench.benchmarks_doc import (
+    machine_description,
+    side_by_side,
+    write_benchmarks_doc,
+)
 from tokenmill.bench.hf_baseline import HFStaticBatcher
 from tokenmill.bench.load import LoadLevel
 from tokenmill.bench.peers import (
@@ -73,10 +78,18 @@ class CompareConfig:
         return Path(".bench") / "logs"
 
 
+def machine_load() -> str:
+    """The 1-minute load average against the core count; busy cores lower every figure."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " (busy: other work shares the cores)" if load > 0.5 * cores else ""
+    return f"{load:.1f} on {cores} cores{busy}"
+
+
 def _measure_server(
     spec: ServerSpec, requests: list[BenchRequest], cfg: CompareConfig
 ) -> RunReport:
-    print(f"{spec.name}: starting: {' '.join(spec.argv)}", flush=True)
+    load = machine_load()
+    print(f"{spec.name}: starting (load average {load}): {' '.join(spec.argv)}", flush=True)
     t0 = time.monotonic()
     with ServerProcess(spec, cfg.log_dir) as server:
         print(
@@ -87,6 +100,7 @@ def _measure_server(
             measure(spec.name, spec.url, requests, cfg.levels, cfg.workload, cfg.measure)
         )
     report.settings["command"] = " ".join(spec.argv)
+    report.settings["load average before"] = load
     return report
 
 
@@ -110,10 +124,11 @@ def _run_tokenmill(requests: list[BenchRequest], cfg: CompareConfig) -> RunRepor
 def _run_transformers(requests: list[BenchRequest], cfg: CompareConfig) -> RunReport:
     print("transformers: loading the model (static batching baseline)", flush=True)
     batcher = HFStaticBatcher(threads=cfg.threads)
-    batcher.warm_up(requests[0])
+    batcher.warm_up(requests[-1])
     settings = {
         "engine": "transformers generate, static batches, float32",
         "threads": cfg.threads,
+        "load average before": machine_load(),
         **cfg.workload.describe(),
     }
     report = RunReport(name="transformers", settings=settings)
@@ -145,7 +160,7 @@ def run_compare(cfg: CompareConfig, command: str = "tokenmill bench compare") ->
     started = time.strftime("%Y-%m-%d %H:%M")
     tokenizer = HFTokenizer()
     requests = cfg.workload.build(tokenizer, cfg.levels)
-    print(f"workload: {len(requests)} requests ({cfg.workload.describe()})", flush=True)
+    print(f"workload: {len(requests) - 1} requests + 1 warm-up ({cfg.workload.describe()})")
     reports = []
     for name in cfg.peers:
         try:
@@ -156,4 +171,5 @@ def run_compare(cfg: CompareConfig, command: str = "tokenmill bench compare") ->
     context = {"started": started, "machine": machine_description(), "command": command}
     write_benchmarks_doc(reports, cfg, context)
     write_json(cfg.out.with_suffix(".json"), [r.to_dict() for r in reports])
+    print(side_by_side(reports, cfg.concurrency), flush=True)
     return reports

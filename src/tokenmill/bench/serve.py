@@ -55,8 +55,10 @@ class WorkloadConfig:
         return PROMPTS_PER_RATE_LEVEL
 
     def build(self, tokenizer: PromptTokenizer, levels: list[LoadLevel]) -> list[BenchRequest]:
-        """The requests for the largest level; smaller levels send a prefix of them."""
-        num = max(self.prompts_for(lv) for lv in levels)
+        """The requests for the largest level, plus one last request for the warm-up only
+        (so a server's prompt cache never turns the warm-up into a measured hit); smaller
+        levels send a prefix of them."""
+        num = max(self.prompts_for(lv) for lv in levels) + 1
         if self.dataset == "sharegpt":
             return sharegpt_requests(tokenizer, num, self.seed, self.output_len, self.dataset_path)
         assert self.output_len is not None
@@ -115,7 +117,7 @@ async def measure(
     settings = {"url": url, "model": model, "endpoint": config.endpoint, **workload.describe()}
     report = RunReport(name=name, settings=settings)
     async with make_client(url, config.request_timeout_s) as client:
-        await warm_up(client, options, requests[0])
+        await warm_up(client, options, requests[-1])
         for i, level in enumerate(levels):
             subset = requests[: workload.prompts_for(level)]
             result = await run_level(

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from tests.unit.bench.factories import MergingTokenizer
 from tokenmill.bench.cli import _measure, _workload, add_bench_parser
 from tokenmill.bench.load import LevelResult, LoadLevel
 from tokenmill.bench.metrics import SLO, RequestResult, summarize
@@ -79,3 +80,11 @@ def test_report_renders_levels_and_failures(tmp_path):
     report.write_json(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["levels"][0]["metrics"]["ttft"]["p50"] == pytest.approx(250.0)
+
+
+def test_workload_holds_a_warm_up_request_no_level_sends():
+    w = WorkloadConfig(input_len=6, output_len=3)
+    levels = [LoadLevel(concurrency=1), LoadLevel(concurrency=5)]
+    reqs = w.build(MergingTokenizer(), levels)
+    assert len(reqs) == 11
+    assert max(w.prompts_for(lv) for lv in levels) == len(reqs) - 1
