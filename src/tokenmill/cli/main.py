@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from tokenmill.bench.cli import add_bench_parser
 from tokenmill.cli.generate import add_sampling_flags
 from tokenmill.cli.settings import (
     ENGINE_OPTIONS,
@@ -28,6 +29,7 @@ tokenmill: an LLM inference server with an OpenAI-compatible API.
   tokenmill serve                  start the HTTP server (default model, 127.0.0.1:8000)
   tokenmill generate "Once upon"   complete a prompt in this process and print it
   tokenmill chat                   chat with the model in the terminal
+  tokenmill bench compare          tokenmill against llama.cpp and transformers
 
 Run `tokenmill COMMAND --help` for a command's options.
 """
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
     add_sampling_flags(chat, max_tokens=512)
     add_options(chat, ENGINE_OPTIONS, "model and engine")
+    add_bench_parser(commands)
     return parser
 
 
@@ -112,6 +115,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "bench":
+        return args.func(args)
     try:
         return _run(args, env)
     except SettingsError as exc:
