@@ -25,12 +25,19 @@ class ModelConfig:
     """"auto" picks bfloat16 on CPUs with AVX512-BF16, else float32."""
     max_model_len: int | None = None
     """Context length to serve; None uses the model's own. Larger is refused."""
+    quantization: str | None = None
+    """"int8": int8 weights and per-row int8 activations (float32 otherwise); None keeps
+    the weights in `dtype`."""
     served_name: str | None = None
     """Name clients use in the `model` field; None uses the packaged or file name."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise InvalidRequestError(f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
+        if self.quantization not in (None, "int8"):
+            raise InvalidRequestError(
+                f"quantization must be 'int8' or unset, got {self.quantization!r}."
+            )
         if self.max_model_len is not None and self.max_model_len < 16:
             raise InvalidRequestError("max_model_len must be at least 16.")
 

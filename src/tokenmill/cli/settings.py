@@ -80,6 +80,14 @@ ENGINE_OPTIONS = [
         choices=DTYPES,
     ),
     Option(
+        "quantization",
+        str,
+        _MODEL.quantization or "none",
+        "Weight quantization: int8 stores weights as int8 and computes with int8 "
+        "activations (per row) on the CPU's integer units; none keeps --dtype.",
+        choices=("none", "int8"),
+    ),
+    Option(
         "max_model_len",
         int,
         None,
@@ -276,6 +284,7 @@ def engine_config(values: Mapping[str, Any]) -> EngineConfig:
             model=ModelConfig(
                 model=values["model"],
                 dtype=values["dtype"],
+                quantization=None if values["quantization"] == "none" else values["quantization"],
                 max_model_len=values["max_model_len"],
                 served_name=values.get("served_model_name"),
             ),

@@ -45,7 +45,8 @@ class EngineCore:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         mc = config.model
-        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len)
+        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len,
+                                           mc.quantization)
         self.config = config
         self.tokenizer = self.loaded.tokenizer
         self.model_name = mc.served_name or self.loaded.name

@@ -22,7 +22,8 @@ class LLM:
     """
 
     def __init__(self, model: str | None = None, dtype: str = "auto",
-                 max_model_len: int | None = None, **engine_kwargs):
+                 max_model_len: int | None = None, quantization: str | None = None,
+                 **engine_kwargs):
         cache = CacheConfig(
             block_size=engine_kwargs.pop("block_size", 16),
             memory_gib=engine_kwargs.pop("kv_cache_memory_gib", 1.0),
@@ -37,8 +38,9 @@ class LLM:
         num_threads = engine_kwargs.pop("num_threads", None)
         if engine_kwargs:
             raise TypeError(f"unknown LLM arguments: {sorted(engine_kwargs)}")
-        config = EngineConfig(ModelConfig(model, dtype, max_model_len), cache, sched,
-                              num_threads)
+        config = EngineConfig(
+            ModelConfig(model, dtype, max_model_len, quantization), cache, sched, num_threads
+        )
         self.engine = EngineCore(config)
         self.tokenizer = self.engine.tokenizer
         self._ids = itertools.count()

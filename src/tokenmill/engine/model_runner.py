@@ -110,7 +110,7 @@ class ModelRunner:
             row_of_last[id(s)] = q_start + s.num_new_tokens - 1
 
         num_prefill_tokens = len(token_ids)
-        decode_slots = decode_mask = None
+        decode_slots = decode_mask = lens = None
         if decodes:
             ctx_lens = [s.request.num_computed_tokens + 1 for s in decodes]
             max_ctx = max(ctx_lens)
@@ -156,6 +156,7 @@ class ModelRunner:
             num_prefill_tokens=num_prefill_tokens,
             decode_slots=decode_slots,
             decode_mask=decode_mask,
+            decode_lens=lens if decodes else None,
         )
         input_ids = torch.tensor(token_ids, dtype=torch.int64)
         pos = torch.tensor(positions, dtype=torch.int64)

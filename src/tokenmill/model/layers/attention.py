@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 
 
@@ -71,7 +72,12 @@ class PagedAttention(nn.Module):
         return o.transpose(0, 1)
 
     def _decode(self, q, kv_cache, attn) -> torch.Tensor:
-        """One new token per sequence, all sequences in one call. Returns (N, nh, hd)."""
+        """One new token per sequence, all sequences in one call. Returns (N, nh, hd).
+        Uses the native kernel (reads K/V in place) when it is built and q is float32."""
+        kernel = cpu_kernels()
+        if kernel is not None and q.dtype == torch.float32 and attn.decode_lens is not None:
+            return kernel.decode_attention(q, kv_cache, attn.decode_slots, attn.decode_lens,
+                                           self.scale)
         n, width = attn.decode_slots.shape
         # index_select on the flat slot list is ~3x faster than advanced indexing.
         ctx = kv_cache.index_select(1, attn.decode_slots.reshape(-1))  # (2, N * S, nkv, hd)

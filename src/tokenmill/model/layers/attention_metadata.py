@@ -43,6 +43,8 @@ class AttentionMetadata:
     (including the new one), padded with slot 0."""
     decode_mask: torch.Tensor | None = None
     """(num_decodes, 1, 1, max_context) bool: True where decode_slots is a real token."""
+    decode_lens: torch.Tensor | None = None
+    """(num_decodes,) int64: context length of each decode sequence (new token included)."""
 
     @property
     def num_decodes(self) -> int:

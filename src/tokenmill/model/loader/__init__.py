@@ -19,6 +19,7 @@ from tokenmill.model.loader.gguf import GGUFCheckpoint
 from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
 from tokenmill.model.models.llama import LlamaForCausalLM
 from tokenmill.model.models.registry import model_class
+from tokenmill.model.quant.int8 import QUANTIZATIONS, quantize_model_int8
 from tokenmill.model.registry import resolve_model
 from tokenmill.model.tokenizer import Tokenizer
 
@@ -42,12 +43,24 @@ class LoadedModel:
 
 
 def load_model(
-    model: str | None = None, dtype: str = "auto", max_model_len: int | None = None
+    model: str | None = None,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """Loads `model` (None: the default packaged model; a packaged short name; a .gguf
     path; a HF directory). Raises ModelNotFoundError for an unknown name,
     InvalidRequestError for an unsupported architecture or a max_model_len beyond the
-    model's."""
+    model's. quantization="int8" stores every projection and the output head as int8
+    (see tokenmill.model.quant.int8); it needs float32 activations."""
+    if quantization not in QUANTIZATIONS:
+        raise InvalidRequestError(
+            f"quantization must be one of {sorted(q for q in QUANTIZATIONS if q)} or unset, "
+            f"got {quantization!r}.",
+            param="quantization",
+        )
+    if quantization == "int8":
+        dtype = "float32"
     source = resolve_model(model)
     torch_dtype = resolve_dtype(dtype)
     if source.format == "gguf":
@@ -69,6 +82,8 @@ def load_model(
     state = dict(cls.fuse_weights(arch, checkpoint.weights(torch_dtype)))
     module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False).eval()
+    if quantization == "int8":
+        quantize_model_int8(module)
     return LoadedModel(
         model=module,
         tokenizer=checkpoint.tokenizer(),

@@ -1,0 +1,46 @@
+"""Native CPU kernels, compiled on first use with torch's C++ extension tools.
+
+Each loader returns None when the kernel cannot be built here (no compiler, a
+non-x86 CPU): callers keep a pure-PyTorch path for that case, so nothing depends on
+a compiler being present, only speed does.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_HERE = Path(__file__).parent
+# Attention sums tolerate reassociation; fast-math lets GCC vectorise exp and the
+# dot-product reductions.
+_CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffast-math")
+
+
+_SOURCES = ("bindings.cpp", "paged_attention.cpp", "int8_linear.cpp")
+
+
+@functools.cache
+def cpu_kernels():
+    """The compiled kernel module (`decode_attention`, `int8_linear`), or None if it
+    cannot be built here. Built once per source version into ~/.cache/tokenmill."""
+    sources = [_HERE / name for name in _SOURCES]
+    blob = b"".join(p.read_bytes() for p in sources) + str(_CFLAGS).encode()
+    digest = hashlib.sha256(blob).hexdigest()[:12]
+    try:
+        from torch.utils.cpp_extension import load
+
+        build_dir = Path.home() / ".cache" / "tokenmill" / f"kernels-{digest}"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        return load(
+            name=f"tokenmill_kernels_{digest}",
+            sources=[str(p) for p in sources],
+            extra_cflags=list(_CFLAGS),
+            build_directory=str(build_dir),
+            verbose=False,
+        )
+    except Exception as exc:  # a missing compiler must not stop serving
+        log.warning("CPU kernels unavailable, using the PyTorch path: %s", exc)
+        return None
