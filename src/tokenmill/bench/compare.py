@@ -74,7 +74,8 @@ class CompareConfig:
 
     @property
     def log_dir(self) -> Path:
-        """Where server and build logs go (beside the report, git-ignored)."""
+        """Where server and build logs go: .bench/logs under the working directory
+        (git-ignored in this repository)."""
         return Path(".bench") / "logs"
 
 
@@ -109,15 +110,18 @@ def _run_llama_server(requests: list[BenchRequest], cfg: CompareConfig) -> RunRe
     longest = max(r.prompt_len + r.output_len for r in requests) + CTX_MARGIN
     ctx_per_slot = -(-longest // CTX_ROUND) * CTX_ROUND
     spec = llama_server_spec(
-        binary, smollm2_gguf_path(), max(cfg.concurrency), ctx_per_slot, cfg.threads
+        binary,
+        smollm2_gguf_path(),
+        max(cfg.concurrency),
+        ctx_per_slot,
+        cfg.threads,
+        cfg.startup_timeout_s,
     )
-    spec = ServerSpec(spec.name, spec.argv, spec.port, cfg.startup_timeout_s)
     return _measure_server(spec, requests, cfg)
 
 
 def _run_tokenmill(requests: list[BenchRequest], cfg: CompareConfig) -> RunReport:
-    spec = tokenmill_spec(list(cfg.tokenmill_args))
-    spec = ServerSpec(spec.name, spec.argv, spec.port, cfg.startup_timeout_s)
+    spec = tokenmill_spec(list(cfg.tokenmill_args), cfg.startup_timeout_s)
     return _measure_server(spec, requests, cfg)
 
 

@@ -164,7 +164,12 @@ def ensure_llama_server(version: str = LLAMA_CPP_VERSION, log_dir: Path | None =
 
 
 def llama_server_spec(
-    binary: Path, gguf: Path, parallel: int, ctx_per_slot: int, threads: int = 2
+    binary: Path,
+    gguf: Path,
+    parallel: int,
+    ctx_per_slot: int,
+    threads: int = 2,
+    startup_timeout_s: float = 300.0,
 ) -> ServerSpec:
     """llama-server on the GGUF with continuous batching, `parallel` slots of
     `ctx_per_slot` tokens each, and `threads` threads for both decode and prompt batches."""
@@ -188,13 +193,15 @@ def llama_server_spec(
         "--cont-batching",
         "--no-webui",
     ]
-    return ServerSpec(name="llama-server", argv=argv, port=port)
+    return ServerSpec("llama-server", argv, port, startup_timeout_s)
 
 
-def tokenmill_spec(extra_args: list[str] | None = None) -> ServerSpec:
+def tokenmill_spec(
+    extra_args: list[str] | None = None, startup_timeout_s: float = 300.0
+) -> ServerSpec:
     """`tokenmill serve` from this environment on a free port."""
     port = free_port()
     exe = Path(sys.executable).with_name("tokenmill")
     head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "tokenmill.cli.main"]
     argv = [*head, "serve", "--host", HOST, "--port", str(port), *(extra_args or [])]
-    return ServerSpec(name="tokenmill", argv=argv, port=port)
+    return ServerSpec("tokenmill", argv, port, startup_timeout_s)
