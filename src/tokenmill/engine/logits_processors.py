@@ -96,6 +96,8 @@ def apply_top_k_top_p(
     if top_p is None:
         return logits if top_k is None else apply_top_k(logits, top_k)
     vocab = logits.shape[1]
+    if (top_k is None or int(top_k.min()) >= vocab) and _nucleus_from_candidates(logits, top_p):
+        return logits
     if top_k is not None and int(top_k.max()) < vocab:
         # Every row is cut to its top k anyway: a partial sort is much cheaper than a full one.
         sorted_logits, order = logits.topk(int(top_k.max()), dim=1)
@@ -114,6 +116,34 @@ def apply_top_k_top_p(
     sorted_logits.masked_fill_(drop, float("-inf"))
     logits.scatter_(1, order, sorted_logits)
     return logits
+
+
+# Nucleus candidates examined before falling back to a full sort of the vocabulary.
+_NUCLEUS_CANDIDATES = 1024
+
+
+def _nucleus_from_candidates(logits: torch.Tensor, top_p: torch.Tensor) -> bool:
+    """Top-p without sorting the vocabulary: when each filtered row's `top_p` mass lies
+    within its most likely `_NUCLEUS_CANDIDATES` tokens (the usual case), a partial sort
+    decides the same nucleus. Mutates the rows with top_p < 1 and returns True; returns
+    False, touching nothing, when some row needs the full sort."""
+    rows = (top_p < 1.0).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return True
+    sub = logits.index_select(0, rows)
+    k = min(_NUCLEUS_CANDIDATES, sub.shape[1])
+    cand, order = sub.topk(k, dim=1)  # sorted, descending
+    probs = (cand - sub.logsumexp(dim=1, keepdim=True)).exp()
+    cum = probs.cumsum(dim=1)
+    p = top_p.index_select(0, rows).to(probs.dtype).unsqueeze(1)
+    if not bool((cum[:, -1:] >= p).all()):
+        return False
+    drop = (cum - probs) >= p
+    drop[:, 0] = False
+    cand.masked_fill_(drop, float("-inf"))
+    sub.fill_(float("-inf")).scatter_(1, order, cand)
+    logits.index_copy_(0, rows, sub)
+    return True
 
 
 def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
