@@ -116,6 +116,19 @@ class EngineCore:
             )
         return params.max_tokens
 
+    def _check_param_token_ids(self, params: SamplingParams) -> None:
+        """Token ids in the params index the logits: one outside the vocabulary would
+        fail (or, if negative, silently wrap) inside a step, taking every request down."""
+        vocab = self.loaded.arch.vocab_size
+        for name, ids in (("logit_bias", params.logit_bias or {}),
+                          ("stop_token_ids", params.stop_token_ids)):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise InvalidRequestError(
+                    f"{name} has token id {bad[0]}, outside the vocabulary [0, {vocab}).",
+                    param=name,
+                )
+
     def add_request(
         self,
         request_id: str,
@@ -131,6 +144,7 @@ class EngineCore:
             raise InvalidRequestError(f"Request id {request_id!r} is already in use.")
         ids = self.tokenize_prompt(prompt, prompt_token_ids)
         max_tokens = self.resolve_max_tokens(len(ids), params)
+        self._check_param_token_ids(params)
         # Requests that can start at the next step do not count as queued.
         sc = self.config.scheduler
         free_seats = max(0, sc.max_num_seqs - len(self.scheduler.running))

@@ -122,7 +122,7 @@ class OutputProcessor:
                 return self._finish(comp, RequestStatus.FINISHED_STOPPED, None)
             if token_id in params.stop_token_ids:
                 return self._finish(comp, RequestStatus.FINISHED_STOPPED, token_id)
-        result = comp.stop.feed(comp.detok.add(token_id))
+        result = comp.stop.feed(comp.detok.add(token_id), can_stop=n_out >= params.min_tokens)
         comp.delta_text += result.emit
         if result.matched is not None:
             return self._finish(comp, RequestStatus.FINISHED_STOPPED, result.matched, flush=False)

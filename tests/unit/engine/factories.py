@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+
+import torch
 
 from tokenmill.engine.request import Request
 from tokenmill.sampling_params import SamplingParams
@@ -24,3 +27,86 @@ def make_request(prompt_len: int = 10, *, prompt: list[int] | None = None, max_t
         max_tokens=max_tokens, priority=priority, arrival_seq=n,
         wants_prompt_logprobs=prompt_logprobs is not None,
     )
+
+
+class ByteTokenizer:
+    """Token id = byte + 3 (1 is BOS, 2 is EOS): text tests can spell exact strings."""
+
+    BOS, EOS, OFFSET = 1, 2, 3
+    eos_token_id = EOS
+    all_special_ids = frozenset({BOS, EOS})
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [b + self.OFFSET for b in text.encode("utf-8")]
+        return [self.BOS, *ids] if add_special_tokens else ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        out = bytearray()
+        for i in ids:
+            if i >= self.OFFSET:
+                out.append(i - self.OFFSET)
+            elif not skip_special_tokens:
+                out += {self.BOS: b"<s>", self.EOS: b"</s>"}.get(i, b"")
+        return out.decode("utf-8", errors="replace")
+
+
+class ScriptedModel(torch.nn.Module):
+    """A stand-in model whose next token depends only on the current one:
+    `script[token]` (EOS for tokens not in the script). Touches no KV cache."""
+
+    def __init__(self, script: dict[int, int], vocab_size: int):
+        super().__init__()
+        self.script = script
+        self.vocab_size = vocab_size
+
+    def forward(self, input_ids, positions, attn, kv_caches):
+        return input_ids.to(torch.float32)[:, None]  # (T, 1)
+
+    def compute_logits(self, hidden):
+        ids = hidden[:, 0].long().tolist()
+        logits = torch.zeros(len(ids), self.vocab_size)  # (M, V)
+        for row, tok in enumerate(ids):
+            logits[row, self.script.get(tok, ByteTokenizer.EOS)] = 10.0
+        return logits
+
+
+def make_core(text: str = "abcd", *, num_blocks: int = 64, block_size: int = 4,
+              max_model_len: int = 64, budget: int = 32, max_seqs: int = 8):
+    """An EngineCore over ScriptedModel that, after any prompt ending in a byte of `text`,
+    continues with the rest of `text` cyclically. Byte tokens, vocab 259."""
+    from tokenmill.config import CacheConfig, EngineConfig, SchedulerConfig
+    from tokenmill.engine.core import EngineCore
+    from tokenmill.model.arch import ArchConfig
+    from tokenmill.model.loader import LoadedModel
+
+    ids = ByteTokenizer().encode(text, add_special_tokens=False)
+    script = {a: b for a, b in zip(ids, ids[1:] + ids[:1])}
+    vocab = 256 + ByteTokenizer.OFFSET
+    arch = ArchConfig(
+        architecture="llama", vocab_size=vocab, hidden_size=2, intermediate_size=2,
+        num_layers=1, num_heads=1, num_kv_heads=1, head_dim=2, rope_theta=10000.0,
+        rms_norm_eps=1e-6, max_position_embeddings=max_model_len, tie_word_embeddings=True,
+        eos_token_ids=(ByteTokenizer.EOS,),
+    )
+    loaded = LoadedModel(
+        model=ScriptedModel(script, vocab), tokenizer=ByteTokenizer(), arch=arch,
+        name="scripted", path=Path("scripted"), dtype=torch.float32,
+        max_model_len=max_model_len,
+    )
+    config = EngineConfig(
+        cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
+        scheduler=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget),
+    )
+    return EngineCore(config, loaded)
+
+
+def run_core(core, max_steps: int = 1000) -> dict:
+    """Steps `core` until idle; returns the final RequestOutput of each request id."""
+    final = {}
+    for _ in range(max_steps):
+        if not core.has_unfinished():
+            return final
+        for out in core.step():
+            if out.finished:
+                final[out.request_id] = out
+    raise AssertionError("engine did not go idle")

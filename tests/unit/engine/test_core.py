@@ -1,0 +1,57 @@
+"""EngineCore over a scripted model: admission checks, stopping rules, abort."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenmill.errors import InvalidRequestError
+from tokenmill.sampling_params import SamplingParams
+
+from .factories import ByteTokenizer, make_core, run_core
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
+
+
+def test_scripted_core_continues_the_text():
+    core = make_core("abcd")
+    core.add_request("r", GREEDY, prompt="a")
+    out = run_core(core)["r"].outputs[0]
+    assert out.text == "bcdabcda" and out.finish_reason == "length"
+    assert core.stats().kv_blocks_used == 0
+
+
+@pytest.mark.parametrize(
+    "changes, param",
+    [
+        ({"logit_bias": {100_000: 1.0}}, "logit_bias"),
+        ({"logit_bias": {-1: 1.0}}, "logit_bias"),
+        ({"stop_token_ids": [100_000], "min_tokens": 2}, "stop_token_ids"),
+        ({"stop_token_ids": [-5]}, "stop_token_ids"),
+    ],
+)
+def test_token_ids_outside_the_vocabulary_are_refused_at_admission(changes, param):
+    # They used to reach the sampler and raise IndexError inside a step, which kills
+    # the engine thread and every other request with it.
+    core = make_core()
+    with pytest.raises(InvalidRequestError) as err:
+        core.add_request("bad", GREEDY.clone(**changes), prompt="a")
+    assert err.value.param == param
+    assert not core.has_unfinished()
+    core.add_request("ok", GREEDY, prompt="a")
+    assert run_core(core)["ok"].outputs[0].finish_reason == "length"
+
+
+def test_stop_string_waits_for_min_tokens():
+    core = make_core("abcd")
+    params = GREEDY.clone(stop=["b"], min_tokens=3, max_tokens=16)
+    core.add_request("r", params, prompt="a")
+    out = run_core(core)["r"].outputs[0]
+    # "b" is the first token, below min_tokens: the next "b" (token 5) ends it.
+    assert out.text == "bcda"
+    assert out.finish_reason == "stop" and out.stop_reason == "b"
+    assert len(out.token_ids) == 5
+
+
+def test_byte_tokenizer_round_trip():
+    tok = ByteTokenizer()
+    assert tok.decode(tok.encode("héllo")) == "héllo"
