@@ -51,12 +51,14 @@ class Scheduler:
         self.kv = kv
         self._waiting: list[tuple[tuple[int, int], Request]] = []
         self.running: list[Request] = []
-        self._aborted_waiting: set[str] = set()
+        # Sequences finished while queued stay in the heap until they reach its top;
+        # they are told apart by status, not id (a new request may reuse the id).
+        self._num_finished_waiting = 0
         self.num_preemptions = 0
 
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting) - len(self._aborted_waiting)
+        return len(self._waiting) - self._num_finished_waiting
 
     def add(self, request: Request) -> None:
         """Queue a request. Admission limits are the engine's concern."""
@@ -99,9 +101,9 @@ class Scheduler:
 
         while self._waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             _, req = self._waiting[0]
-            if req.request_id in self._aborted_waiting:
+            if req.is_finished:
                 heapq.heappop(self._waiting)
-                self._aborted_waiting.discard(req.request_id)
+                self._num_finished_waiting -= 1
                 continue
             prefix = self.kv.match_prefix(req)
             n = min(req.num_tokens - prefix.num_tokens, budget)
@@ -135,10 +137,11 @@ class Scheduler:
 
     def finish(self, req: Request, status: RequestStatus) -> None:
         """End a request wherever it is, freeing its blocks."""
+        was_finished = req.is_finished
         req.status = status
         if req in self.running:
             self.running.remove(req)
             self.kv.free(req)
-        elif any(r is req for _, r in self._waiting):
-            self._aborted_waiting.add(req.request_id)
+        elif not was_finished and any(r is req for _, r in self._waiting):
+            self._num_finished_waiting += 1
             self.kv.free(req)

@@ -55,3 +55,19 @@ def test_stop_string_waits_for_min_tokens():
 def test_byte_tokenizer_round_trip():
     tok = ByteTokenizer()
     assert tok.decode(tok.encode("héllo")) == "héllo"
+
+
+def test_request_id_reused_after_an_abort_in_the_queue_runs_the_new_request():
+    # The aborted sequence stays in the waiting heap until it reaches the top; it used
+    # to be recognised by id, so the new request with the same id was dropped in its
+    # place and the aborted one ran, writing its tokens into the new request's output.
+    core = make_core("abcd", max_seqs=1)
+    core.add_request("busy", GREEDY.clone(max_tokens=4), prompt="a")
+    core.step()
+    core.add_request("x", GREEDY.clone(max_tokens=3), prompt="a", priority=5)
+    assert core.abort("x")[0].outputs[0].finish_reason == "abort"
+    core.add_request("x", GREEDY, prompt="c", priority=-5)
+    assert core.scheduler.num_waiting == 1
+    out = run_core(core)["x"].outputs[0]
+    assert out.text == "dabcdabc" and out.finish_reason == "length"
+    assert core.scheduler.num_waiting == 0 and core.stats().kv_blocks_used == 0
