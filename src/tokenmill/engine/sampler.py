@@ -111,7 +111,7 @@ def process_logits(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
         return logits
     vocab = logits.shape[1]
     temperature = [p.temperature if s else 1.0 for p, s in zip(params, sampled)]
-    top_k = [p.top_k if s and p.top_k > 0 else vocab for p, s in zip(params, sampled)]
+    top_k = [min(p.top_k, vocab) if s and p.top_k > 0 else vocab for p, s in zip(params, sampled)]
     top_p = [p.top_p if s else 1.0 for p, s in zip(params, sampled)]
     min_p = [p.min_p if s else 0.0 for p, s in zip(params, sampled)]
     device = logits.device

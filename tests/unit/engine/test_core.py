@@ -71,3 +71,14 @@ def test_request_id_reused_after_an_abort_in_the_queue_runs_the_new_request():
     out = run_core(core)["x"].outputs[0]
     assert out.text == "dabcdabc" and out.finish_reason == "length"
     assert core.scheduler.num_waiting == 0 and core.stats().kv_blocks_used == 0
+
+
+def test_top_k_beyond_int64_samples_like_no_top_k():
+    # top_k has no upper bound in the API; next to a row that does use top-k it reached
+    # torch.tensor as is and overflowed inside a step, killing the engine.
+    core = make_core("abcd")
+    params = SamplingParams(temperature=0.1, max_tokens=4, seed=1)
+    core.add_request("big", params.clone(top_k=10**20), prompt="a")
+    core.add_request("small", params.clone(top_k=2), prompt="a")
+    final = run_core(core)
+    assert final["big"].outputs[0].text == final["small"].outputs[0].text == "bcda"
