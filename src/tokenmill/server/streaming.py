@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
@@ -28,25 +28,31 @@ class SSEResponse(StreamingResponse):
     """A text/event-stream response that stops its producer when the client disconnects.
 
     Starlette's StreamingResponse only watches for disconnects under ASGI spec < 2.4;
-    this one always does, so closing a stream mid-way reliably cancels the producer,
-    whose cleanup aborts the engine request.
+    this one always does, so closing a stream mid-way reliably cancels the producer.
+    `on_close` runs however the response ends: a disconnect can cancel the producer
+    before it ever started, and then the producer's own cleanup never runs.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[str]):
+    def __init__(self, frames: AsyncIterator[str], on_close: Callable[[], None] | None = None):
         super().__init__(
             frames,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             media_type=self.media_type,
         )
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
+        try:
+            async with anyio.create_task_group() as group:
 
-            async def run_then_cancel(func: Any) -> None:
-                await func()
-                group.cancel_scope.cancel()
+                async def run_then_cancel(func: Any) -> None:
+                    await func()
+                    group.cancel_scope.cancel()
 
-            group.start_soon(run_then_cancel, partial(self.stream_response, send))
-            await run_then_cancel(partial(self.listen_for_disconnect, receive))
+                group.start_soon(run_then_cancel, partial(self.stream_response, send))
+                await run_then_cancel(partial(self.listen_for_disconnect, receive))
+        finally:
+            if self._on_close is not None:
+                self._on_close()

@@ -25,24 +25,29 @@ async def asgi_post(
     payload: dict,
     disconnect_after_chunks: int | None = None,
     disconnect_after_s: float | None = None,
+    disconnect_at_receive: int | None = None,
 ) -> list[dict]:
     """POSTs `payload` and returns the ASGI messages the app sent. The client
-    disconnects after `disconnect_after_chunks` body chunks or after a delay."""
+    disconnects after `disconnect_after_chunks` body chunks, after a delay, or as the
+    answer to the app's `disconnect_at_receive`-th receive() call (1 is the body)."""
     body = json.dumps(payload).encode()
     sent: list[dict] = []
     gone = asyncio.Event()
-    delivered = False
+    receives = 0
 
     async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
+        nonlocal receives
+        receives += 1
+        if receives == 1:
             return {"type": "http.request", "body": body, "more_body": False}
+        if receives == disconnect_at_receive:
+            gone.set()
         await gone.wait()
         return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
+        await asyncio.sleep(0)  # a real server's send awaits the socket
         chunks = [m for m in sent if m["type"] == "http.response.body" and m.get("body")]
         if disconnect_after_chunks is not None and len(chunks) >= disconnect_after_chunks:
             gone.set()
@@ -88,6 +93,19 @@ def test_stream_disconnect_aborts_the_engine_request():
     assert len(engine.aborted) == 1 and engine.aborted[0].startswith("chatcmpl-")
     streamed = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert b"[DONE]" not in streamed
+
+
+def test_disconnect_before_the_first_frame_is_sent_aborts():
+    # The client leaves after the first token is ready (receive 2 is the wait for it)
+    # but before the stream body starts: the body generator never runs, so its cleanup
+    # cannot be what aborts the engine request.
+    engine = slow_engine()
+    with make_client(engine) as c:
+        wait_ready(c)
+        body = {"prompt": "a", "stream": True, "max_tokens": 900}
+        c.portal.call(asgi_post, c.app, "/v1/completions", body, None, None, 3)
+        wait_for_no_running(engine)
+    assert len(engine.aborted) == 1
 
 
 def test_disconnect_while_waiting_for_a_whole_response_aborts():

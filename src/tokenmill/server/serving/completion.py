@@ -56,7 +56,7 @@ class CompletionService:
         created = int(time.time())
         if body.stream:
             await cancel_on_disconnect(raw, run.start())
-            return SSEResponse(self._stream(run, body, created))
+            return SSEResponse(self._stream(run, body, created), on_close=run.close)
         await cancel_on_disconnect(raw, run.collect())
         return Response(
             self._response(run, body, created).model_dump_json(), media_type="application/json"
