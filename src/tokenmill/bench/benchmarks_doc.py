@@ -193,7 +193,8 @@ seed {w["seed"]}.
 
 ## Notes
 
-- Peers run one after another, alone, on 127.0.0.1; each gets one warm-up request.
+- Peers run one after another, alone, on 127.0.0.1; each gets one warm-up request. No
+  prompt repeats across the warm-up and the levels, so prompt caches give no free hits.
 - transformers runs static batches of B = concurrency back to back; its TTFT is the time
   from a batch's start to the batch's first token, not from a request's arrival.
 - llama-server: continuous batching, `--parallel` {max(cfg.concurrency)}, {cfg.threads}

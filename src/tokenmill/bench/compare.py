@@ -34,7 +34,7 @@ from tokenmill.bench.peers import (
 from tokenmill.bench.report import RunReport, write_json
 from tokenmill.bench.serve import MeasureConfig, WorkloadConfig, measure
 from tokenmill.bench.tokenizer import HFTokenizer, smollm2_gguf_path
-from tokenmill.bench.workload import BenchRequest
+from tokenmill.bench.workload import Workload
 
 PEERS = ("tokenmill", "llama-server", "transformers")
 CTX_MARGIN = 64
@@ -86,9 +86,7 @@ def machine_load() -> str:
     return f"{load:.1f} on {cores} cores{busy}"
 
 
-def _measure_server(
-    spec: ServerSpec, requests: list[BenchRequest], cfg: CompareConfig
-) -> RunReport:
+def _measure_server(spec: ServerSpec, workload: Workload, cfg: CompareConfig) -> RunReport:
     load = machine_load()
     print(f"{spec.name}: starting (load average {load}): {' '.join(spec.argv)}", flush=True)
     t0 = time.monotonic()
@@ -98,16 +96,16 @@ def _measure_server(
             flush=True,
         )
         report = asyncio.run(
-            measure(spec.name, spec.url, requests, cfg.levels, cfg.workload, cfg.measure)
+            measure(spec.name, spec.url, workload, cfg.levels, cfg.workload, cfg.measure)
         )
     report.settings["command"] = " ".join(spec.argv)
     report.settings["load average before"] = load
     return report
 
 
-def _run_llama_server(requests: list[BenchRequest], cfg: CompareConfig) -> RunReport:
+def _run_llama_server(workload: Workload, cfg: CompareConfig) -> RunReport:
     binary = cfg.llama_server or ensure_llama_server(cfg.llama_version, cfg.log_dir)
-    longest = max(r.prompt_len + r.output_len for r in requests) + CTX_MARGIN
+    longest = max(r.prompt_len + r.output_len for r in workload.requests) + CTX_MARGIN
     ctx_per_slot = -(-longest // CTX_ROUND) * CTX_ROUND
     spec = llama_server_spec(
         binary,
@@ -117,18 +115,18 @@ def _run_llama_server(requests: list[BenchRequest], cfg: CompareConfig) -> RunRe
         cfg.threads,
         cfg.startup_timeout_s,
     )
-    return _measure_server(spec, requests, cfg)
+    return _measure_server(spec, workload, cfg)
 
 
-def _run_tokenmill(requests: list[BenchRequest], cfg: CompareConfig) -> RunReport:
+def _run_tokenmill(workload: Workload, cfg: CompareConfig) -> RunReport:
     spec = tokenmill_spec(list(cfg.tokenmill_args), cfg.startup_timeout_s)
-    return _measure_server(spec, requests, cfg)
+    return _measure_server(spec, workload, cfg)
 
 
-def _run_transformers(requests: list[BenchRequest], cfg: CompareConfig) -> RunReport:
+def _run_transformers(workload: Workload, cfg: CompareConfig) -> RunReport:
     print("transformers: loading the model (static batching baseline)", flush=True)
     batcher = HFStaticBatcher(threads=cfg.threads)
-    batcher.warm_up(requests[-1])
+    batcher.warm_up(workload.warm_up)
     settings = {
         "engine": "transformers generate, static batches, float32",
         "threads": cfg.threads,
@@ -136,10 +134,9 @@ def _run_transformers(requests: list[BenchRequest], cfg: CompareConfig) -> RunRe
         **cfg.workload.describe(),
     }
     report = RunReport(name="transformers", settings=settings)
-    for level in cfg.levels:
+    for level, requests in zip(cfg.levels, workload.levels):
         assert level.concurrency is not None
-        subset = requests[: cfg.workload.prompts_for(level)]
-        result = batcher.run_level(subset, level.concurrency, cfg.measure.slo)
+        result = batcher.run_level(requests, level.concurrency, cfg.measure.slo)
         report.levels.append(result)
         m = result.metrics
         print(
@@ -163,12 +160,13 @@ def run_compare(cfg: CompareConfig, command: str = "tokenmill bench compare") ->
     command line quoted in the report."""
     started = time.strftime("%Y-%m-%d %H:%M")
     tokenizer = HFTokenizer()
-    requests = cfg.workload.build(tokenizer, cfg.levels)
-    print(f"workload: {len(requests) - 1} requests + 1 warm-up ({cfg.workload.describe()})")
+    workload = cfg.workload.build(tokenizer, cfg.levels)
+    sizes = "+".join(str(len(level)) for level in workload.levels)
+    print(f"workload: 1 warm-up + {sizes} requests ({cfg.workload.describe()})", flush=True)
     reports = []
     for name in cfg.peers:
         try:
-            reports.append(RUNNERS[name](requests, cfg))
+            reports.append(RUNNERS[name](workload, cfg))
         except (PeerUnavailable, RuntimeError, OSError) as exc:
             print(f"{name}: NOT MEASURED: {exc}", file=sys.stderr, flush=True)
             reports.append(RunReport(name=name, settings={}, note=f"not measured: {exc}"))

@@ -14,7 +14,7 @@ from tokenmill.bench.load import LoadLevel, make_client, run_level, warm_up
 from tokenmill.bench.metrics import SLO
 from tokenmill.bench.report import RunReport, to_markdown
 from tokenmill.bench.tokenizer import PromptTokenizer, load_tokenizer
-from tokenmill.bench.workload import BenchRequest, random_requests, sharegpt_requests
+from tokenmill.bench.workload import Workload, random_requests, sharegpt_requests
 
 DATASETS = ("random", "sharegpt")
 MIN_PROMPTS = 8
@@ -54,15 +54,16 @@ class WorkloadConfig:
             return max(MIN_PROMPTS, PROMPTS_PER_STREAM * level.concurrency)
         return PROMPTS_PER_RATE_LEVEL
 
-    def build(self, tokenizer: PromptTokenizer, levels: list[LoadLevel]) -> list[BenchRequest]:
-        """The requests for the largest level, plus one last request for the warm-up only
-        (so a server's prompt cache never turns the warm-up into a measured hit); smaller
-        levels send a prefix of them."""
-        num = max(self.prompts_for(lv) for lv in levels) + 1
+    def build(self, tokenizer: PromptTokenizer, levels: list[LoadLevel]) -> Workload:
+        """A warm-up request and each level's own requests, none shared between them."""
+        sizes = [self.prompts_for(lv) for lv in levels]
+        num = 1 + sum(sizes)
         if self.dataset == "sharegpt":
-            return sharegpt_requests(tokenizer, num, self.seed, self.output_len, self.dataset_path)
-        assert self.output_len is not None
-        return random_requests(tokenizer, num, self.input_len, self.output_len, self.seed)
+            reqs = sharegpt_requests(tokenizer, num, self.seed, self.output_len, self.dataset_path)
+        else:
+            assert self.output_len is not None
+            reqs = random_requests(tokenizer, num, self.input_len, self.output_len, self.seed)
+        return Workload.split(reqs, sizes)
 
     def describe(self) -> dict:
         """The settings as they appear in reports."""
@@ -105,28 +106,32 @@ def discover_model(url: str) -> str:
 async def measure(
     name: str,
     url: str,
-    requests: list[BenchRequest],
+    workload: Workload,
     levels: list[LoadLevel],
-    workload: WorkloadConfig,
+    workload_config: WorkloadConfig,
     config: MeasureConfig,
 ) -> RunReport:
     """Warm the server up with one request, then run each level in turn, printing one line
     per level. Raises RuntimeError if the warm-up fails."""
     model = config.model or discover_model(url)
     options = RequestOptions(model=model, endpoint=config.endpoint, ignore_eos=config.ignore_eos)
-    settings = {"url": url, "model": model, "endpoint": config.endpoint, **workload.describe()}
+    settings = {
+        "url": url,
+        "model": model,
+        "endpoint": config.endpoint,
+        **workload_config.describe(),
+    }
     report = RunReport(name=name, settings=settings)
     async with make_client(url, config.request_timeout_s) as client:
-        await warm_up(client, options, requests[-1])
-        for i, level in enumerate(levels):
-            subset = requests[: workload.prompts_for(level)]
+        await warm_up(client, options, workload.warm_up)
+        for i, (level, requests) in enumerate(zip(levels, workload.levels)):
             result = await run_level(
                 client,
                 options,
-                subset,
+                requests,
                 level,
                 config.slo,
-                workload.seed + i,
+                workload_config.seed + i,
                 config.max_level_s,
                 config.progress,
             )
@@ -155,10 +160,8 @@ def run_serve_bench(
     model = config.model or discover_model(url)
     tok = load_tokenizer(tokenizer, url, model)
     print(f"building {workload.dataset} workload ...", file=sys.stderr, flush=True)
-    requests = workload.build(tok, levels)
-    report = asyncio.run(
-        measure(url, url, requests, levels, workload, replace(config, model=model))
-    )
+    built = workload.build(tok, levels)
+    report = asyncio.run(measure(url, url, built, levels, workload, replace(config, model=model)))
     text = to_markdown(report)
     print(text)
     if result_json is not None:

@@ -34,6 +34,36 @@ class BenchRequest:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Workload:
+    """A benchmark's requests: one warm-up request, then each level's own requests.
+
+    No request appears twice, so a server's prompt cache cannot turn the warm-up or an
+    earlier level into hits that flatter a later level's TTFT.
+    """
+
+    warm_up: BenchRequest
+    levels: list[list[BenchRequest]]
+    """levels[i] holds the requests of the i-th load level, in the order they are sent."""
+
+    @property
+    def requests(self) -> list[BenchRequest]:
+        """Every request, warm-up first."""
+        return [self.warm_up] + [r for level in self.levels for r in level]
+
+    @classmethod
+    def split(cls, requests: list[BenchRequest], sizes: list[int]) -> Workload:
+        """Take the warm-up from the front of `requests`, then `sizes[i]` for level i.
+        Raises ValueError when `requests` is shorter than 1 + sum(sizes)."""
+        if len(requests) < 1 + sum(sizes):
+            raise ValueError(f"{len(requests)} requests cannot fill 1 + {sum(sizes)}.")
+        levels, start = [], 1
+        for size in sizes:
+            levels.append(requests[start : start + size])
+            start += size
+        return cls(warm_up=requests[0], levels=levels)
+
+
 def random_requests(
     tokenizer: PromptTokenizer, num: int, input_len: int, output_len: int, seed: int
 ) -> list[BenchRequest]:

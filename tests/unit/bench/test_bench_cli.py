@@ -82,9 +82,11 @@ def test_report_renders_levels_and_failures(tmp_path):
     assert data["levels"][0]["metrics"]["ttft"]["p50"] == pytest.approx(250.0)
 
 
-def test_workload_holds_a_warm_up_request_no_level_sends():
+def test_workload_gives_each_level_its_own_requests_and_a_warm_up():
     w = WorkloadConfig(input_len=6, output_len=3)
     levels = [LoadLevel(concurrency=1), LoadLevel(concurrency=5)]
-    reqs = w.build(MergingTokenizer(), levels)
-    assert len(reqs) == 11
-    assert max(w.prompts_for(lv) for lv in levels) == len(reqs) - 1
+    built = w.build(MergingTokenizer(), levels)
+    assert [len(reqs) for reqs in built.levels] == [8, 10]
+    prompts = [r.prompt for r in built.requests]
+    assert len(prompts) == 19 and len(set(prompts)) == 19
+    assert built.requests[0] == built.warm_up
