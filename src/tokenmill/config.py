@@ -53,12 +53,17 @@ class CacheConfig:
     num_blocks: int | None = None
     """Exact block count, overriding memory_gib (tests use it)."""
     enable_prefix_caching: bool = True
+    dtype: str = "auto"
+    """K/V storage: "float32", "bfloat16", or "auto" (bfloat16 under int8 quantization,
+    where it halves the bytes decode attention reads; else the model's dtype)."""
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.block_size & (self.block_size - 1):
             raise InvalidRequestError("block_size must be a power of two.")
         if self.memory_gib <= 0:
             raise InvalidRequestError("memory_gib must be positive.")
+        if self.dtype not in DTYPES:
+            raise InvalidRequestError(f"KV cache dtype must be one of {DTYPES}.")
         if self.num_blocks is not None and self.num_blocks < 2:
             raise InvalidRequestError("num_blocks must be at least 2.")
 

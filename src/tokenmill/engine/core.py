@@ -52,7 +52,7 @@ class EngineCore:
         self.model_name = mc.served_name or self.loaded.name
         self.max_model_len = self.loaded.max_model_len
         self.runner = ModelRunner(
-            self.loaded.model, self.loaded.arch, self.loaded.dtype, config.cache,
+            self.loaded.model, self.loaded.arch, self._kv_dtype(), config.cache,
             self.max_model_len,
         )
         self.kv = KVCacheManager(
@@ -70,6 +70,14 @@ class EngineCore:
         self.prompt_tokens_computed = 0
         self.generation_tokens = 0
         self.num_steps = 0
+
+    def _kv_dtype(self) -> torch.dtype:
+        choice = self.config.cache.dtype
+        if choice == "auto":
+            if self.config.model.quantization == "int8":
+                return torch.bfloat16
+            return self.loaded.dtype
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
 
     # -- admission ---------------------------------------------------------------------
 

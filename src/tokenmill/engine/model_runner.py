@@ -51,6 +51,7 @@ class ModelRunner:
 
     def __init__(self, model: torch.nn.Module, arch, dtype: torch.dtype, cache: CacheConfig,
                  max_model_len: int):
+        """dtype: the KV cache's storage dtype (the model casts into it)."""
         self.model = model
         self.arch = arch
         self.dtype = dtype

@@ -37,8 +37,8 @@ class PagedAttention(nn.Module):
         """q: (T, num_heads, head_dim); k, v: (T, num_kv_heads, head_dim), already rotated.
         kv_cache: (2, num_slots, num_kv_heads, head_dim), written in place at
         `attn.slot_mapping` before attending. Returns (T, num_heads * head_dim)."""
-        kv_cache[0].index_copy_(0, attn.slot_mapping, k)
-        kv_cache[1].index_copy_(0, attn.slot_mapping, v)
+        kv_cache[0].index_copy_(0, attn.slot_mapping, k.to(kv_cache.dtype))
+        kv_cache[1].index_copy_(0, attn.slot_mapping, v.to(kv_cache.dtype))
         out = torch.empty_like(q)  # (T, nh, hd)
         for seq in attn.prefills:
             rows = slice(seq.query_start, seq.query_start + seq.query_len)
@@ -60,7 +60,7 @@ class PagedAttention(nn.Module):
                 q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.group > 1
             )
             return o.transpose(0, 1)
-        ctx = kv_cache.index_select(1, seq.context_slots)  # (2, C, nkv, hd)
+        ctx = kv_cache.index_select(1, seq.context_slots).to(q.dtype)  # (2, C, nkv, hd)
         k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
         offset = seq.context_len - seq.query_len
         # Query row i sits at position offset + i and sees keys 0..offset + i.
@@ -80,8 +80,8 @@ class PagedAttention(nn.Module):
                                            self.scale)
         n, width = attn.decode_slots.shape
         # index_select on the flat slot list is ~3x faster than advanced indexing.
-        ctx = kv_cache.index_select(1, attn.decode_slots.reshape(-1))  # (2, N * S, nkv, hd)
-        ctx = ctx.view(2, n, width, self.num_kv_heads, self.head_dim)
+        ctx = kv_cache.index_select(1, attn.decode_slots.reshape(-1)).to(q.dtype)
+        ctx = ctx.view(2, n, width, self.num_kv_heads, self.head_dim)  # (2, N, S, nkv, hd)
         k = ctx[0].transpose(1, 2)  # (N, nkv, S, hd)
         v = ctx[1].transpose(1, 2)
         # Fold each kv head's query group into the query-length axis: no K/V repeat.
