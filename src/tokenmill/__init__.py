@@ -1,5 +1,25 @@
 """tokenmill: an LLM inference engine and OpenAI-compatible server."""
 
+import os
+import sys
+import warnings
+
+# libgomp reads this once, when torch loads, so it is set here, before anything imports
+# torch (a program that imported torch first keeps its own setting). Threads that spin
+# while waiting turn any competition for the cores (the HTTP loop, a load generator,
+# another process) into a collapse: measured on 2 cores beside one busy process, a
+# 100-token prefill took 6.9 s with spinning waiters and 0.12 s with sleeping ones.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+elif os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+    warnings.warn(
+        "torch was imported before tokenmill with OMP_WAIT_POLICY unset: on a busy CPU its "
+        "threads spin and inference can slow tenfold. Set OMP_WAIT_POLICY=PASSIVE in the "
+        "environment, or import tokenmill first.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
 from tokenmill.sampling_params import SamplingParams
 
 __version__ = "0.1.0"

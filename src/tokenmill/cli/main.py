@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
+from collections.abc import Mapping, Sequence
 
-# libgomp reads this once, when torch loads. Threads that spin while waiting turn any
-# competition for the two cores (the HTTP loop, a load generator) into a collapse:
-# measured with another busy process, 2 threads and spinning gave 1 tok/s at batch 1
-# against 45 tok/s with sleeping waiters.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
-
-from tokenmill.bench.cli import add_bench_parser  # noqa: E402
-from tokenmill.cli.generate import add_sampling_flags  # noqa: E402
-from tokenmill.cli.settings import (  # noqa: E402
+from tokenmill.bench.cli import add_bench_parser
+from tokenmill.cli.generate import add_sampling_flags
+from tokenmill.cli.settings import (
     ENGINE_OPTIONS,
     SERVER_OPTIONS,
     SettingsError,
@@ -28,7 +21,7 @@ from tokenmill.cli.settings import (  # noqa: E402
     resolve,
     server_config,
 )
-from tokenmill.errors import TokenmillError  # noqa: E402
+from tokenmill.errors import TokenmillError
 
 DESCRIPTION = """\
 tokenmill: an LLM inference server with an OpenAI-compatible API.
