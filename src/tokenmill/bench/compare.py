@@ -9,7 +9,6 @@ cannot be built or started keeps its row in the report with the reason.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from tokenmill.bench.peers import (
     tokenmill_spec,
 )
 from tokenmill.bench.report import RunReport, write_json
-from tokenmill.bench.serve import MeasureConfig, WorkloadConfig, measure
+from tokenmill.bench.serve import MeasureConfig, WorkloadConfig, machine_load, measure
 from tokenmill.bench.tokenizer import HFTokenizer, smollm2_gguf_path
 from tokenmill.bench.workload import Workload
 
@@ -79,16 +78,8 @@ class CompareConfig:
         return Path(".bench") / "logs"
 
 
-def machine_load() -> str:
-    """The 1-minute load average against the core count; busy cores lower every figure."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    busy = " (busy: other work shares the cores)" if load > 0.5 * cores else ""
-    return f"{load:.1f} on {cores} cores{busy}"
-
-
 def _measure_server(spec: ServerSpec, workload: Workload, cfg: CompareConfig) -> RunReport:
-    load = machine_load()
-    print(f"{spec.name}: starting (load average {load}): {' '.join(spec.argv)}", flush=True)
+    print(f"{spec.name}: starting: {' '.join(spec.argv)}", flush=True)
     t0 = time.monotonic()
     with ServerProcess(spec, cfg.log_dir) as server:
         print(
@@ -99,7 +90,6 @@ def _measure_server(spec: ServerSpec, workload: Workload, cfg: CompareConfig) ->
             measure(spec.name, spec.url, workload, cfg.levels, cfg.workload, cfg.measure)
         )
     report.settings["command"] = " ".join(spec.argv)
-    report.settings["load average before"] = load
     return report
 
 

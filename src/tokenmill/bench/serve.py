@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +95,13 @@ class MeasureConfig:
             raise ValueError(f"endpoint must be one of {sorted(ENDPOINTS)}, got {self.endpoint!r}.")
 
 
+def machine_load() -> str:
+    """The 1-minute load average against the core count; busy cores lower every figure."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " (busy: other work shares the cores)" if load > 0.5 * cores else ""
+    return f"{load:.1f} on {cores} cores{busy}"
+
+
 def discover_model(url: str) -> str:
     """The first model id a server lists at /v1/models."""
     try:
@@ -120,6 +128,7 @@ async def measure(
         "model": model,
         "endpoint": config.endpoint,
         **workload_config.describe(),
+        "load average before": machine_load(),
     }
     report = RunReport(name=name, settings=settings)
     async with make_client(url, config.request_timeout_s) as client:
