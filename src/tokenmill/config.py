@@ -96,4 +96,4 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     num_threads: int | None = None
-    """torch intra-op threads for model compute; None keeps torch's default."""
+    """torch intra-op threads for model compute; None: all cores but one."""

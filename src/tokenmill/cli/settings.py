@@ -123,7 +123,11 @@ ENGINE_OPTIONS = [
         "Reuse the KV cache of shared prompt prefixes (true/false).",
     ),
     Option(
-        "num_threads", int, None, "CPU threads for model compute. Default: torch's choice.", "N"
+        "num_threads",
+        int,
+        None,
+        "CPU threads for model compute. Default: all cores but one, left to the HTTP side.",
+        "N",
     ),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -37,13 +38,25 @@ class EngineStats:
     num_steps: int
 
 
+def default_num_threads() -> int:
+    """Model compute threads: every core but one, which is left to the HTTP loop,
+    tokenization and the output side. Measured on 2 cores, int8 decode at batch 64: one
+    thread 280 tok/s idle and 210 beside a busy process; two threads 298 idle but 93
+    beside it, because each parallel region waits for the thread that lost its core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 class EngineCore:
     """Owns the model runner, scheduler and output processor. Not thread-safe: one
     thread drives it (the async engine's worker, or the offline LLM's caller)."""
 
     def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        self.num_threads = config.num_threads or default_num_threads()
+        torch.set_num_threads(self.num_threads)
         mc = config.model
         self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len,
                                            mc.quantization)
