@@ -199,8 +199,8 @@ seed {w["seed"]}.
   from a batch's start to the batch's first token, not from a request's arrival.
 - llama-server: continuous batching, `--parallel` {max(cfg.concurrency)}, {cfg.threads}
   threads; its exact command is in its section below.
-- The load generator shares the 2 cores: streaming ~140 tok/s to 32 clients it used about
-  0.2 of a core, which every server here loses alike.
+- The load generator shares the 2 cores with the server it measures (it builds the
+  workload before any server starts; while measuring it only parses the streams).
 - llama.cpp's threads wait for each other at every graph node; when another process takes
   one of the 2 cores its steps stall (8 ms batch-1 steps were seen to become ~1 s). A peer
   whose "load average before" says busy was not measured alone: rerun before comparing.
