@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e lint bench clean
+.PHONY: install serve test test-unit test-model test-e2e lint bench bench-compare clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,15 @@ test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/offline_throughput.py
+	$(BIN)/python benchmarks/offline_throughput.py --variants float32,int8 \
+		--markdown docs/offline_throughput.md
+	$(BIN)/python benchmarks/perplexity.py --out docs/perplexity.json
+
+# tokenmill (int8) against llama.cpp's llama-server and transformers on one workload;
+# builds llama-server into ~/.cache/tokenmill on first use; writes docs/benchmarks.md.
+bench-compare: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/tokenmill bench compare --tokenmill-args="--quantization int8"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
