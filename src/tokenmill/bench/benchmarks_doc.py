@@ -81,13 +81,17 @@ def side_by_side(reports: list[RunReport], concurrency: tuple[int, ...]) -> str:
     return "\n".join(rows)
 
 
-def limits_section(reports: list[RunReport], limits: MachineLimits) -> str:
-    """How close each peer's figures come to the compute and bandwidth ceilings."""
+def limits_section(
+    reports: list[RunReport], limits: MachineLimits, tokenmill_args: tuple[str, ...] = ()
+) -> str:
+    """How close each peer's figures come to the compute and bandwidth ceilings; tokenmill's
+    weight format (bf16, or int8 when its arguments ask for it) sets its bandwidth bound."""
     gguf_bytes = smollm2_gguf_path().stat().st_size
+    int8 = "int8" in tokenmill_args
     formats = {
         "llama-server": ("Q4_1 GGUF", gguf_bytes),
         "transformers": ("float32", 4 * limits.params),
-        "tokenmill": ("bf16", 2 * limits.params),
+        "tokenmill": ("int8", limits.params) if int8 else ("bf16", 2 * limits.params),
     }
     lines = [
         (
@@ -185,7 +189,7 @@ seed {w["seed"]}.
 
 ## Against the physical limits
 
-{limits_section(reports, MachineLimits())}
+{limits_section(reports, MachineLimits(), cfg.tokenmill_args)}
 
 ## Targets (issue 4)
 
