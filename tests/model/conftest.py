@@ -18,7 +18,7 @@ SMOLLM = PACKAGED_MODELS["smollm2-135m-instruct"]
 @pytest.fixture(scope="session")
 def smollm_file() -> Path:
     if importlib.util.find_spec(SMOLLM.module) is None:
-        pytest.skip(f"{SMOLLM.package} is not installed")
+        pytest.fail(f"{SMOLLM.package} is not installed: `make test` installs it")
     return SMOLLM.find()
 
 

