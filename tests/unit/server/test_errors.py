@@ -70,7 +70,7 @@ def test_unknown_route_and_method_are_shaped(client: TestClient):
 def test_context_length_is_400_with_both_numbers(client: TestClient):
     r = client.post("/v1/completions", json={"prompt": "abc", "max_tokens": 200})
     err = error_of(r, 400)
-    assert err["code"] == "context_length_exceeded"
+    assert err["code"] == "context_length_exceeded" and err["param"] == "prompt"
     assert "4 tokens" in err["message"] and "128" in err["message"]
 
 

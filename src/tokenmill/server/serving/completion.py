@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenmill.engine.outputs import PositionLogprobs
+from tokenmill.errors import ContextLengthError
 from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.server.protocol.completion import (
     CompletionChoice,
@@ -54,10 +55,14 @@ class CompletionService:
             timeout_s=state.config.request_timeout_s,
         )
         created = int(time.time())
-        if body.stream:
-            await cancel_on_disconnect(raw, run.start())
-            return SSEResponse(self._stream(run, body, created), on_close=run.close)
-        await cancel_on_disconnect(raw, run.collect())
+        try:
+            if body.stream:
+                await cancel_on_disconnect(raw, run.start())
+                return SSEResponse(self._stream(run, body, created), on_close=run.close)
+            await cancel_on_disconnect(raw, run.collect())
+        except ContextLengthError as exc:
+            exc.param = "prompt"  # the engine does not know which field held the prompt
+            raise
         return Response(
             self._response(run, body, created).model_dump_json(), media_type="application/json"
         )
