@@ -12,9 +12,8 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from tokenmill.config import EngineConfig
 from tokenmill.engine.core import EngineCore, EngineStats
@@ -37,12 +36,6 @@ class _Add:
 @dataclass
 class _Abort:
     request_id: str
-
-
-@dataclass
-class _Call:
-    fn: Callable[[EngineCore], Any]
-    future: asyncio.Future
 
 
 class _Stop:
@@ -127,19 +120,9 @@ class AsyncEngine:
         """Abort a request wherever it is; its stream ends with finish_reason 'abort'."""
         self._commands.put(_Abort(request_id))
 
-    async def call(self, fn: Callable[[EngineCore], Any]) -> Any:
-        """Run `fn(core)` on the engine thread between steps and return its result."""
-        fut = self._loop.create_future()
-        self._commands.put(_Call(fn, fut))
-        return await fut
-
     def stats(self) -> EngineStats:
         """Counters as of the end of the latest step."""
         return self._stats
-
-    @property
-    def num_unfinished(self) -> int:
-        return len(self._queues)
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop admitting; give in-flight requests `grace_s` to finish, abort the rest,
@@ -192,13 +175,6 @@ class AsyncEngine:
                     self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
             elif isinstance(cmd, _Abort):
                 self._deliver(self.core.abort(cmd.request_id))
-            elif isinstance(cmd, _Call):
-                try:
-                    result = cmd.fn(self.core)
-                except Exception as exc:
-                    self._loop.call_soon_threadsafe(_set_exception, cmd.future, exc)
-                else:
-                    self._loop.call_soon_threadsafe(_set_result, cmd.future, result)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         if outputs:
@@ -216,13 +192,3 @@ class AsyncEngine:
     def _fail_all(self, err: BaseException) -> None:
         for q in self._queues.values():
             q.put_nowait(err)
-
-
-def _set_result(fut: asyncio.Future, value) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from tokenmill.engine.detokenizer import IncrementalDetokenizer, decode_token
-from tokenmill.engine.outputs import CompletionOutput, Delta, Logprob, PositionLogprobs, RequestOutput
+from tokenmill.engine.outputs import (
+    CompletionOutput,
+    Delta,
+    Logprob,
+    PositionLogprobs,
+    RequestOutput,
+)
 from tokenmill.engine.request import Request, RequestStatus
 from tokenmill.engine.sampler import TopLogprobs
 from tokenmill.engine.stop_checker import StopChecker

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tokenmill.engine.kv_cache.block_pool import BlockPool, KVBlock
@@ -74,12 +74,6 @@ class KVCacheManager:
         match.num_tokens = len(match.blocks) * self.block_size
         return match
 
-    def num_blocks_needed(self, request: Request, num_new_tokens: int) -> int:
-        """Extra blocks the request needs to hold `num_new_tokens` more tokens."""
-        have = len(self._seqs[request.request_id].blocks) if request.request_id in self._seqs else 0
-        total = request.num_computed_tokens + num_new_tokens
-        return max(0, -(-total // self.block_size) - have)
-
     def allocate_slots(
         self, request: Request, num_new_tokens: int, prefix: PrefixMatch | None = None
     ) -> bool:
@@ -131,10 +125,6 @@ class KVCacheManager:
     def block_ids(self, request: Request) -> list[int]:
         """The request's block table."""
         return [b.block_id for b in self._seqs[request.request_id].blocks]
-
-    def blocks(self, request_id: str) -> Sequence[KVBlock]:
-        seq = self._seqs.get(request_id)
-        return seq.blocks if seq else ()
 
     @property
     def num_seqs(self) -> int:
