@@ -23,10 +23,10 @@ from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.openapi import install_openapi
-from tokenmill.server.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
-from tokenmill.server.protocol.common import ErrorResponse
-from tokenmill.server.protocol.completion import CompletionRequest, CompletionResponse
-from tokenmill.server.protocol.misc import (
+from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
+from tokenmill.protocol.common import ErrorResponse
+from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
+from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
     ModelCard,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokenmill.server.protocol.chat import (
+from tokenmill.protocol.chat import (
     ChatChoiceLogprobs,
     ChatCompletionChoice,
     ChatCompletionChunk,

@@ -7,7 +7,7 @@ import logging
 from tokenmill.engine.outputs import RequestOutput
 from tokenmill.errors import TokenmillError
 from tokenmill.server.errors import error_body, error_from_exception
-from tokenmill.server.protocol.common import PromptTokensDetails, UsageInfo
+from tokenmill.protocol.common import PromptTokensDetails, UsageInfo
 from tokenmill.server.streaming import sse_frame
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from tokenmill.engine.outputs import PositionLogprobs
 from tokenmill.errors import ContextLengthError
 from tokenmill.server.engine_client import TokenizerClient
-from tokenmill.server.protocol.completion import (
+from tokenmill.protocol.completion import (
     CompletionChoice,
     CompletionChunk,
     CompletionLogprobs,

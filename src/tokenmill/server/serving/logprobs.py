@@ -11,8 +11,8 @@ import math
 
 from tokenmill.engine.outputs import PositionLogprobs
 from tokenmill.server.engine_client import TokenizerClient
-from tokenmill.server.protocol.chat import ChatLogprob, ChatLogprobContent
-from tokenmill.server.protocol.completion import CompletionLogprobs
+from tokenmill.protocol.chat import ChatLogprob, ChatLogprobContent
+from tokenmill.protocol.completion import CompletionLogprobs
 
 FLOOR = -9999.0
 

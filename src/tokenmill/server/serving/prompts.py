@@ -10,7 +10,7 @@ import jinja2
 
 from tokenmill.errors import InvalidRequestError
 from tokenmill.server.engine_client import TokenizerClient
-from tokenmill.server.protocol.chat import ChatMessage
+from tokenmill.protocol.chat import ChatMessage
 from tokenmill.server.serving.generation import EnginePrompt
 
 T = TypeVar("T")

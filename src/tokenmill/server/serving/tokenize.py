@@ -6,7 +6,7 @@ lm-evaluation-harness's remote tokenizer uses exactly these three.
 from __future__ import annotations
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.server.protocol.misc import (
+from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,

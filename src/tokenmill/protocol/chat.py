@@ -8,7 +8,7 @@ from pydantic import Field
 
 from tokenmill.errors import InvalidRequestError
 from tokenmill.sampling_params import SamplingParams
-from tokenmill.server.protocol.common import (
+from tokenmill.protocol.common import (
     DropNoneModel,
     OpenAIModel,
     ResponseFormat,

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from tokenmill.server.protocol.chat import ChatMessage
-from tokenmill.server.protocol.common import OpenAIModel, ResponseModel
+from tokenmill.protocol.chat import ChatMessage
+from tokenmill.protocol.common import OpenAIModel, ResponseModel
 
 
 class ModelCard(ResponseModel):
