@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.reference import import_transformers
 from tokenmill.model.loader import load_model
 from tokenmill.model.registry import PACKAGED_MODELS
 
@@ -29,16 +30,14 @@ def smollm(smollm_file):
 
 @pytest.fixture(scope="session")
 def hf_tokenizer(smollm_file):
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(
+    return import_transformers().AutoTokenizer.from_pretrained(
         smollm_file.parent, gguf_file=smollm_file.name
     )
 
 
 @pytest.fixture(scope="session")
 def hf_smollm(smollm_file):
-    transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
+    model = import_transformers().AutoModelForCausalLM.from_pretrained(
         smollm_file.parent, gguf_file=smollm_file.name, dtype=torch.float32
     )
     return model.eval()
