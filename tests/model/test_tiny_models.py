@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from tests.model import tiny
-from tests.model.paged import PagedRunner
+from tests.model.driver import RunnerDriver
+from tests.model.reference import import_transformers
 from tokenmill.errors import InvalidRequestError
 from tokenmill.model.loader import load_model
 
-transformers = pytest.importorskip("transformers")
+transformers = import_transformers()
 
 ROPES = {
     "default": {"rope_type": "default", "rope_theta": 10000.0},
@@ -60,17 +61,17 @@ def make_hf_model(kind: str, vocab_size: int, rope: str = "default"):
     return model.eval()
 
 
-def run_all_paths(model, ids: list[int]) -> torch.Tensor:
-    """(len(ids), vocab) logits computed through a whole-prompt prefill, a chunk over a
-    cached context and single-token decodes, covering every attention path."""
-    runner = PagedRunner(model, num_slots=64)
-    return torch.cat(
-        [
-            runner.step([("s", ids[:8])], every_row=True),
-            runner.step([("s", ids[8:13])], every_row=True),
-            *(runner.step([], [("s", t)]) for t in ids[13:]),
-        ]
-    )
+def run_all_paths(loaded, ids: list[int]) -> torch.Tensor:
+    """(len(ids), vocab) logits through the engine's ModelRunner: a whole-prompt prefill
+    of 8 tokens, a chunk of 5 over the cached context, then one-token decodes, covering
+    every attention path (4-token blocks, so every step crosses a block boundary)."""
+    driver = RunnerDriver(loaded, loaded.dtype, num_blocks=16, block_size=4)
+    driver.add("s", ids[:13])
+    rows = [driver.step({"s": 8})["s"], driver.step({"s": 5})["s"]]
+    for token in ids[13:]:
+        driver.append("s", token)
+        rows.append(driver.step({"s": 1})["s"])
+    return torch.cat(rows)
 
 
 def reference_logits(hf_model, ids: list[int]) -> torch.Tensor:
@@ -97,8 +98,8 @@ def test_llama_gguf_and_safetensors_match_transformers(tmp_path, tokenizer, rope
     ids = prompt_ids(tokenizer)
     ref = reference_logits(hf_model, ids)
     assert ref.std() > 0.5, "weights too small to make the comparison meaningful"
-    ours_hf = run_all_paths(from_hf.model, ids)
-    ours_gguf = run_all_paths(from_gguf.model, ids)
+    ours_hf = run_all_paths(from_hf, ids)
+    ours_gguf = run_all_paths(from_gguf, ids)
     torch.testing.assert_close(ours_hf, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(ours_gguf, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(ours_gguf, ours_hf, atol=ATOL, rtol=0)
@@ -111,7 +112,7 @@ def test_qwen2_bias_matches_transformers(tmp_path, tokenizer):
     assert loaded.model.layers[0].self_attn.qkv_proj.bias is not None
     ids = prompt_ids(tokenizer)
     torch.testing.assert_close(
-        run_all_paths(loaded.model, ids), reference_logits(hf_model, ids), atol=ATOL, rtol=0
+        run_all_paths(loaded, ids), reference_logits(hf_model, ids), atol=ATOL, rtol=0
     )
 
 
@@ -142,7 +143,7 @@ def test_bfloat16_load(tmp_path, tokenizer):
     assert not any(p.requires_grad for p in loaded.model.parameters())
     ids = prompt_ids(tokenizer)
     ref = reference_logits(hf_model, ids)
-    ours = run_all_paths(loaded.model, ids)
+    ours = run_all_paths(loaded, ids)
     assert ours.dtype is torch.float32
     # bfloat16 keeps ~3 significant digits; through two layers that is ~2% of the scale.
     assert (ours - ref).abs().max() < 0.05 * ref.abs().max()
