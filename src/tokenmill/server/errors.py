@@ -61,10 +61,12 @@ class PayloadTooLargeError(TokenmillError):
         )
 
 
-def error_body(
-    message: str, error_type: str, param: str | None = None, code: str | int | None = None
-) -> dict[str, Any]:
-    """The JSON body OpenAI clients parse into an APIError."""
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+
+
+def error_body(message: str, error_type: str, param: str | None, code: str) -> dict[str, Any]:
+    """The JSON body OpenAI clients parse into an APIError. `code` is always a snake_case
+    string (OpenAI's documented codes are), never a number or null."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -92,12 +94,14 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str |
     for err in errors[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         param = _dotted(loc)
-        if first_param is None and param:
-            first_param = param
         if err.get("type") == "json_invalid":
+            # pydantic's location is a character offset, not a field: name no param.
             ctx = err.get("ctx") or {}
             parts.append(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
-        elif param:
+            continue
+        if first_param is None and param:
+            first_param = param
+        if param:
             parts.append(f"{param}: {err.get('msg', 'invalid value')}")
         else:
             parts.append(f"body: {err.get('msg', 'invalid value')}")
@@ -126,7 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_validation_errors(list(exc.errors()))
         return JSONResponse(
-            error_body(message, "invalid_request_error", param, "invalid_request"),
+            error_body(message, "invalid_request_error", param, "invalid_value"),
             status_code=400,
         )
 
@@ -139,8 +143,9 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(
-            error_body(message, error_type, None, exc.status_code),
+            error_body(message, error_type, None, code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

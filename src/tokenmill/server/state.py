@@ -9,8 +9,11 @@ import time
 import uuid
 from collections.abc import Callable
 
-from tokenmill.errors import ModelNotFoundError
-from tokenmill.server.config import ServerConfig
+from pydantic import BaseModel
+
+from tokenmill.config import ServerConfig
+from tokenmill.errors import InvalidRequestError, ModelNotFoundError
+from tokenmill.protocol.common import unknown_fields
 from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import ServiceUnavailableError
 
@@ -36,7 +39,7 @@ class ServerState:
         self,
         config: ServerConfig,
         engine_factory: Callable[[], EngineClient],
-        on_ready: Callable[[str, float], None] | None = None,
+        on_ready: Callable[[EngineClient, float], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
     ):
         self.config = config
@@ -71,7 +74,7 @@ class ServerState:
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
         if self._on_ready is not None:
-            self._on_ready(self.model_name, time.perf_counter() - started)
+            self._on_ready(engine, time.perf_counter() - started)
 
     @property
     def engine(self) -> EngineClient:
@@ -100,8 +103,6 @@ class ServerState:
     @property
     def model_name(self) -> str:
         """The name clients send as `model` and see in responses."""
-        if self.config.served_model_name:
-            return self.config.served_model_name
         return self._engine.model_name if self._engine is not None else "unknown"
 
     def check_model(self, requested: str | None) -> None:
@@ -113,13 +114,23 @@ class ServerState:
             f"{self.model_name!r} (see GET /v1/models)."
         )
 
-    def note_unknown_fields(self, endpoint: str, extra: dict | None) -> None:
-        """Logs each unknown request field once per endpoint; the field is ignored.
+    def unknown_fields(self, endpoint: str, body: BaseModel) -> list[str]:
+        """The fields of `body` the API does not know. Under --strict-fields they are
+        refused (400 `unknown_field`); otherwise they are ignored, named in the response's
+        x-tokenmill-ignored-fields header, and logged once per endpoint and name.
 
         At most MAX_LOGGED_FIELDS names are remembered, so clients inventing field names
         cannot grow this set without bound; past that, one last line says so.
         """
-        for name in extra or {}:
+        names = unknown_fields(body)
+        if names and self.config.strict_fields:
+            raise InvalidRequestError(
+                f"Unknown field(s) {', '.join(names)}: this server refuses fields it does not "
+                "know (--strict-fields). Remove them or check their spelling.",
+                param=names[0],
+                code="unknown_field",
+            )
+        for name in names:
             key = (endpoint, name)
             if key in self._unknown_fields_logged:
                 continue
@@ -127,9 +138,10 @@ class ServerState:
                 if not self._unknown_fields_capped:
                     self._unknown_fields_capped = True
                     logger.warning("more unknown request fields arrive; no longer logging them")
-                return
+                break
             self._unknown_fields_logged.add(key)
             logger.warning("ignoring unknown field %r in %s requests", name, endpoint)
+        return names
 
     @staticmethod
     def new_request_id(prefix: str) -> str:
@@ -143,7 +155,7 @@ class ServerState:
             return
         self.phase = Phase.DRAINING
         if self._engine is not None:
-            grace = self.config.shutdown_grace_s
+            grace = self.config.shutdown_grace
             self._drain_task = asyncio.ensure_future(self._engine.shutdown(grace_s=grace))
 
     async def close(self) -> None:

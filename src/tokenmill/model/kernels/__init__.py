@@ -33,10 +33,22 @@ def cpu_kernels():
         from torch.utils.cpp_extension import load
 
         build_dir = Path.home() / ".cache" / "tokenmill" / f"kernels-{digest}"
-        build_dir.mkdir(parents=True, exist_ok=True)
+        # Build from copies inside the build directory: ninja keys its rules by source
+        # path, so two checkouts with the same sources would otherwise rebuild each
+        # other's module over and over.
+        src_dir = build_dir / "src"
+        src_dir.mkdir(parents=True, exist_ok=True)
+        copies = []
+        for p in sources:
+            copy = src_dir / p.name
+            if not copy.exists() or copy.read_bytes() != p.read_bytes():
+                tmp = copy.with_suffix(".tmp")
+                tmp.write_bytes(p.read_bytes())
+                tmp.replace(copy)
+            copies.append(copy)
         return load(
             name=f"tokenmill_kernels_{digest}",
-            sources=[str(p) for p in sources],
+            sources=[str(p) for p in copies],
             extra_cflags=list(_CFLAGS),
             build_directory=str(build_dir),
             verbose=False,

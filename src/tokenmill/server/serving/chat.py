@@ -18,7 +18,7 @@ from tokenmill.protocol.chat import (
     ChatStreamChoice,
     DeltaMessage,
 )
-from tokenmill.server.serving.common import error_frame, usage_for
+from tokenmill.server.serving.common import error_frame, ignored_fields_headers, usage_for
 from tokenmill.server.serving.generation import GenerationRun, cancel_on_disconnect
 from tokenmill.server.serving.logprobs import chat_logprobs
 from tokenmill.server.serving.prompts import chat_prompt
@@ -40,24 +40,29 @@ class ChatService:
         state = self.state
         state.check_model(body.model)
         engine = state.engine
-        state.note_unknown_fields("/v1/chat/completions", body.model_extra)
-        params = body.to_sampling_params()
+        headers = ignored_fields_headers(state.unknown_fields("/v1/chat/completions", body))
+        params = body.to_sampling_params(engine.sampling_defaults)
         prompt = await chat_prompt(engine.tokenizer, body.messages, body.add_generation_prompt)
         run = GenerationRun(
             engine,
             state.new_request_id("chatcmpl"),
             [prompt],
             params,
+            prompt_param="messages",
             priority=body.priority,
-            timeout_s=state.config.request_timeout_s,
+            timeout_s=state.config.request_timeout,
         )
         created = int(time.time())
         if body.stream:
             await cancel_on_disconnect(raw, run.start())
-            return SSEResponse(self._stream(run, body, created), on_close=run.close)
+            return SSEResponse(
+                self._stream(run, body, created), on_close=run.close, headers=headers
+            )
         await cancel_on_disconnect(raw, run.collect())
         return Response(
-            self._response(run, body, created).model_dump_json(), media_type="application/json"
+            self._response(run, body, created).model_dump_json(),
+            media_type="application/json",
+            headers=headers,
         )
 
     def _response(

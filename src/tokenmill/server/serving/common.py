@@ -6,8 +6,8 @@ import logging
 
 from tokenmill.engine.outputs import RequestOutput
 from tokenmill.errors import TokenmillError
-from tokenmill.server.errors import error_body, error_from_exception
 from tokenmill.protocol.common import PromptTokensDetails, UsageInfo
+from tokenmill.server.errors import error_body, error_from_exception
 from tokenmill.server.streaming import sse_frame
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,14 @@ def usage_for(outputs: list[RequestOutput | None]) -> UsageInfo:
         total_tokens=prompt + completion,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
+
+
+IGNORED_FIELDS_HEADER = "x-tokenmill-ignored-fields"
+
+
+def ignored_fields_headers(names: list[str]) -> dict[str, str]:
+    """The header that tells a client which of its fields were ignored."""
+    return {IGNORED_FIELDS_HEADER: ",".join(names)} if names else {}
 
 
 def error_frame(exc: BaseException) -> str:

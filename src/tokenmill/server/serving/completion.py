@@ -9,8 +9,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenmill.engine.outputs import PositionLogprobs
-from tokenmill.errors import ContextLengthError
-from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.protocol.completion import (
     CompletionChoice,
     CompletionChunk,
@@ -18,7 +16,8 @@ from tokenmill.protocol.completion import (
     CompletionRequest,
     CompletionResponse,
 )
-from tokenmill.server.serving.common import error_frame, usage_for
+from tokenmill.server.engine_client import TokenizerClient
+from tokenmill.server.serving.common import error_frame, ignored_fields_headers, usage_for
 from tokenmill.server.serving.generation import EnginePrompt, GenerationRun, cancel_on_disconnect
 from tokenmill.server.serving.logprobs import append_completion_logprobs
 from tokenmill.server.serving.prompts import completion_prompts
@@ -43,28 +42,29 @@ class CompletionService:
         state = self.state
         state.check_model(body.model)
         engine = state.engine
-        state.note_unknown_fields("/v1/completions", body.model_extra)
-        params = body.to_sampling_params()
+        headers = ignored_fields_headers(state.unknown_fields("/v1/completions", body))
+        params = body.to_sampling_params(engine.sampling_defaults)
         prompts = await completion_prompts(engine.tokenizer, body.prompt)
         run = GenerationRun(
             engine,
             state.new_request_id("cmpl"),
             prompts,
             params,
+            prompt_param="prompt",
             priority=body.priority,
-            timeout_s=state.config.request_timeout_s,
+            timeout_s=state.config.request_timeout,
         )
         created = int(time.time())
-        try:
-            if body.stream:
-                await cancel_on_disconnect(raw, run.start())
-                return SSEResponse(self._stream(run, body, created), on_close=run.close)
-            await cancel_on_disconnect(raw, run.collect())
-        except ContextLengthError as exc:
-            exc.param = "prompt"  # the engine does not know which field held the prompt
-            raise
+        if body.stream:
+            await cancel_on_disconnect(raw, run.start())
+            return SSEResponse(
+                self._stream(run, body, created), on_close=run.close, headers=headers
+            )
+        await cancel_on_disconnect(raw, run.collect())
         return Response(
-            self._response(run, body, created).model_dump_json(), media_type="application/json"
+            self._response(run, body, created).model_dump_json(),
+            media_type="application/json",
+            headers=headers,
         )
 
     def _echo_text(self, prompt: EnginePrompt) -> str:

@@ -16,6 +16,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from tokenmill.engine.outputs import PositionLogprobs, RequestOutput
+from tokenmill.engine.request import GenerationRequest
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import RequestTimeoutError
@@ -53,6 +54,7 @@ class GenerationRun:
         request_id: str,
         prompts: list[EnginePrompt],
         params: SamplingParams,
+        prompt_param: str = "prompt",
         priority: int = 0,
         timeout_s: float | None = None,
     ):
@@ -67,7 +69,9 @@ class GenerationRun:
         self._deadline = loop.time() + timeout_s if timeout_s else None
         self._streams = [
             engine.generate(
-                f"{request_id}-{i}", params, prompt_token_ids=p.token_ids, priority=priority
+                GenerationRequest(
+                    f"{request_id}-{i}", params, p.token_ids, p.text, priority, prompt_param
+                )
             )
             for i, p in enumerate(prompts)
         ]

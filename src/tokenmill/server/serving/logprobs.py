@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 from tokenmill.engine.outputs import PositionLogprobs
-from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatLogprob, ChatLogprobContent
 from tokenmill.protocol.completion import CompletionLogprobs
+from tokenmill.server.engine_client import TokenizerClient
 
 FLOOR = -9999.0
 

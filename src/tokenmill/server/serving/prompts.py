@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import jinja2
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatMessage
+from tokenmill.server.engine_client import TokenizerClient
 from tokenmill.server.serving.generation import EnginePrompt
 
 T = TypeVar("T")
@@ -109,13 +109,7 @@ async def completion_prompts(
             ids = await off_loop_if_large(len(item), tokenizer.encode, item, True)
             out.append(EnginePrompt(ids, text=item))
         else:
-            check_token_ids(item, tokenizer.vocab_size, "prompt")
-            out.append(EnginePrompt(list(item)))
-    for p in out:
-        if not p.token_ids:
-            raise InvalidRequestError(
-                "prompt must contain at least one token; got an empty prompt.", param="prompt"
-            )
+            out.append(EnginePrompt(list(item)))  # the engine's admission checks the ids
     return out
 
 
