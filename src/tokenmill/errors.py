@@ -39,6 +39,8 @@ class TokenmillError(Exception):
         self.message = message
         self.param = param
         self.code = code or self.default_code
+        self.headers: dict[str, str] = {}
+        """Response headers the error carries (rate-limit state, Retry-After)."""
 
 
 class InvalidRequestError(TokenmillError, ValueError):
@@ -83,3 +85,29 @@ class EngineDeadError(TokenmillError):
     status_code = 503
     error_type = "server_error"
     default_code = "engine_unavailable"
+
+
+class RequestTimeoutError(TokenmillError):
+    """The request ran past the server's per-request timeout (HTTP 408)."""
+
+    status_code = 408
+    error_type = "timeout_error"
+
+    def __init__(self, timeout_s: float):
+        super().__init__(
+            f"The request did not finish within the server's request timeout of {timeout_s:g} s "
+            "and was aborted. Ask for fewer tokens (max_tokens) or start the server with a "
+            "larger --request-timeout.",
+            code="request_timeout",
+        )
+
+
+class ServiceUnavailableError(TokenmillError):
+    """The server cannot take requests right now: loading or shutting down (HTTP 503)."""
+
+    status_code = 503
+    error_type = "server_error"
+
+    def __init__(self, message: str, code: str, retry_after_s: float | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s

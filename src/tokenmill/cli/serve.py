@@ -82,11 +82,15 @@ def serve(config: AppConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
     graceful shutdown, 1 if the model failed to load)."""
     from tokenmill.engine.async_engine import AsyncEngine
+    from tokenmill.gateway.assemble import build_pipeline, redis_client
+    from tokenmill.gateway.auth import KeyStore
     from tokenmill.model.registry import resolve_model
 
     server_config = config.server
+    keys = KeyStore.from_settings(config.gateway.api_key, config.gateway.keys)
     sock = bind_socket(server_config.host, server_config.port)
     resolve_model(config.engine.model.model)  # an unknown model fails before loading
+    redis = redis_client(config.gateway.redis_url)
     exit_code = 0
     server: _Server | None = None
 
@@ -111,6 +115,8 @@ def serve(config: AppConfig) -> int:
         lambda: AsyncEngine.from_config(config.engine),
         on_ready=on_ready,
         on_fatal=on_fatal,
+        pipeline_factory=lambda engine: build_pipeline(engine, config, redis),
+        keys=keys,
     )
     uv_config = uvicorn.Config(
         app,

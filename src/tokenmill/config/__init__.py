@@ -17,6 +17,7 @@ from tokenmill.config.engine import (
     ModelConfig,
     SchedulerConfig,
 )
+from tokenmill.config.gateway import GatewayConfig
 from tokenmill.config.server import ServerConfig
 
 
@@ -26,6 +27,7 @@ class AppConfig:
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "AppConfig",
     "CacheConfig",
     "EngineConfig",
+    "GatewayConfig",
     "ModelConfig",
     "SchedulerConfig",
     "ServerConfig",

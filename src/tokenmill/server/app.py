@@ -19,6 +19,9 @@ from starlette.responses import Response
 
 from tokenmill import __version__
 from tokenmill.config import ServerConfig
+from tokenmill.gateway.auth import KeyStore
+from tokenmill.gateway.engine_client import EngineClient
+from tokenmill.gateway.pipeline import Pipeline
 from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.protocol.common import ErrorResponse
 from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
@@ -34,13 +37,12 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
     VersionResponse,
 )
-from tokenmill.server.engine_client import EngineClient
+from tokenmill.server.auth import AuthMiddleware
+from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.openapi import install_openapi
-from tokenmill.server.serving.chat import ChatService
-from tokenmill.server.serving.completion import CompletionService
-from tokenmill.server.serving.generation import ClientDisconnected
+from tokenmill.server.serving.generation import GenerationService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
 
@@ -63,11 +65,19 @@ def build_app(
     engine_factory: Callable[[], EngineClient],
     on_ready: Callable[[EngineClient, float], None] | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
+    keys: KeyStore | None = None,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
     let the caller print the startup line or exit on a failed load."""
-    state = ServerState(config, engine_factory, on_ready=on_ready, on_fatal=on_fatal)
+    state = ServerState(
+        config,
+        engine_factory,
+        on_ready=on_ready,
+        on_fatal=on_fatal,
+        pipeline_factory=pipeline_factory,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +97,8 @@ def build_app(
     )
     app.state.tokenmill = state
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    if keys is not None and keys.enabled:
+        app.add_middleware(AuthMiddleware, keys=keys)
     install_error_handlers(app)
     install_openapi(app, state)
 
@@ -94,8 +106,7 @@ def build_app(
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
         return Response(status_code=499)
 
-    chat = ChatService(state)
-    completion = CompletionService(state)
+    generation = GenerationService(state)
     tokenizer = TokenizerService(state)
 
     @app.post(
@@ -106,7 +117,7 @@ def build_app(
     )
     async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
         """Chat completion; with `stream: true`, server-sent `chat.completion.chunk` events."""
-        return await chat.create(body, raw)
+        return await generation.create("chat", body, raw)
 
     @app.post(
         "/v1/completions",
@@ -116,7 +127,7 @@ def build_app(
     )
     async def create_completion(body: CompletionRequest, raw: Request) -> Response:
         """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
-        return await completion.create(body, raw)
+        return await generation.create("completion", body, raw)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:

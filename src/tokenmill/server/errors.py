@@ -16,35 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenmill.errors import TokenmillError
+from tokenmill.errors import RequestTimeoutError, ServiceUnavailableError, TokenmillError
 
 logger = logging.getLogger(__name__)
-
-
-class RequestTimeoutError(TokenmillError):
-    """The request ran past the server's per-request timeout (HTTP 408)."""
-
-    status_code = 408
-    error_type = "timeout_error"
-
-    def __init__(self, timeout_s: float):
-        super().__init__(
-            f"The request did not finish within the server's request timeout of {timeout_s:g} s "
-            "and was aborted. Ask for fewer tokens (max_tokens) or start the server with a "
-            "larger --request-timeout.",
-            code="request_timeout",
-        )
-
-
-class ServiceUnavailableError(TokenmillError):
-    """The server cannot take requests right now: loading or shutting down (HTTP 503)."""
-
-    status_code = 503
-    error_type = "server_error"
-
-    def __init__(self, message: str, code: str, retry_after_s: float | None = None):
-        super().__init__(message, code=code)
-        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLargeError(TokenmillError):
@@ -77,7 +51,7 @@ def error_from_exception(exc: TokenmillError) -> dict[str, Any]:
 
 def error_response(exc: TokenmillError) -> JSONResponse:
     """A JSON response for `exc`, with Retry-After where the error says when to retry."""
-    headers = {}
+    headers = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))

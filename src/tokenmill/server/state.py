@@ -13,8 +13,12 @@ from pydantic import BaseModel
 
 from tokenmill.config import ServerConfig
 from tokenmill.errors import InvalidRequestError, ModelNotFoundError
+from tokenmill.gateway.backend import LocalBackend
+from tokenmill.gateway.call import Caller
+from tokenmill.gateway.engine_client import EngineClient
+from tokenmill.gateway.pipeline import Pipeline
+from tokenmill.gateway.router import SingleModelRouter
 from tokenmill.protocol.common import unknown_fields
-from tokenmill.server.engine_client import EngineClient
 from tokenmill.server.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -41,8 +45,12 @@ class ServerState:
         engine_factory: Callable[[], EngineClient],
         on_ready: Callable[[EngineClient, float], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     ):
         self.config = config
+        self._pipeline_factory = pipeline_factory or self._plain_pipeline
+        self._pipeline: Pipeline | None = None
+        self.anonymous_caller = Caller()
         self.phase = Phase.LOADING
         self.created = int(time.time())
         self._factory = engine_factory
@@ -71,6 +79,7 @@ class ServerState:
                 self._on_fatal(exc)
             return
         self._engine = engine
+        self._pipeline = self._pipeline_factory(engine)
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
         if self._on_ready is not None:
@@ -94,6 +103,18 @@ class ServerState:
             code="model_loading",
             retry_after_s=2.0,
         )
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The request pipeline over the engine; the same 503s as `engine`."""
+        self.engine  # noqa: B018 - raises the 503 that says why there is none
+        assert self._pipeline is not None
+        return self._pipeline
+
+    def _plain_pipeline(self, engine: EngineClient) -> Pipeline:
+        """No policies: the engine, its one model, the request timeout."""
+        backend = LocalBackend(engine, timeout_s=self.config.request_timeout)
+        return Pipeline(SingleModelRouter(engine.model_name, backend))
 
     @property
     def loaded_engine(self) -> EngineClient | None:

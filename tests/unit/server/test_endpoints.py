@@ -147,7 +147,7 @@ def test_completion_prompt_of_ids_starts_with_given_ids(client: TestClient, engi
 def test_large_text_is_tokenized_off_the_event_loop(
     client: TestClient, engine: FakeEngine, monkeypatch
 ):
-    from tokenmill.server.serving import prompts
+    from tokenmill.gateway import prompts
 
     hops = []
     real = asyncio.to_thread

@@ -8,6 +8,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from tokenmill.errors import InvalidRequestError
+from tokenmill.gateway.prompts import check_token_ids, off_loop_if_large, render_chat
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -16,7 +17,6 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
 )
 from tokenmill.server.serving.common import ignored_fields_headers
-from tokenmill.server.serving.prompts import check_token_ids, off_loop_if_large, render_chat
 from tokenmill.server.state import ServerState
 
 

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import jinja2
 
 from tokenmill.errors import InvalidRequestError
+from tokenmill.gateway.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatMessage
-from tokenmill.server.engine_client import TokenizerClient
-from tokenmill.server.serving.generation import EnginePrompt
 
 T = TypeVar("T")
+
+
+@dataclass
+class EnginePrompt:
+    """A prompt ready for the engine: token ids, and the text when the client sent text."""
+
+    token_ids: list[int]
+    text: str | None = None
+
 
 INLINE_CHARS = 16_384
 """Text up to this size is tokenized on the event loop (measured: ~15 ms for 24k chars
