@@ -27,7 +27,9 @@ def cpu_kernels():
     """The compiled kernel module (`decode_attention`, `int8_linear`), or None if it
     cannot be built here. Built once per source version into ~/.cache/tokenmill."""
     sources = [_HERE / name for name in _SOURCES]
-    blob = b"".join(p.read_bytes() for p in sources) + str(_CFLAGS).encode()
+    # The layout tag changes whenever the build recipe does, so no build directory is
+    # shared by two recipes (ninja would rebuild back and forth between them).
+    blob = b"".join(p.read_bytes() for p in sources) + str(_CFLAGS).encode() + b"copies-v1"
     digest = hashlib.sha256(blob).hexdigest()[:12]
     try:
         from torch.utils.cpp_extension import load
