@@ -112,7 +112,8 @@ def _ip_addresses(text: str) -> list[PiiSpan]:
         # Trailing punctuation ("at fe80::1: it failed.") is not part of the address.
         while candidate[-1:] in (".", ":") and not candidate.endswith("::"):
             candidate = candidate[:-1]
-        if not any(char not in ":." for char in candidate):
+        # "a::b" parses, but an address in prose has a digit; scoped names do not.
+        if not any(char.isdigit() for char in candidate):
             continue
         try:
             ipaddress.IPv6Address(candidate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,10 @@ _LABELS = {
     "EMAIL": EMAIL_ADDRESS,
 }
 _WINDOW_OVERLAP = 64
+# A run of digits with the separators phone numbers use. The model often tags only
+# part of a number ("(415) 555-0132" without its "+1", or "+81" and "1234 5678"
+# apart), so a phone span grows to the whole run it touches.
+_PHONE_RUN = re.compile(r"\+?\(?\d[\d().\- ]*\d\)?")
 
 
 def _model_dir() -> Path:
@@ -92,7 +97,7 @@ class RampartBackend:
         """Model spans and pattern spans in `text` (may overlap); needs `load` first."""
         if self._session is None:
             raise RuntimeError("RampartBackend.find called before load()")
-        return self._model_spans(text) + find_structured(text)
+        return _widen_phones(text, self._model_spans(text)) + find_structured(text)
 
     def _model_spans(self, text: str) -> list[PiiSpan]:
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
@@ -162,3 +167,17 @@ class RampartBackend:
         while end < len(text) and text[end].isalnum():
             end += 1
         return PiiSpan(start, end, entity_type, score)
+
+
+def _widen_phones(text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
+    runs = [match.span() for match in _PHONE_RUN.finditer(text)]
+    widened = []
+    for span in spans:
+        if span.entity_type == PHONE_NUMBER:
+            for start, end in runs:
+                if start < span.end and span.start < end:
+                    span = PiiSpan(
+                        min(start, span.start), max(end, span.end), PHONE_NUMBER, span.score
+                    )
+        widened.append(span)
+    return widened
