@@ -32,6 +32,28 @@ from tokenmill.gateway.guardrails.spans import ENTITY_TYPES, PiiSpan
 from tokenmill.gateway.guardrails.stream import StreamRedactor
 
 DATA = ROOT / "benchmarks" / "data"
+DESIGN = """
+## How the detectors work
+
+- **PII** (`tokenmill.gateway.guardrails.PiiDetector`): a text is cut into segments
+  (sentence ends, line breaks, at most 400 characters), each segment is scanned whole by
+  the backend, and overlapping spans are merged before each is replaced by
+  `<ENTITY_TYPE>`. Two backends: `rampart` (the packaged Rampart NER model, 4-bit ONNX,
+  for names and phone numbers, plus checksum-validated patterns for emails, cards
+  (Luhn and issuer prefix), IBANs (country length and mod-97) and IP addresses (parsed
+  by `ipaddress`)), and `presidio` (Presidio's analyzer: its recognizers for the same six
+  types, spaCy's `en_core_web_sm` NER for names, with the email check kept offline).
+- **Streaming** (`StreamRedactor`): output deltas are buffered until their segment's
+  end is decided, then the segment is scanned and released redacted. The segment rule
+  is prefix-stable, so the streamed result equals the whole-text redaction for every
+  split into deltas (property-tested with random splits on the PII set), and no
+  character of a span is ever released early. A stream holds back at most 400
+  characters (one unfinished segment); each delta costs a boundary search over the
+  held text and, when a segment completes, one scan of that segment only.
+- **Injection** (`InjectionClassifier`): NanoGuard's probability of the injection
+  class; a text longer than the model's 512 tokens is scored in overlapping windows
+  and takes the highest. Run it on the user's original text (see the last section).
+"""
 MARK = re.compile(r"\{\{(EMAIL|PHONE|CARD|IBAN|IP|PERSON)\|(.+?)\}\}")
 SHORT_TYPES = {
     "EMAIL": "EMAIL_ADDRESS",
@@ -317,6 +339,7 @@ def markdown(report: dict) -> str:
         ),
         "  PII examples; `short` is each single example (about 70 characters).",
         "",
+        DESIGN,
         "## PII (`--guard pii=...`)",
         "",
         "Span-level, a prediction counts when it overlaps a gold span of the same type",
