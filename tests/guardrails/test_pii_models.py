@@ -98,3 +98,10 @@ def test_concurrent_first_calls_load_the_model_once(backend, monkeypatch):
         thread.join()
     assert loads == [1]
     assert len(results) == 4 and len(set(results)) == 1 and "<EMAIL_ADDRESS>" in results[0]
+
+
+def test_a_batch_of_segments_finds_what_each_segment_finds_alone(detector):
+    segments = [POSITIVE, "Tell Sam I'll be late.", NEGATIVE, "Call Jonas Becker on +49 30 901820."]
+    alone = [detector.find_segment(segment) for segment in segments]
+    assert detector._find_segments(segments) == alone
+    assert alone[0] and alone[3] and not alone[2]

@@ -39,7 +39,10 @@ class NameListBackend:
             self.loads += 1
         time.sleep(self._load_seconds)
 
-    def find(self, text: str) -> list[PiiSpan]:
+    def find_batch(self, texts: list[str]) -> list[list[PiiSpan]]:
+        return [self._find(text) for text in texts]
+
+    def _find(self, text: str) -> list[PiiSpan]:
         names = [PiiSpan(m.start(), m.end(), PERSON) for m in self._pattern.finditer(text)]
         return names + find_structured(text)
 

@@ -23,10 +23,11 @@ BACKENDS = ("presidio", "rampart")
 class PiiConfig:
     """How personal data is detected."""
 
-    backend: str = "presidio"
-    """"presidio" (Presidio's recognizers with spaCy's small English NER) or "rampart"
-    (the Rampart ONNX NER model plus checksum patterns). See docs/guardrails.md for
-    their measured quality and latency."""
+    backend: str = "rampart"
+    """"rampart" (the Rampart ONNX NER model plus checksum patterns) or "presidio"
+    (Presidio's recognizers with spaCy's small English NER). Rampart is the default:
+    on the labelled set it finds more names and cards at the same precision, and it
+    loads in about a second against Presidio's half minute (docs/guardrails.md)."""
     score_threshold: float = 0.35
     """Spans scored below this are ignored. Presidio scores a phone number without a
     context word such as "call" at 0.4, so a threshold above that drops them."""
@@ -45,13 +46,14 @@ class PiiConfig:
 
 class PiiBackend(Protocol):
     """A model behind the detector. `load` is called once, under the detector's lock;
-    `find` is then called concurrently and must not mutate the backend."""
+    `find_batch` is then called concurrently and must not mutate the backend. A text's
+    spans must not depend on the other texts of its batch."""
 
     name: str
 
     def load(self) -> None: ...
 
-    def find(self, text: str) -> list[PiiSpan]: ...
+    def find_batch(self, texts: list[str]) -> list[list[PiiSpan]]: ...
 
 
 def _make_backend(config: PiiConfig) -> PiiBackend:
@@ -95,24 +97,26 @@ class PiiDetector:
 
     def find_segment(self, segment: str) -> list[PiiSpan]:
         """Disjoint spans in one segment, scanned whole (the streaming redactor's unit)."""
-        self.load()
-        if not segment.strip():
-            return []
-        spans = [
-            span
-            for span in self._backend.find(segment)
-            if span.score >= self.config.score_threshold
-        ]
-        return resolve_overlaps(spans)
+        return self._find_segments([segment])[0]
 
     def find(self, text: str) -> list[PiiSpan]:
-        """Disjoint spans in `text`, in order, found segment by segment."""
-        spans: list[PiiSpan] = []
-        start = 0
-        for end in split_segments(text, self.config.max_segment_chars):
-            spans += [span.shifted(start) for span in self.find_segment(text[start:end])]
-            start = end
-        return spans
+        """Disjoint spans in `text`, in order, found segment by segment (in one batch)."""
+        ends = list(split_segments(text, self.config.max_segment_chars))
+        starts = [0, *ends[:-1]]
+        found = self._find_segments([text[a:b] for a, b in zip(starts, ends)])
+        return [span.shifted(start) for start, spans in zip(starts, found) for span in spans]
+
+    def _find_segments(self, segments: list[str]) -> list[list[PiiSpan]]:
+        self.load()
+        results: list[list[PiiSpan]] = [[] for _ in segments]
+        # Blank segments cannot hold PII; skipping them saves a model call per blank line.
+        scanned = [i for i, segment in enumerate(segments) if segment.strip()]
+        if scanned:
+            found = self._backend.find_batch([segments[i] for i in scanned])
+            threshold = self.config.score_threshold
+            for i, spans in zip(scanned, found):
+                results[i] = resolve_overlaps(s for s in spans if s.score >= threshold)
+        return results
 
     def scan(self, text: str) -> Redaction:
         """Find the spans in `text` and redact them; the input is left untouched."""

@@ -35,8 +35,8 @@ def _require(module: str, install: str) -> None:
 class PresidioBackend:
     """Finds PII spans in one segment of text with Presidio's AnalyzerEngine.
 
-    `load` builds the engine (seconds: spaCy and the recognizers); `find` is then
-    read-only and safe to call from several threads.
+    `load` builds the engine (seconds: spaCy and the recognizers); `find_batch` is
+    then read-only and safe to call from several threads.
     """
 
     name = "presidio"
@@ -86,10 +86,13 @@ class PresidioBackend:
             nlp_engine=nlp_engine, registry=registry, supported_languages=["en"]
         )
 
-    def find(self, text: str) -> list[PiiSpan]:
-        """Spans in `text` with their Presidio scores (may overlap); needs `load` first."""
+    def find_batch(self, texts: list[str]) -> list[list[PiiSpan]]:
+        """Spans of each text with their Presidio scores (may overlap); needs `load`."""
         if self._analyzer is None:
-            raise RuntimeError("PresidioBackend.find called before load()")
+            raise RuntimeError("PresidioBackend.find_batch called before load()")
+        return [self._find(text) for text in texts]
+
+    def _find(self, text: str) -> list[PiiSpan]:
         results = self._analyzer.analyze(text=text, language="en", entities=list(ENTITY_TYPES))
         return [
             PiiSpan(result.start, result.end, result.entity_type, float(result.score))

@@ -35,6 +35,7 @@ _LABELS = {
     "EMAIL": EMAIL_ADDRESS,
 }
 _WINDOW_OVERLAP = 64
+_BATCH = 16  # windows per forward pass
 # A run of digits with the separators phone numbers use. The model often tags only
 # part of a number ("(415) 555-0132" without its "+1", or "+81" and "1234 5678"
 # apart), so a phone span grows to the whole run it touches.
@@ -54,7 +55,7 @@ def _model_dir() -> Path:
 class RampartBackend:
     """Finds PII spans in one segment of text with the Rampart model and patterns.
 
-    `load` opens the ONNX session; `find` is then read-only (onnxruntime sessions
+    `load` opens the ONNX session; `find_batch` is then read-only (onnxruntime sessions
     may be run from several threads at once).
     """
 
@@ -91,36 +92,54 @@ class RampartBackend:
             providers=["CPUExecutionProvider"],
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
+        if "attention_mask" not in self._inputs:
+            raise GuardrailUnavailableError("the Rampart model has no attention_mask input")
         self._tokenizer = tokenizer
 
-    def find(self, text: str) -> list[PiiSpan]:
-        """Model spans and pattern spans in `text` (may overlap); needs `load` first."""
+    def find_batch(self, texts: list[str]) -> list[list[PiiSpan]]:
+        """Model and pattern spans of each text (may overlap); needs `load` first.
+
+        The model runs once over the windows of all texts, padded to the longest and
+        masked, so a text's spans do not depend on what it is batched with.
+        """
         if self._session is None:
-            raise RuntimeError("RampartBackend.find called before load()")
-        return _widen_phones(text, self._model_spans(text)) + find_structured(text)
+            raise RuntimeError("RampartBackend.find_batch called before load()")
+        windows: list[tuple[int, list[int], list[tuple[int, int]]]] = []
+        for index, text in enumerate(texts):
+            encoding = self._tokenizer.encode(text, add_special_tokens=False)
+            ids, offsets = encoding.ids, encoding.offsets
+            start = 0
+            while start < len(ids):
+                end = min(start + self._budget, len(ids))
+                windows.append((index, ids[start:end], offsets[start:end]))
+                if end == len(ids):
+                    break
+                start = end - _WINDOW_OVERLAP
+        model_spans: list[list[PiiSpan]] = [[] for _ in texts]
+        for first in range(0, len(windows), _BATCH):
+            batch = windows[first : first + _BATCH]
+            labels, scores = self._classify([ids for _, ids, _ in batch])
+            for row, (index, ids, offsets) in enumerate(batch):
+                model_spans[index] += self._aggregate(
+                    texts[index], offsets, labels[row, : len(ids)], scores[row, : len(ids)]
+                )
+        return [
+            _widen_phones(text, spans) + find_structured(text)
+            for text, spans in zip(texts, model_spans)
+        ]
 
-    def _model_spans(self, text: str) -> list[PiiSpan]:
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        ids, offsets = encoding.ids, encoding.offsets
-        spans: list[PiiSpan] = []
-        start = 0
-        while start < len(ids):
-            end = min(start + self._budget, len(ids))
-            labels, scores = self._classify(ids[start:end])
-            spans += self._aggregate(text, offsets[start:end], labels, scores)
-            if end == len(ids):
-                break
-            start = end - _WINDOW_OVERLAP
-        return spans
-
-    def _classify(self, window: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array([[self._cls, *window, self._sep]], dtype=np.int64)  # (1, T)
-        feed = {"input_ids": ids}
-        if "attention_mask" in self._inputs:
-            feed["attention_mask"] = np.ones_like(ids)
+    def _classify(self, windows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Label and confidence of every token of each window, (B, T) each."""
+        length = max(len(window) for window in windows) + 2
+        ids = np.zeros((len(windows), length), dtype=np.int64)  # (B, T), 0 is [PAD]
+        mask = np.zeros_like(ids)
+        for row, window in enumerate(windows):
+            ids[row, : len(window) + 2] = [self._cls, *window, self._sep]
+            mask[row, : len(window) + 2] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
-        logits = self._session.run(None, feed)[0][0, 1:-1]  # (T - 2, labels)
+        logits = self._session.run(None, feed)[0][:, 1:-1]  # (B, T - 2, labels)
         logits = logits - logits.max(axis=-1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
         return probs.argmax(axis=-1), probs.max(axis=-1)
