@@ -144,3 +144,23 @@ def test_lazy_loading_loads_once_under_concurrent_first_calls():
         thread.join()
     assert detector._backend.loads == 1
     assert results == ["Ask <PERSON> at <EMAIL_ADDRESS>"] * 8
+
+
+def pieces(text: str, max_chars: int = 400) -> list[str]:
+    starts = [0, *split_segments(text, max_chars)]
+    return [text[a:b] for a, b in itertools.pairwise(starts)]
+
+
+def test_segments_end_at_sentences_and_lines_but_not_after_titles_or_initials():
+    assert pieces("Ask Dr. Jane Doe. J. R. R. Tolkien wrote it!\nDone") == [
+        "Ask Dr. Jane Doe. ",
+        "J. R. R. Tolkien wrote it!\n",
+        "Done",
+    ]
+
+
+def test_a_long_sentence_is_cut_between_lower_case_words_not_inside_a_name():
+    text = "we met " + "and talked " * 5 + "with Ana Maria Lopez today"
+    first, rest = pieces(text, max_chars=70)
+    assert len(first) <= 70 and first.endswith("talked ")
+    assert rest.endswith("with Ana Maria Lopez today")

@@ -8,9 +8,11 @@ text, so a stream can commit a segment as soon as its end is decided and never h
 to revisit it.
 
 A segment ends after a sentence terminator followed by whitespace, or after a line
-break. A segment that would grow past `max_chars` is cut at the last space between
-two lower-case words (no name, number, address or card spans such a cut), and only
-when there is none, hard at `max_chars`.
+break; a full stop after an initial or a common title ("J.", "Dr.") does not end one.
+A segment that would grow past `max_chars` is cut at the last space between two
+lower-case words, which falls inside a span only for a name with a lower-case
+particle ("Ana de la Cruz"), and only when there is no such space, hard at
+`max_chars` (a run of `max_chars` characters without a space between lower-case words).
 """
 
 from __future__ import annotations
