@@ -72,7 +72,9 @@ class SamplingParams:
                 f"temperature must be >= 0, got {self.temperature}.", param="temperature"
             )
         if not 0.0 < self.top_p <= 1.0:
-            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}.", param="top_p")
+            raise InvalidRequestError(
+                f"top_p must be in (0, 1], got {self.top_p}.", param="top_p"
+            )
         if self.top_k < -1:
             raise InvalidRequestError(
                 f"top_k must be -1, 0 (disabled) or positive, got {self.top_k}.", param="top_k"

@@ -169,9 +169,8 @@ class AsyncEngine:
                 return False
             if isinstance(cmd, _Add):
                 try:
-                    self.core.add_request(
-                        cmd.request_id, cmd.params, cmd.prompt, cmd.prompt_token_ids, cmd.priority
-                    )
+                    self.core.add_request(cmd.request_id, cmd.params, cmd.prompt,
+                                          cmd.prompt_token_ids, cmd.priority)
                 except Exception as exc:
                     self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
             elif isinstance(cmd, _Abort):

@@ -58,16 +58,14 @@ class EngineCore:
         self.num_threads = config.num_threads or default_num_threads()
         torch.set_num_threads(self.num_threads)
         mc = config.model
-        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len, mc.quantization)
+        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len,
+                                           mc.quantization)
         self.config = config
         self.tokenizer = self.loaded.tokenizer
         self.model_name = mc.served_name or self.loaded.name
         self.max_model_len = self.loaded.max_model_len
         self.runner = ModelRunner(
-            self.loaded.model,
-            self.loaded.arch,
-            self._kv_dtype(),
-            config.cache,
+            self.loaded.model, self.loaded.arch, self._kv_dtype(), config.cache,
             self.max_model_len,
         )
         self.kv = KVCacheManager(
@@ -100,14 +98,12 @@ class EngineCore:
         """The prompt's token ids, validated against the vocabulary and context."""
         if prompt_token_ids is None:
             if prompt is None:
-                raise InvalidRequestError(
-                    "Either a prompt or prompt token ids is required.", param="prompt"
-                )
+                raise InvalidRequestError("Either a prompt or prompt token ids is required.",
+                                          param="prompt")
             prompt_token_ids = self.tokenizer.encode(prompt, add_special_tokens=True)
         if not prompt_token_ids:
-            raise InvalidRequestError(
-                "The prompt is empty: send at least one token.", param="prompt"
-            )
+            raise InvalidRequestError("The prompt is empty: send at least one token.",
+                                      param="prompt")
         vocab = self.loaded.arch.vocab_size
         bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
         if bad:
@@ -145,10 +141,8 @@ class EngineCore:
         """Token ids in the params index the logits: one outside the vocabulary would
         fail (or, if negative, silently wrap) inside a step, taking every request down."""
         vocab = self.loaded.arch.vocab_size
-        for name, ids in (
-            ("logit_bias", params.logit_bias or {}),
-            ("stop_token_ids", params.stop_token_ids),
-        ):
+        for name, ids in (("logit_bias", params.logit_bias or {}),
+                          ("stop_token_ids", params.stop_token_ids)):
             bad = [t for t in ids if not 0 <= t < vocab]
             if bad:
                 raise InvalidRequestError(
@@ -241,14 +235,12 @@ class EngineCore:
         for s, lr in zip(sched.scheduled, step.per_request):
             req = s.request
             start = req.num_computed_tokens - s.num_new_tokens
-            self.prompt_tokens_computed += max(
-                0, min(req.num_computed_tokens, req.num_prompt_tokens) - start
-            )
+            self.prompt_tokens_computed += max(0, min(req.num_computed_tokens,
+                                                      req.num_prompt_tokens) - start)
             if lr.prompt_rows is not None:
                 a, b = lr.prompt_rows
-                tops = prompt_logprobs(
-                    step.logits[a:b], torch.tensor(lr.prompt_targets), req.params.prompt_logprobs
-                )
+                tops = prompt_logprobs(step.logits[a:b], torch.tensor(lr.prompt_targets),
+                                       req.params.prompt_logprobs)
                 self.outputs.add_prompt_logprobs(req, start + 1, tops)
                 touched.append(req.parent_id)
             if req.num_computed_tokens >= req.num_tokens and req.max_tokens == 0:
@@ -258,9 +250,8 @@ class EngineCore:
                 rows.append(lr.sample_row)
                 row_reqs.append(req)
         if rows:
-            sampled = self.sampler.sample(
-                step.logits[torch.tensor(rows)], [self._sampling_row(r) for r in row_reqs]
-            )
+            sampled = self.sampler.sample(step.logits[torch.tensor(rows)],
+                                          [self._sampling_row(r) for r in row_reqs])
             for req, tok, top in zip(row_reqs, sampled.token_ids, sampled.logprobs):
                 self.outputs.mark_prompt_done(req)
                 self.generation_tokens += 1

@@ -21,14 +21,9 @@ class LLM:
     max_num_seqs, max_num_batched_tokens, max_waiting, num_threads.
     """
 
-    def __init__(
-        self,
-        model: str | None = None,
-        dtype: str = "auto",
-        max_model_len: int | None = None,
-        quantization: str | None = None,
-        **engine_kwargs,
-    ):
+    def __init__(self, model: str | None = None, dtype: str = "auto",
+                 max_model_len: int | None = None, quantization: str | None = None,
+                 **engine_kwargs):
         cache = CacheConfig(
             block_size=engine_kwargs.pop("block_size", 16),
             memory_gib=engine_kwargs.pop("kv_cache_memory_gib", 1.0),

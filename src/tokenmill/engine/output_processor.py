@@ -87,9 +87,8 @@ class OutputProcessor:
                 out[tok] = Logprob(lp, rank, decode_token(self.tokenizer, tok))
         return out
 
-    def add_prompt_logprobs(
-        self, request: Request, first_position: int, tops: list[TopLogprobs]
-    ) -> None:
+    def add_prompt_logprobs(self, request: Request, first_position: int,
+                            tops: list[TopLogprobs]) -> None:
         """Record logprobs of prompt positions first_position, first_position+1, ...
         Positions already recorded (a recompute after preemption) are skipped."""
         state = self.parents[request.parent_id]
@@ -173,14 +172,9 @@ class OutputProcessor:
             for c in changed:
                 c.output.text += c.delta_text
                 deltas.append(
-                    Delta(
-                        c.output.index,
-                        c.delta_text,
-                        c.delta_ids,
-                        c.delta_logprobs if c.output.logprobs is not None else None,
-                        c.output.finish_reason,
-                        c.output.stop_reason,
-                    )
+                    Delta(c.output.index, c.delta_text, c.delta_ids,
+                          c.delta_logprobs if c.output.logprobs is not None else None,
+                          c.output.finish_reason, c.output.stop_reason)
                 )
                 c.delta_text, c.delta_ids, c.delta_logprobs, c.changed = "", [], [], False
             results.append(
