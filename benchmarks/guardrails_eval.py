@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -169,6 +170,40 @@ def score_pii(examples: list[PiiExample], predictions: list[list[PiiSpan]]) -> d
     }
 
 
+DEFAULT_INJECTION = "pad_to=64, chunks of 128 tokens (default)"
+INJECTION_SETTINGS = {
+    "pad_to=512, whole windows (the package's scanner)": InjectionConfig(
+        pad_to=512, chunk_tokens=None
+    ),
+    "pad_to=64, whole windows": InjectionConfig(pad_to=64, chunk_tokens=None),
+    DEFAULT_INJECTION: InjectionConfig(),
+}
+
+
+def binary_scores(predicted: list[bool], labels: list[bool]) -> dict:
+    tp = sum(p and y for p, y in zip(predicted, labels))
+    fp = sum(p and not y for p, y in zip(predicted, labels))
+    fn = sum(y and not p for p, y in zip(predicted, labels))
+    negatives = sum(not y for y in labels)
+    return {**prf(tp, fp, fn), "false_positive_rate": fp / negatives if negatives else 0.0}
+
+
+def long_documents(
+    rows: list[tuple[str, bool]], fillers: list[str], sentences: int = 16, seed: int = 7
+) -> tuple[list[str], list[bool]]:
+    """Each example of the injection set inside a document of `sentences` neutral
+    sentences (the PII set's negatives), at a random sentence boundary: an attack hidden
+    in a pasted document, and the same for a benign request."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for text, label in rows:
+        body = rng.sample(fillers, sentences)
+        body.insert(rng.randrange(sentences + 1), text)
+        texts.append(" ".join(body))
+        labels.append(label)
+    return texts, labels
+
+
 def percentiles(samples: list[tuple[float, float]]) -> dict:
     """p50/p95 of wall time and of CPU time, in milliseconds."""
     result: dict = {"n": len(samples)}
@@ -266,38 +301,38 @@ def evaluate(repeats: int) -> dict:
 
     texts = [text for text, _ in injection_rows]
     labels = [label for _, label in injection_rows]
-    classifiers = {pad: InjectionClassifier(InjectionConfig(pad_to=pad)) for pad in (512, 64)}
-    for pad, classifier in classifiers.items():
+    fillers = [e.text for e in pii_examples if not e.gold]
+    long_texts, long_labels = long_documents(injection_rows, fillers)
+    report["long_document_mean_chars"] = statistics.mean(len(t) for t in long_texts)
+    classifiers = {name: InjectionClassifier(config) for name, config in INJECTION_SETTINGS.items()}
+    for name, classifier in classifiers.items():
         start = time.perf_counter()
         classifier.load()
         load_s = time.perf_counter() - start
-        scores = classifier.score(texts)
-        predicted = [s >= classifier.config.threshold for s in scores]
-        tp = sum(p and y for p, y in zip(predicted, labels))
-        fp = sum(p and not y for p, y in zip(predicted, labels))
-        fn = sum(y and not p for p, y in zip(predicted, labels))
-        report["injection"][f"pad_to={pad}"] = {
+        threshold = classifier.config.threshold
+        predicted = [s >= threshold for s in classifier.score(texts)]
+        long_predicted = [s >= threshold for s in classifier.score(long_texts)]
+        report["injection"][name] = {
             "load_s": load_s,
-            "threshold": classifier.config.threshold,
-            **prf(tp, fp, fn),
+            "threshold": threshold,
+            **binary_scores(predicted, labels),
+            "long_documents": binary_scores(long_predicted, long_labels),
             "misses": [t for t, p, y in zip(texts, predicted, labels) if y and not p],
             "false_alarms": [t for t, p, y in zip(texts, predicted, labels) if p and not y],
         }
-    injection_latency: dict[int, list[tuple[float, float]]] = {pad: [] for pad in classifiers}
+    injection_latency: dict[str, list[tuple[float, float]]] = {n: [] for n in classifiers}
     for _ in range(repeats):
         for prompt in prompts:
-            for pad, classifier in classifiers.items():
-                injection_latency[pad].append(timed(classifier.check, prompt))
-    for pad in classifiers:
-        report["injection"][f"pad_to={pad}"]["latency"] = {
-            "chat": percentiles(injection_latency[pad])
-        }
+            for name, classifier in classifiers.items():
+                injection_latency[name].append(timed(classifier.check, prompt))
+    for name in classifiers:
+        report["injection"][name]["latency"] = {"chat": percentiles(injection_latency[name])}
 
     # Why the classifier must read the original text: the same benign PII messages,
     # before and after redaction.
-    classifier = classifiers[64]
+    classifier = classifiers[DEFAULT_INJECTION]
     positives = [e.text for e in pii_examples if e.gold]
-    redacted = [detectors["presidio"].scan(t).text for t in positives]
+    redacted = [detectors["rampart"].scan(t).text for t in positives]
     original_scores = classifier.score(positives)
     redacted_scores = classifier.score(redacted)
     threshold = classifier.config.threshold
@@ -411,27 +446,38 @@ def markdown(report: dict) -> str:
         "",
         "NanoGuard at threshold 0.5. `pad_to=512` pads every window to the model's full",
         "context as the package's own scanner does; `pad_to=64` pads to the next multiple",
-        "of 64 tokens.",
+        "of 64 tokens. `chunks` also scores a text over 128 tokens in chunks of whole",
+        "sentences and keeps the highest score.",
         "",
-        "Latency as above: `wall (CPU)` ms per chat-length prompt.",
+        "`set`: the labelled set as written. `long documents`: each example of the set",
+        (
+            f"placed at a random sentence boundary inside 16 neutral sentences (mean "
+            f"{report['long_document_mean_chars']:.0f} characters),"
+        ),
+        "as an attack hidden in a pasted document would be; `FPR` is the share of benign",
+        "documents flagged. Latency as above: `wall (CPU)` ms per chat-length prompt.",
         "",
-        "| setting | precision | recall | F1 | tp fp fn | chat p50 | chat p95 | load s |",
-        "|---|---|---|---|---|---|---|---|",
+        (
+            "| setting | set P / R / F1 | set tp fp fn | long documents R / FPR | chat p50 |"
+            " chat p95 | load s |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in injection.items():
-        lat = result["latency"]["chat"]
+        lat, long = result["latency"]["chat"], result["long_documents"]
         lines.append(
-            f"| {name} | {_pct(result['precision'])} | {_pct(result['recall'])} | "
+            f"| {name} | {_pct(result['precision'])} / {_pct(result['recall'])} / "
             f"{_pct(result['f1'])} | {result['tp']} {result['fp']} {result['fn']} | "
+            f"{_pct(long['recall'])} / {_pct(long['false_positive_rate'])} | "
             f"{_ms(lat, 'p50')} | {_ms(lat, 'p95')} | {result['load_s']:.1f} |"
         )
-    for name, result in injection.items():
-        lines += ["", f"Missed attacks ({name}):", ""]
-        lines += [f"- {json.dumps(t, ensure_ascii=False)}" for t in result["misses"]] or ["- none"]
-        lines += ["", f"False alarms ({name}):", ""]
-        lines += [f"- {json.dumps(t, ensure_ascii=False)}" for t in result["false_alarms"]] or [
-            "- none"
-        ]
+    result = injection[DEFAULT_INJECTION]
+    lines += ["", "Missed attacks (default setting):", ""]
+    lines += [f"- {json.dumps(t, ensure_ascii=False)}" for t in result["misses"]] or ["- none"]
+    lines += ["", "False alarms (default setting):", ""]
+    lines += [f"- {json.dumps(t, ensure_ascii=False)}" for t in result["false_alarms"]] or [
+        "- none"
+    ]
     effect = report["placeholder_effect"]
     lines += [
         "",

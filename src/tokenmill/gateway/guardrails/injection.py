@@ -3,9 +3,9 @@
 NanoGuard (`metatronnanoguard`) is a 4-layer bidirectional transformer (16.8M
 parameters) over a tiktoken BPE vocabulary of 8192, with a 2-way head; the
 probability of its "injection" class is the score. Its context is 512 tokens: a
-longer text is scored in overlapping windows and takes its highest window score, so
-an instruction buried at the end of a long message is still seen (the package's own
-scanner truncates).
+longer text is scored in overlapping windows (the package's own scanner truncates),
+and a text over `chunk_tokens` also in chunks of whole sentences, taking the highest
+score, so an instruction buried in a long message is not averaged away.
 
 Score the user's original text, never the redacted one: the classifier reads
 placeholders such as `<EMAIL_ADDRESS>` as injection markup (see the tests and
@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from tokenmill.gateway.guardrails.errors import GuardrailUnavailableError
+from tokenmill.gateway.guardrails.segments import split_segments
 
 NANOGUARD_PACKAGE = "metatronnanoguard==0.1.0"
 _WINDOW_OVERLAP = 64
@@ -40,6 +41,12 @@ class InjectionConfig:
     text's score independent of what it is batched with."""
     batch_size: int = 16
     """Windows scored in one forward pass."""
+    chunk_tokens: int | None = 128
+    """A text longer than this many tokens is also scored in chunks of whole sentences
+    of at most about this many tokens, and takes its highest score. The model averages
+    over its whole input, so one injected sentence inside a long document is diluted
+    below the threshold; docs/guardrails.md measures recall on such documents with and
+    without chunks. None scores whole windows only."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -48,6 +55,8 @@ class InjectionConfig:
             raise ValueError(f"pad_to must be in [1, 512], got {self.pad_to}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.chunk_tokens is not None and not 16 <= self.chunk_tokens <= 511:
+            raise ValueError(f"chunk_tokens must be in [16, 511] or None, got {self.chunk_tokens}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,8 @@ class InjectionClassifier:
         self.load()
         windows: list[tuple[int, list[int]]] = []
         for index, text in enumerate(texts):
-            windows += [(index, window) for window in self._windows(text)]
+            for part in [text, *self._chunks(text)]:
+                windows += [(index, window) for window in self._windows(part)]
         scores = [0.0] * len(texts)
         for index, probability in self._run(windows):
             scores[index] = max(scores[index], probability)
@@ -135,6 +145,22 @@ class InjectionClassifier:
         """Score one text and compare it with the threshold."""
         (score,) = self.score([text])
         return InjectionVerdict(score=score, flagged=score >= self.config.threshold)
+
+    def _chunks(self, text: str) -> list[str]:
+        """Consecutive sentences packed into chunks of at most `chunk_tokens` tokens
+        (a longer sentence is a chunk of its own); none for a text that short."""
+        limit = self.config.chunk_tokens
+        if limit is None or len(self._encoding.encode_ordinary(text)) <= limit:
+            return []
+        chunks, current, tokens, start = [], "", 0, 0
+        for end in split_segments(text):
+            sentence = text[start:end]
+            count = len(self._encoding.encode_ordinary(sentence))
+            if current and tokens + count > limit:
+                chunks.append(current)
+                current, tokens = "", 0
+            current, tokens, start = current + sentence, tokens + count, end
+        return [*chunks, current] if chunks else []  # one chunk would be the text again
 
     def _windows(self, text: str) -> list[list[int]]:
         ids = self._encoding.encode_ordinary(text)
