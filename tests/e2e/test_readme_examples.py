@@ -36,12 +36,16 @@ def test_the_openai_client_example_answers_paris(server: ServerProcess):
 
 def test_the_offline_llm_example_answers_paris():
     (block,) = [b for b in python_blocks() if "LLM()" in b]
-    lines = run_block(block).strip().splitlines()
-    assert "Paris" in lines[0], lines
-    assert "Paris" in lines[-1], lines
+    printed = run_block(block)
+    chat_line = printed.strip().splitlines()[0]
+    assert "Paris" in chat_line, printed
+    assert printed.count("Paris") >= 2, printed  # the greedy completion names it too
 
 
-def test_the_cli_examples_print_sensible_text():
-    result = run_cli("generate", "--chat", "-", stdin="What is the capital of France?\n")
+def test_the_cli_example_prints_a_sensible_answer():
+    (line,) = [x for x in README.read_text().splitlines() if "generate --chat" in x]
+    question = line.split('"')[1]
+    args = line.split("tokenmill ", 1)[1].split()
+    result = run_cli(*args, stdin=question + "\n")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout

@@ -60,6 +60,12 @@ class GatewayConfig:
         "injection=off|flag|block scores user messages with a prompt-injection classifier.",
         metavar="NAME=MODE",
     )
+    pii_backend: str = setting(
+        "rampart",
+        "The PII detector: rampart (an ONNX NER model plus checksum patterns; the better "
+        "on the labelled set) or presidio (Presidio with spaCy's small English model).",
+        choices=("rampart", "presidio"),
+    )
     injection_threshold: float = setting(
         0.5,
         "Injection classifier score at or above which a message counts as an injection.",

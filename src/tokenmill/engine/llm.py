@@ -49,7 +49,9 @@ class LLM:
 
     def default_sampling_params(self, **given: Any) -> SamplingParams:
         """SamplingParams with the model's defaults (its generation config) for every
-        sampling field not given; what `generate` uses when `params` is None."""
+        sampling field not given, and max_tokens up to --default-max-tokens; what
+        `generate` uses when `params` is None."""
+        given.setdefault("max_tokens", None)
         return self.engine.sampling_defaults.params(**given)
 
     def generate(

@@ -34,10 +34,34 @@ def redis_client(url: str | None):
     return redis.from_url(url)
 
 
+def guard_policies(config: AppConfig) -> list[Policy]:
+    """The guardrails the settings turn on, their models loaded (a second or two) so
+    the first request does not pay for it."""
+    modes = config.gateway.guard_modes()
+    policies: list[Policy] = []
+    if modes["injection"] != "off":
+        from tokenmill.gateway.guard_injection import InjectionPolicy
+        from tokenmill.gateway.guardrails import InjectionConfig, shared_injection_classifier
+
+        classifier = shared_injection_classifier(
+            InjectionConfig(threshold=config.gateway.injection_threshold)
+        )
+        classifier.load()
+        policies.append(InjectionPolicy(classifier, modes["injection"]))
+    if modes["pii"] != "off":
+        from tokenmill.gateway.guard_pii import PiiPolicy
+        from tokenmill.gateway.guardrails import PiiConfig, shared_pii_detector
+
+        detector = shared_pii_detector(PiiConfig(backend=config.gateway.pii_backend))
+        detector.load()
+        policies.append(PiiPolicy(detector, modes["pii"]))
+    return policies
+
+
 def build_policies(config: AppConfig, redis=None, embedder=None) -> list[Policy]:
     """The policies the settings turn on, in the order they must run."""
     gw = config.gateway
-    policies: list[Policy] = [ModelAccessPolicy()]
+    policies: list[Policy] = [ModelAccessPolicy(), *guard_policies(config)]
     buckets = RedisBuckets(redis) if redis is not None else MemoryBuckets()
     from tokenmill.gateway.rate_limit import RateLimitPolicy
 

@@ -49,7 +49,9 @@ def audit_record(ctx: CallContext, log_prompts: bool) -> dict:
         "latency_ms": round(ctx.latency_s * 1000, 1),
         "served_by": ctx.served_by,
         "cache": ctx.decisions.get("cache"),
-        "guardrails": {k: v for k, v in ctx.decisions.items() if k in ("pii", "injection")},
+        "guardrails": {
+            k: v for k, v in ctx.decisions.items() if k.startswith(("pii", "injection"))
+        },
     }
     if log_prompts:
         record["prompt"] = _prompt_text(ctx)

@@ -79,7 +79,15 @@ class ServerState:
                 self._on_fatal(exc)
             return
         self._engine = engine
-        self._pipeline = self._pipeline_factory(engine)
+        try:
+            self._pipeline = await asyncio.to_thread(self._pipeline_factory, engine)
+        except Exception as exc:  # noqa: BLE001 - a policy that cannot load is fatal too
+            self.phase = Phase.FAILED
+            self.load_error = exc
+            logger.error("could not build the request pipeline: %s", exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
         if self._on_ready is not None:

@@ -205,3 +205,12 @@ def test_draining_refuses_new_requests(engine: FakeEngine):
         err = error_of(c.post(CHAT, json={"messages": USER}), 503)
         assert err["code"] == "shutting_down"
     assert engine.shutdown_grace == 0.5
+
+
+def test_unknown_field_names_in_any_script_are_named_in_the_header(client: TestClient):
+    body = {"prompt": "a", "max_tokens": 1, "\U0001d413\u00e9": 1, "x" * 2000: 2}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200
+    header = r.headers["x-tokenmill-ignored-fields"]
+    assert header.startswith("%F0%9D%90%93%C3%A9,") and header.endswith(",...")
+    assert len(header) <= 1030

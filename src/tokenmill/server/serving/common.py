@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from tokenmill.errors import TokenmillError
 from tokenmill.server.errors import error_body, error_from_exception
@@ -15,8 +16,15 @@ IGNORED_FIELDS_HEADER = "x-tokenmill-ignored-fields"
 
 
 def ignored_fields_headers(names: list[str]) -> dict[str, str]:
-    """The header that tells a client which of its fields were ignored."""
-    return {IGNORED_FIELDS_HEADER: ",".join(names)} if names else {}
+    """The header that tells a client which of its fields were ignored. Names are
+    percent-encoded (a header is Latin-1, a JSON key any Unicode) and at most 1 KiB of
+    them is listed."""
+    if not names:
+        return {}
+    value = ",".join(quote(n, safe="._-[]") for n in names)
+    if len(value) > 1024:
+        value = value[:1024].rsplit(",", 1)[0] + ",..."
+    return {IGNORED_FIELDS_HEADER: value}
 
 
 def error_frame(exc: BaseException) -> str:
