@@ -22,6 +22,7 @@ from tokenmill.cli.settings import (
     server_config,
 )
 from tokenmill.errors import TokenmillError
+from tokenmill.optimize.cli import add_optimize_parser
 
 DESCRIPTION = """\
 tokenmill: an LLM inference server with an OpenAI-compatible API.
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_flags(chat, max_tokens=512)
     add_options(chat, ENGINE_OPTIONS, "model and engine")
     add_bench_parser(commands)
+    add_optimize_parser(commands)
     return parser
 
 
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":
+    if args.command in ("bench", "optimize"):
         return args.func(args)
     try:
         return _run(args, env)

@@ -73,8 +73,9 @@ class SafetensorsCheckpoint:
                         parts = pending.setdefault(base, {})
                         parts[leaf] = tensor
                         if len(parts) == 3:
-                            w = int4.dequantize(parts["qweight"], parts["scales"],
-                                                parts["mins"], group)
+                            w = int4.dequantize(
+                                parts["qweight"], parts["scales"], parts["mins"], group
+                            )
                             yield f"{base}.weight", w.to(dtype)
                             del pending[base]
                     elif tensor.dtype == torch.int8 or leaf == "scale":
