@@ -14,7 +14,7 @@ def test_onnx_graph_matches_logits_and_greedy_tokens(tmp_path, tiny_tokenizer):
     model = tiny_model(tiny_arch(layer_num_heads=(6, 4, 6)))
     export_onnx(model, tmp_path / ONNX_FILE)
     write_model_dir(tmp_path, model.arch, tiny_tokenizer, float_state(model))
-    ort = OnnxTarget(tmp_path / ONNX_FILE, tiny_tokenizer, eos_ids={2})
+    ort = OnnxTarget(tmp_path / ONNX_FILE, tiny_tokenizer, eos_ids={2}, max_len=256)
     prompt = [5, 17, 42, 9, 100, 3]
 
     # Whole prompt, then the same prompt split across two calls through the KV outputs.

@@ -35,6 +35,17 @@ def load_float(model: str | None) -> LoadedModel:
     return load_model(model, dtype="float32")
 
 
+def read_arch(model: str | None) -> ArchConfig:
+    """The architecture of `model` from its header or config.json, without its weights."""
+    from tokenmill.model.loader.gguf import GGUFCheckpoint
+    from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
+
+    source = resolve_model(model)
+    if source.format == "gguf":
+        return GGUFCheckpoint.open(source.path).arch
+    return SafetensorsCheckpoint.open(source.path).arch
+
+
 def weights_size(model: str | None) -> int:
     """Bytes on disk of the weights `model` resolves to (the .gguf file, or a
     directory's weight files)."""

@@ -217,7 +217,7 @@ def _guard(fn):
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (TokenmillError, ValueError, RuntimeError) as exc:
+        except (TokenmillError, ValueError, RuntimeError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             print(f"tokenmill optimize: error: {message}", file=sys.stderr)
             return 2 if isinstance(exc, ValueError) else 1
@@ -258,7 +258,10 @@ def _run_prune(args: argparse.Namespace) -> int:
 @_guard
 def _run_distill(args: argparse.Namespace) -> int:
     from tokenmill.optimize import commands
+    from tokenmill.optimize.checkpoint import read_arch
+    from tokenmill.optimize.distill import evenly_spaced
 
+    evenly_spaced(read_arch(args.model).num_layers, args.layers)  # refuse before any work
     settings = _train_settings(args, args.steps)
     params = {
         "layers": args.layers,

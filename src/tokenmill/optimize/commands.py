@@ -178,6 +178,7 @@ def export_onnx_cmd():
         if loaded.tokenizer.eos_token_id is not None:
             eos.add(loaded.tokenizer.eos_token_id)
         tokenizer = loaded.tokenizer
+        max_len = min(2048, loaded.arch.max_position_embeddings)
         size = path.stat().st_size + sum(f.stat().st_size for f in out.glob("*.onnx.data"))
         return Produced(
             details={
@@ -187,7 +188,7 @@ def export_onnx_cmd():
                 "agreement": "greedy tokens of onnxruntime vs tokenmill's engine on the "
                 "base model; 1.0 means identical",
             },
-            target=lambda: OnnxTarget(path, tokenizer, eos),
+            target=lambda: OnnxTarget(path, tokenizer, eos, max_len),
             size_bytes=size,
         )
 

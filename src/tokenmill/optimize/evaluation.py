@@ -94,6 +94,8 @@ class EvalTarget(Protocol):
     """What the evaluator needs from a runnable model."""
 
     tokenizer: Tokenizer
+    max_len: int
+    """Longest sequence the target takes; longer texts are scored in windows."""
 
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
         """For each sequence, the log-probability of tokens 1.. given those before."""
@@ -154,7 +156,8 @@ class Evaluator:
         if self.config.heldout_chars is not None:
             text = text[: self.config.heldout_chars]
         ids = target.tokenizer.encode(text)
-        lps = target.prompt_logprobs([ids])[0]
+        windows = [ids[i : i + target.max_len] for i in range(0, len(ids), target.max_len)]
+        lps = [lp for w in target.prompt_logprobs([w for w in windows if len(w) > 1]) for lp in w]
         return math.exp(-sum(lps) / len(lps))
 
     def accuracy(self, target: EvalTarget) -> float:
@@ -215,16 +218,18 @@ class EngineTarget:
 
     def __init__(self, model: str | None, batch: int = 32) -> None:
         from tokenmill.engine.llm import LLM
+        from tokenmill.optimize.checkpoint import read_arch
 
         self.llm = LLM(
             model,
             dtype="float32",
             kv_cache_memory_gib=0.25,
-            max_model_len=2048,
+            max_model_len=min(2048, read_arch(model).max_position_embeddings),
             enable_prefix_caching=False,
             max_num_seqs=max(batch, 8),
         )
         self.tokenizer = self.llm.tokenizer
+        self.max_len = self.llm.engine.max_model_len
 
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
         from tokenmill.sampling_params import SamplingParams

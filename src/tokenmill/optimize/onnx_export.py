@@ -116,7 +116,7 @@ class OnnxTarget:
     """An exported graph run by onnxruntime, measured like an engine (EvalTarget)."""
 
     def __init__(
-        self, path: Path, tokenizer: Tokenizer, eos_ids: set[int], threads: int = 1
+        self, path: Path, tokenizer: Tokenizer, eos_ids: set[int], max_len: int, threads: int = 1
     ) -> None:
         import onnxruntime as ort
 
@@ -127,6 +127,7 @@ class OnnxTarget:
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.path = path
+        self.max_len = max_len
         past = self.session.get_inputs()[1]
         self.num_layers = (len(self.session.get_inputs()) - 1) // 2
         self.num_kv_heads, self.head_dim = int(past.shape[1]), int(past.shape[3])

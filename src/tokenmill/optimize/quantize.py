@@ -60,10 +60,17 @@ class Quantized:
 
 @torch.no_grad()
 def heldout_perplexity(model: torch.nn.Module, ids: torch.Tensor) -> float:
-    """Perplexity of the held-out tokens in one whole-sequence pass (outside the engine)."""
-    logits = forward_logits(model, [ids])
-    lp = torch.log_softmax(logits[:-1], dim=-1).gather(1, ids[1:, None])
-    return math.exp(-lp.mean().item())
+    """Perplexity of the held-out tokens in whole-sequence passes outside the engine (one
+    pass per window of the model's RoPE length; the held-out text fits one for SmolLM2)."""
+    span = model.rotary.max_positions
+    nll, count = 0.0, 0
+    for window in ids.split(span):
+        if window.numel() < 2:
+            continue
+        logits = forward_logits(model, [window])
+        lp = torch.log_softmax(logits[:-1], dim=-1).gather(1, window[1:, None])
+        nll, count = nll - float(lp.sum()), count + window.numel() - 1
+    return math.exp(nll / count)
 
 
 def _calibration(loaded: LoadedModel, s: QuantizeSettings) -> list[torch.Tensor]:
