@@ -40,7 +40,7 @@ def sane(report: dict) -> None:
     assert report["base"].keys() == report["result"].keys() == KEYS
     for side in ("base", "result"):
         m = report[side]
-        assert 1.0 < m["perplexity"] < 1000.0
+        assert 1.0 < m["perplexity"] < 1e5  # 2:4 without recovery reaches ~1,600
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["agreement"] <= 1.0
         assert m["size_bytes"] > 10**6 and m["memory_bytes"] > 10**6
         assert m["tok_s_batch32"] > 0 and m["tok_s_batch1"] > 0
@@ -77,13 +77,15 @@ def test_int8_smoothquant_within_3_percent_and_registered_in_mlflow(int8_run):
 
 
 def test_int4_gptq_beats_round_to_nearest(tmp_path, base_report):
+    # Group 128: with groups of 32 the packaged Q4_1 weights (a scale and a minimum per
+    # 32) are representable exactly, and RTN and GPTQ both reproduce them without error.
     report = optimize(
         tmp_path,
         "quantize",
         "--method",
         "int4",
         "--group-size",
-        "32",
+        "128",
         "--calib-tokens",
         "512",
         "--base-report",
