@@ -78,8 +78,8 @@ def main() -> None:
     if args.write:
         readme = args.docs / "README.md"
         head, _, rest = readme.read_text().partition(MARK)
-        tail = rest.split("\n\n", 2)[-1] if rest.count("\n\n") >= 2 else ""
-        readme.write_text(f"{head}{MARK}\n\n{text}\n\n{tail}")
+        _, heading, tail = rest.partition("\n## ")  # the table ends at the next section
+        readme.write_text(f"{head}{MARK}\n\n{text}\n{heading}{tail}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from tests.optimize.slow.conftest import optimize
 from tokenmill import LLM, SamplingParams
 from tokenmill.model.loader.gguf import GGUFCheckpoint
 
-pytestmark = pytest.mark.slow
+# Each run measures a real model twice; on a busy 2-core machine one took over 10 min.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 KEYS = {
     "perplexity",
     "accuracy",
