@@ -76,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--int8-dir", help="a `tokenmill optimize quantize --method int8` output")
     ap.add_argument("--out", default="docs/optimize/edge.json")
+    ap.add_argument("--only", help="measure only configurations whose name contains this")
     args = ap.parse_args()
     from tokenmill.optimize.edge import EDGE
 
@@ -87,6 +88,8 @@ def main() -> None:
         edge = EDGE.engine_kwargs()
         del edge["quantization"]  # the directory says int8 itself
         configs["edge, pre-quantized SmoothQuant int8 directory"] = {"model": args.int8_dir, **edge}
+    if args.only:
+        configs = {k: v for k, v in configs.items() if args.only in k}
     results = {}
     print(f"load average {os.getloadavg()}", flush=True)
     for name, kwargs in configs.items():
