@@ -50,8 +50,10 @@ def table(docs: Path) -> str:
     loaded = [(p.parent.name, json.loads(p.read_text())) for p in reports]
     base = loaded[0][1]["base"]
     lines = [
-        "| variant | disk (MB) | memory (MB) | tok/s batch 1 | tok/s batch 32 | perplexity "
-        "| MC accuracy | greedy agreement | command |",
+        (
+            "| variant | disk (MB) | memory (MB) | tok/s batch 1 | tok/s batch 32 | perplexity "
+            "| MC accuracy | greedy agreement | command |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         row(
             "base: SmolLM2-135M-Instruct Q4_1 GGUF, served float32",
