@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from tokenmill.errors import InvalidRequestError, ModelNotFoundError
+from tokenmill.errors import ConfigError, ModelNotFoundError
+from tokenmill.model import dtype as dtype_module
 from tokenmill.model.dtype import resolve_dtype
 from tokenmill.model.loader import load_model
 from tokenmill.model.registry import DEFAULT_MODEL, resolve_model
@@ -42,6 +43,22 @@ def test_default_and_short_name_resolve_to_the_packaged_gguf():
 def test_resolve_dtype():
     assert resolve_dtype("float32") is torch.float32
     assert resolve_dtype("bfloat16") is torch.bfloat16
-    assert resolve_dtype("auto") in (torch.float32, torch.bfloat16)
-    with pytest.raises(InvalidRequestError, match="dtype"):
+    with pytest.raises(ConfigError, match="dtype"):
         resolve_dtype("float16")
+
+
+@pytest.mark.parametrize(
+    "capability,flags,expected",
+    [
+        ("AVX512", {"avx512f", "avx512_bf16"}, torch.bfloat16),
+        ("AVX512", {"avx512f"}, torch.float32),  # bfloat16 would be emulated
+        ("AVX2", {"avx2", "avx512_bf16"}, torch.float32),  # torch would not use it
+        ("DEFAULT", set(), torch.float32),
+    ],
+)
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it(
+    monkeypatch, capability, flags, expected
+):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(dtype_module, "_cpu_flags", lambda: flags)
+    assert resolve_dtype("auto") is expected
