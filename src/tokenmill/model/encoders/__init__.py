@@ -1,0 +1,23 @@
+"""Encoder-only models that turn text into vectors (sentence embeddings)."""
+
+from tokenmill.model.encoders.sentence_encoder import (
+    DEFAULT_ENCODER,
+    PACKAGED_ENCODERS,
+    EmbeddingInput,
+    EmbeddingResult,
+    EncoderConfig,
+    PreparedInputs,
+    SentenceEncoder,
+    resolve_encoder,
+)
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "PACKAGED_ENCODERS",
+    "EmbeddingInput",
+    "EmbeddingResult",
+    "EncoderConfig",
+    "PreparedInputs",
+    "SentenceEncoder",
+    "resolve_encoder",
+]
