@@ -13,7 +13,6 @@ with `truncate=True`, and the result says which inputs were cut.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
