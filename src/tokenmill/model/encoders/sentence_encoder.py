@@ -65,22 +65,6 @@ class PreparedInputs:
     truncated: list[bool]
 
 
-@dataclass(frozen=True)
-class EncoderConfig:
-    """How a loaded encoder batches its forward passes."""
-
-    max_batch_size: int = 64
-    """Sequences per forward pass."""
-    max_batch_tokens: int = 8192
-    """Padded tokens (sequences x longest length) per forward pass."""
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise InvalidRequestError("max_batch_size must be at least 1.")
-        if self.max_batch_tokens < 512:
-            raise InvalidRequestError("max_batch_tokens must be at least 512.")
-
-
 def resolve_encoder(model: str | Path | None) -> tuple[str, Path]:
     """None or a packaged short name -> (name, the package's model directory); an
     existing directory -> (its name, itself). ModelNotFoundError otherwise."""
@@ -117,15 +101,24 @@ class SentenceEncoder:
         tokenizer: Tokenizer,
         max_length: int,
         normalize: bool,
-        config: EncoderConfig | None = None,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = 8192,
     ) -> None:
+        """max_batch_size: sequences per forward pass; max_batch_tokens: padded tokens
+        (sequences x longest length) per forward pass, at least `max_length`."""
+        if max_batch_size < 1 or max_batch_tokens < max_length:
+            raise InvalidRequestError(
+                f"An encoder batch needs max_batch_size >= 1 and max_batch_tokens >= "
+                f"{max_length} (the longest input), got {max_batch_size} and {max_batch_tokens}."
+            )
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         """Longest input in word pieces, [CLS] and [SEP] included."""
         self.normalize = normalize
-        self.config = config or EncoderConfig()
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.dim = model.cfg.hidden_size
         self.vocab_size = model.cfg.vocab_size
         self.cls_id = tokenizer.token_to_id("[CLS]")
@@ -135,7 +128,9 @@ class SentenceEncoder:
             raise InvalidRequestError("The encoder's tokenizer lacks [CLS] or [SEP].")
 
     @classmethod
-    def load(cls, model: str | Path | None = None, config: EncoderConfig | None = None):
+    def load(
+        cls, model: str | Path | None = None, max_batch_size: int = 64, max_batch_tokens: int = 8192
+    ) -> SentenceEncoder:
         """Loads a packaged encoder by short name (None: all-MiniLM-L6-v2) or a
         sentence-transformers directory, in float32. Raises ModelNotFoundError for a
         missing model, InvalidRequestError for an unsupported one."""
@@ -175,7 +170,7 @@ class SentenceEncoder:
         # checked (and cut only on request) by `prepare` instead.
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        return cls(name, module, tokenizer, max_length, normalize, config)
+        return cls(name, module, tokenizer, max_length, normalize, max_batch_size, max_batch_tokens)
 
     def prepare(self, inputs: Sequence[EmbeddingInput], truncate: bool = False) -> PreparedInputs:
         """Tokenizes texts and wraps token-id inputs in [CLS] ... [SEP]. Raises
@@ -229,8 +224,8 @@ class SentenceEncoder:
             end = start + 1
             while (
                 end < len(order)
-                and end - start < self.config.max_batch_size
-                and (end - start + 1) * len(token_ids[order[end]]) <= self.config.max_batch_tokens
+                and end - start < self.max_batch_size
+                and (end - start + 1) * len(token_ids[order[end]]) <= self.max_batch_tokens
             ):
                 end += 1
             chunk = order[start:end]
