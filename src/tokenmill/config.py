@@ -121,3 +121,42 @@ class EmbeddingConfig:
             raise InvalidRequestError("embedding max_batch_tokens must be positive.")
         if self.max_queued_inputs < 1:
             raise InvalidRequestError("embedding max_queued_inputs must be at least 1.")
+
+
+MIN_DRIFT_WINDOW = 40
+"""The smallest live window whose false-alarm rate the calibration benchmark checks."""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift detection: the reference, the live window and the tests' error budget."""
+
+    reference_size: int = 200
+    """Observations that form the reference when no profile file is given."""
+    window_size: int = 100
+    """Live observations compared with the reference (a sliding window)."""
+    alpha: float = 0.05
+    """Family-wise false-alarm rate of one check: each of the m signals tested is held
+    to alpha / m (Bonferroni), valid however the signals correlate."""
+    num_permutations: int = 1000
+    """Permutations per permutation test; enough that 1 / (1 + permutations) is at most
+    half of the per-signal threshold."""
+    seed: int | None = None
+    """Seeds the permutations (tests and benchmarks); None draws fresh entropy."""
+    signals: tuple[str, ...] | None = None
+    """Signal names to test; None tests all of them."""
+
+    def __post_init__(self) -> None:
+        if self.window_size < MIN_DRIFT_WINDOW:
+            raise InvalidRequestError(
+                f"drift window_size must be at least {MIN_DRIFT_WINDOW}, got {self.window_size}."
+            )
+        if self.reference_size < MIN_DRIFT_WINDOW:
+            raise InvalidRequestError(
+                f"drift reference_size must be at least {MIN_DRIFT_WINDOW}, "
+                f"got {self.reference_size}."
+            )
+        if not 0.0 < self.alpha < 0.5:
+            raise InvalidRequestError(f"drift alpha must be in (0, 0.5), got {self.alpha}.")
+        if self.num_permutations < 1:
+            raise InvalidRequestError("drift num_permutations must be at least 1.")
