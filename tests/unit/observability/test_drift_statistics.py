@@ -31,9 +31,32 @@ def _assert_uniform_enough(p: np.ndarray) -> None:
     assert stats.kstest(p, "uniform").pvalue > 1e-3
 
 
-def test_permutation_p_value_counts_ties_and_the_observed_sample():
-    assert _permutation_p(5.0, np.array([1.0, 5.0, 6.0])) == pytest.approx(3 / 4)
-    assert _permutation_p(10.0, np.array([1.0, 2.0, 3.0])) == pytest.approx(1 / 4)
+def scripted(pattern):
+    """A statistic whose i-th permuted value is pattern(i), whatever the relabelling."""
+    drawn = [0]
+
+    def statistic(subsets):
+        start = drawn[0]
+        drawn[0] += len(subsets)
+        return np.array([pattern(i) for i in range(start, drawn[0])], dtype=float)
+
+    return statistic
+
+
+def _p(pattern, permutations=999):
+    return _permutation_p(scripted(pattern), 5.0, 10, 3, permutations, np.random.default_rng(0))
+
+
+def test_permutation_p_value_without_exceedances_counts_the_observed_sample():
+    assert _p(lambda i: 1.0) == pytest.approx(1 / 1000)
+    assert _p(lambda i: 6.0 if i == 3 else 1.0) == pytest.approx(2 / 1000)
+
+
+def test_permutation_p_value_stops_at_the_tenth_exceedance():
+    assert _p(lambda i: 6.0) == pytest.approx(10 / 10)
+    assert _p(lambda i: 5.0 if i % 5 == 4 else 1.0) == pytest.approx(10 / 50)  # ties count
+    # Nine exceedances only: no early stop, the full count.
+    assert _p(lambda i: 9.0 if i < 9 else 1.0) == pytest.approx(10 / 1000)
 
 
 def test_mmd_null_p_values_are_uniform():

@@ -1,0 +1,75 @@
+"""Answers the drift benchmark's prompt sets with the default model, as a server would,
+and writes one drift record per prompt (prompt, output, output tokens, finish reason,
+mean token logprob) to benchmarks/data/drift/records/<set>.jsonl.
+
+The calibration benchmark reads these files, so it needs no model run of its own;
+rerun this after changing the prompt sets or the model.
+
+    .venv/bin/python benchmarks/drift_records.py [--sets english,french,code,long]
+        [--max-tokens 96] [--temperature 0.7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import drift_prompts
+
+from tokenmill import LLM, SamplingParams
+
+OUT = drift_prompts.DATA / "records"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default=",".join(drift_prompts.SETS))
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    llm = LLM(dtype="float32", max_num_seqs=32, max_num_batched_tokens=1024)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.sets.split(","):
+        prompts = drift_prompts.load(name)
+        params = [
+            SamplingParams(
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=i,
+                logprobs=0,
+            )
+            for i in range(len(prompts))
+        ]
+        start = time.perf_counter()
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params)
+        lines = []
+        for prompt, out in zip(prompts, outputs, strict=True):
+            completion = out.outputs[0]
+            n = len(completion.token_ids)
+            mean = (
+                completion.cumulative_logprob / n if n and completion.cumulative_logprob else None
+            )
+            lines.append(
+                json.dumps(
+                    {
+                        "prompt": prompt,
+                        "output": completion.text,
+                        "output_tokens": n,
+                        "finish_reason": completion.finish_reason,
+                        "mean_logprob": mean,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        (args.out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"{name}: {len(prompts)} records in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
