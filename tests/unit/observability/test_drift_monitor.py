@@ -119,6 +119,17 @@ def test_loaded_profile_compares_from_the_first_window():
     assert report.signals[0].threshold == pytest.approx(0.05 / 2)
 
 
+def test_embedding_of_another_size_is_refused():
+    rng = np.random.default_rng(4)
+    monitor = DriftMonitor(config())
+    monitor.observe(make_obs(rng))
+    wrong = make_obs(rng)
+    wrong = Observation(**{**wrong.__dict__, "embedding": np.ones(DIM + 1, np.float32)})
+    with pytest.raises(InvalidRequestError, match="same encoder"):
+        monitor.observe(wrong)
+    assert monitor.check().reference_size == 1
+
+
 def test_configuration_errors():
     with pytest.raises(InvalidRequestError, match="at least 40"):
         DriftConfig(window_size=20)

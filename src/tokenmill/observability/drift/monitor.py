@@ -127,8 +127,16 @@ class DriftMonitor:
 
     def observe(self, observation: Observation) -> None:
         """Adds one request's features: to the reference while it is being built, else
-        to the window (dropping the oldest when full)."""
+        to the window (dropping the oldest when full). InvalidRequestError, and nothing
+        added, for an embedding whose size differs from the reference's."""
         with self._lock:
+            if observation.embedding is not None:
+                ref = self._embedding_dim()
+                if ref is not None and observation.embedding.shape != (ref,):
+                    raise InvalidRequestError(
+                        f"Prompt embedding of shape {observation.embedding.shape} does not match "
+                        f"the drift reference's {ref} dimensions; embed with the same encoder."
+                    )
             self._seen += 1
             if self._profile is None:
                 self._pending.append(observation)
@@ -137,6 +145,14 @@ class DriftMonitor:
                     self._pending = []
             else:
                 self._window.append(observation)
+
+    def _embedding_dim(self) -> int | None:
+        """The reference's embedding size (None before any embedding); under _lock."""
+        if self._profile is not None:
+            vectors = self._profile.columns.get("prompt_embedding")
+            return vectors.shape[1] if vectors is not None and len(vectors) else None
+        first = next((o.embedding for o in self._pending if o.embedding is not None), None)
+        return None if first is None else first.shape[0]
 
     def check(self) -> DriftReport:
         """Tests the window against the reference. Repeated checks with no new
