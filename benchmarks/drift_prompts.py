@@ -3,8 +3,8 @@
 - english: varied English chat prompts (the in-distribution traffic);
 - french: French chat prompts, most on the same topics as English ones;
 - code: programming questions, most with a code snippet;
-- long: a task ("summarise...", "list the action items...") over one to three pasted
-  passages (memos, notices, stories, reports): prompts about 10 to 30 times longer.
+- long: a task ("summarise...", "list the action items...") over one or two pasted
+  passages (memos, notices, stories, reports): prompts about 20 to 40 times longer.
 
 All written for tokenmill's benchmarks (no third-party text); see docs/drift.md.
 """
@@ -27,7 +27,7 @@ _LONG_TASKS = (
     "Give the following text a title and a one-line summary.",
     "Explain the following text to a twelve-year-old.",
 )
-NUM_LONG = 120
+NUM_LONG = 100
 
 
 def _split(path: Path, sep: str | None) -> list[str]:
@@ -49,7 +49,7 @@ def load(name: str) -> list[str]:
         rng = random.Random(0)
         prompts = []
         for _ in range(NUM_LONG):
-            chosen = rng.sample(passages, rng.choice((1, 2, 2, 3)))
+            chosen = rng.sample(passages, rng.choice((1, 2)))
             prompts.append(rng.choice(_LONG_TASKS) + "\n\n" + "\n\n".join(chosen))
         return prompts
     raise ValueError(f"unknown prompt set {name!r}; known: {SETS}")

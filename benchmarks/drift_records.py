@@ -6,7 +6,7 @@ The calibration benchmark reads these files, so it needs no model run of its own
 rerun this after changing the prompt sets or the model.
 
     .venv/bin/python benchmarks/drift_records.py [--sets english,french,code,long]
-        [--max-tokens 96] [--temperature 0.7]
+        [--max-tokens 64] [--temperature 0.7] [--quantization int8|none]
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ OUT = drift_prompts.DATA / "records"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(drift_prompts.SETS))
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--quantization", default="int8", help="'none' for float32")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    llm = LLM(dtype="float32", max_num_seqs=32, max_num_batched_tokens=1024)
+    quant = None if args.quantization == "none" else args.quantization
+    llm = LLM(dtype="float32", quantization=quant, max_num_seqs=64, max_num_batched_tokens=2048)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
         prompts = drift_prompts.load(name)
@@ -47,7 +49,11 @@ def main() -> None:
             for i in range(len(prompts))
         ]
         start = time.perf_counter()
-        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params)
+        outputs = []
+        for i in range(0, len(prompts), 64):  # in chunks, to report progress
+            chats = [[{"role": "user", "content": p}] for p in prompts[i : i + 64]]
+            outputs += llm.chat(chats, params[i : i + 64])
+            print(f"{name}: {len(outputs)}/{len(prompts)}", flush=True)
         lines = []
         for prompt, out in zip(prompts, outputs, strict=True):
             completion = out.outputs[0]

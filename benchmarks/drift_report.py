@@ -214,12 +214,13 @@ def render(res: dict) -> str:
             "SQL, shell, Go, Rust, Java, C), separated by `%%` lines."
         ),
         (
-            "- `long_passages.txt`: memos, notices, reports, stories and reviews; the long "
-            "prompts put a task before one to three of them (`benchmarks/drift_prompts.py`)."
+            "- `long_passages.txt`: memos, notices, reports, stories and reviews; the 100 long "
+            "prompts put a task before one or two of them (`benchmarks/drift_prompts.py`)."
         ),
         (
             "- `records/*.jsonl`: each prompt answered by the default model (SmolLM2-135M-"
-            "Instruct, Q4_1, temperature 0.7, top-p 0.9, at most 96 tokens, seed = index) "
+            "Instruct, Q4_1 weights served int8, temperature 0.7, top-p 0.9, at most 64 tokens, "
+            "seed = index) "
             "through tokenmill's offline API, as drift records."
         ),
         "",
