@@ -34,7 +34,6 @@ from pathlib import Path
 
 import drift_prompts
 import numpy as np
-import torch
 from scipy.stats import beta
 
 from tokenmill.config import DriftConfig
@@ -139,6 +138,8 @@ def rate(flags: list[bool]) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch  # after tokenmill, which sets OMP_WAIT_POLICY before torch loads
+
     torch.set_num_threads(args.threads or torch.get_num_threads())
     encoder = SentenceEncoder.load()
     start = time.perf_counter()

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import drift_prompts
 import numpy as np
-import torch
 
 from tokenmill.config import EmbeddingConfig
 from tokenmill.engine.embedding import EmbeddingService
@@ -57,6 +56,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "embeddings.json")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "embeddings.md")
     args = parser.parse_args()
+    import torch  # after tokenmill, which sets OMP_WAIT_POLICY before torch loads
+
     if args.threads:
         torch.set_num_threads(args.threads)
 
