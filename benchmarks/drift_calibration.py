@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import drift_prompts
@@ -46,14 +47,27 @@ SHIFTS = ("french", "code", "long")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_observations(encoder: SentenceEncoder, directory: Path) -> dict[str, list]:
-    """Every record of every set as an Observation, prompts embedded in batches."""
-    out = {}
+def load_observations(encoder: SentenceEncoder, directory: Path) -> tuple[dict, list]:
+    """Every record of every set as an Observation, prompts embedded in batches. A
+    shifted set without a records file gets the output fields of randomly chosen
+    English records: only its prompts shift, which can only understate detection.
+    Returns the observations and the names of the sets whose outputs were borrowed."""
+    english = list(read_records(directory / "english.jsonl"))
+    rng = np.random.default_rng(0)
+    out, borrowed = {}, []
     for name in drift_prompts.SETS:
-        records = list(read_records(directory / f"{name}.jsonl"))
+        path = directory / f"{name}.jsonl"
+        if path.exists():
+            records = list(read_records(path))
+        else:
+            borrowed.append(name)
+            records = [
+                replace(english[int(rng.integers(len(english)))], prompt=p)
+                for p in drift_prompts.load(name)
+            ]
         vectors = encoder.embed([r.prompt for r in records], truncate=True).vectors
         out[name] = [observe(r, v) for r, v in zip(records, vectors, strict=True)]
-    return out
+    return out, borrowed
 
 
 def upper95(k: int, n: int) -> float:
@@ -143,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     encoder = SentenceEncoder.load()
     start = time.perf_counter()
-    obs = load_observations(encoder, args.records)
+    obs, borrowed = load_observations(encoder, args.records)
     embed_s = time.perf_counter() - start
     trials = Trials(obs, args.seed, args.permutations)
     results: dict = {
@@ -157,6 +171,7 @@ def run(args: argparse.Namespace) -> dict:
             "check_every": args.check_every,
             "seed": args.seed,
             "records": {k: len(v) for k, v in obs.items()},
+            "borrowed_outputs": borrowed,
             "embedding_seconds": embed_s,
             "torch_threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),

@@ -24,6 +24,22 @@ def _delay_cell(delays: list, window: int) -> str:
     return f"{len(hits)}/{len(delays)} detected; median {median}, max {worst}"
 
 
+def _borrowed_note(s: dict) -> list[str]:
+    if not s.get("borrowed_outputs"):
+        return []
+    names = ", ".join(SHIFT_NAMES.get(n, n) for n in s["borrowed_outputs"])
+    return [
+        (
+            f"Outputs of the shifted sets ({names}) were not generated (the shared machine "
+            "could not afford the model run): their records pair each shifted prompt with the "
+            "answer fields of a random English record. Only the prompts shift there, so the "
+            "output signals stay at the null and the detection rates below understate what "
+            "real shifted traffic, whose answers also change, would show."
+        ),
+        "",
+    ]
+
+
 def render(res: dict) -> str:
     s = res["settings"]
     lines = [
@@ -66,6 +82,7 @@ def render(res: dict) -> str:
         f"p90 (torch threads {s['torch_threads']}, load average {s['load_avg']:.1f} on a "
         "shared 2-core machine).",
         "",
+        *_borrowed_note(s),
         "## 1. False alarms on in-distribution traffic",
         "",
         (
