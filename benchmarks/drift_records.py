@@ -6,7 +6,7 @@ The calibration benchmark reads these files, so it needs no model run of its own
 rerun this after changing the prompt sets or the model.
 
     .venv/bin/python benchmarks/drift_records.py [--sets english,french,code,long]
-        [--max-tokens 64] [--temperature 0.7] [--quantization int8|none]
+        [--max-tokens 64] [--temperature 0.7] [--quantization int8|none] [--pure-pytorch]
 """
 
 from __future__ import annotations
@@ -31,7 +31,18 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--pure-pytorch",
+        action="store_true",
+        help="skip the native CPU kernels (the same arithmetic in ATen ops), e.g. where "
+        "their shared build directory is locked by a build that died",
+    )
     args = parser.parse_args()
+    if args.pure_pytorch:
+        from tokenmill.model.layers import attention
+        from tokenmill.model.quant import int8
+
+        attention.cpu_kernels = int8.cpu_kernels = lambda: None
 
     quant = None if args.quantization == "none" else args.quantization
     llm = LLM(dtype="float32", quantization=quant, max_num_seqs=64, max_num_batched_tokens=2048)
