@@ -60,32 +60,32 @@ def main() -> None:
             for i in range(len(prompts))
         ]
         start = time.perf_counter()
-        outputs = []
-        for i in range(0, len(prompts), 64):  # in chunks, to report progress
+        path = args.out / f"{name}.jsonl"
+        path.write_text("", encoding="utf-8")
+        # In chunks, appended as they finish: progress shows, and a run cut short on a
+        # busy machine still leaves usable records.
+        for i in range(0, len(prompts), 64):
             chats = [[{"role": "user", "content": p}] for p in prompts[i : i + 64]]
-            outputs += llm.chat(chats, params[i : i + 64])
-            print(f"{name}: {len(outputs)}/{len(prompts)}", flush=True)
-        lines = []
-        for prompt, out in zip(prompts, outputs, strict=True):
-            completion = out.outputs[0]
-            n = len(completion.token_ids)
-            mean = (
-                completion.cumulative_logprob / n if n and completion.cumulative_logprob else None
-            )
-            lines.append(
-                json.dumps(
-                    {
-                        "prompt": prompt,
-                        "output": completion.text,
-                        "output_tokens": n,
-                        "finish_reason": completion.finish_reason,
-                        "mean_logprob": mean,
-                    },
-                    ensure_ascii=False,
-                )
-            )
-        (args.out / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            outputs = llm.chat(chats, params[i : i + 64])
+            with path.open("a", encoding="utf-8") as f:
+                for prompt, out in zip(prompts[i : i + 64], outputs, strict=True):
+                    f.write(json.dumps(record(prompt, out), ensure_ascii=False) + "\n")
+            print(f"{name}: {i + len(outputs)}/{len(prompts)}", flush=True)
         print(f"{name}: {len(prompts)} records in {time.perf_counter() - start:.0f} s")
+
+
+def record(prompt: str, out) -> dict:
+    """The drift record of one finished request."""
+    completion = out.outputs[0]
+    n = len(completion.token_ids)
+    mean = completion.cumulative_logprob / n if n and completion.cumulative_logprob else None
+    return {
+        "prompt": prompt,
+        "output": completion.text,
+        "output_tokens": n,
+        "finish_reason": completion.finish_reason,
+        "mean_logprob": mean,
+    }
 
 
 if __name__ == "__main__":

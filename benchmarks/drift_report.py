@@ -25,16 +25,18 @@ def _delay_cell(delays: list, window: int) -> str:
 
 
 def _borrowed_note(s: dict) -> list[str]:
-    if not s.get("borrowed_outputs"):
+    own, total = s["own_answers"], s["records"]
+    if all(own[k] == total[k] for k in total):
         return []
-    names = ", ".join(SHIFT_NAMES.get(n, n) for n in s["borrowed_outputs"])
+    counts = ", ".join(f"{k} {own[k]} of {total[k]}" for k in total)
     return [
         (
-            f"Outputs of the shifted sets ({names}) were not generated (the shared machine "
-            "could not afford the model run): their records pair each shifted prompt with the "
-            "answer fields of a random English record. Only the prompts shift there, so the "
-            "output signals stay at the null and the detection rates below understate what "
-            "real shifted traffic, whose answers also change, would show."
+            f"Prompts answered by the model: {counts}. The records run was cut short on "
+            "the shared machine; every other prompt carries the answer fields of a random "
+            "answered English prompt. Each signal is tested on its own, so this pairing "
+            "leaves the false-alarm rates valid; for shifted traffic only the prompts then "
+            "shift, so the detection rates below understate what real shifted traffic, "
+            "whose answers also change, would show."
         ),
         "",
     ]
