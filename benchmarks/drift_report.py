@@ -50,7 +50,9 @@ def render(res: dict) -> str:
         (
             "Written by `benchmarks/drift_calibration.py` "
             "(`.venv/bin/python benchmarks/drift_calibration.py --null-trials "
-            f"{s['null_trials']} --trials {s['trials']} --stream-trials {s['stream_trials']}`), "
+            f"{s['null_trials']} --trials {s['trials']} --stream-trials {s['stream_trials']} "
+            f"--shares {','.join(str(x) for x in s['shares'])} --check-every "
+            f"{s['check_every']}`), "
             "from the records that "
             "`benchmarks/drift_records.py` wrote. Figures below are measured, not set."
         ),
@@ -143,14 +145,16 @@ def render(res: dict) -> str:
             '"drift" verdicts:'
         ),
         "",
-        "| shifted traffic | window | 100% shifted | 50% | 25% |",
-        "| --- | --- | --- | --- | --- |",
+        "| shifted traffic | window | "
+        + " | ".join(f"{100 * x:.0f}% shifted" for x in s["shares"])
+        + " |",
+        "| --- | --- |" + " --- |" * len(s["shares"]),
     ]
     windows = list(res["null"])
     for shift, label in SHIFT_NAMES.items():
         for w in windows:
             cells = [
-                _pct(res["detect"][f"{shift}@{w}@{share}"]["overall"]) for share in (1.0, 0.5, 0.25)
+                _pct(res["detect"][f"{shift}@{w}@{share}"]["overall"]) for share in s["shares"]
             ]
             lines.append(f"| {label} | {w} | " + " | ".join(cells) + " |")
     lines += [
