@@ -242,7 +242,8 @@ def render(res: dict) -> str:
         ),
         (
             "- `records/*.jsonl`: each prompt answered by the default model (SmolLM2-135M-"
-            "Instruct, Q4_1 weights served int8, temperature 0.7, top-p 0.9, at most 64 tokens, "
+            "Instruct, Q4_1 weights dequantized to float32, temperature 0.7, top-p 0.9, at most "
+            "64 tokens, "
             "seed = index) "
             "through tokenmill's offline API, as drift records."
         ),
