@@ -243,9 +243,9 @@ def render(res: dict) -> str:
         (
             "- `records/*.jsonl`: each prompt answered by the default model (SmolLM2-135M-"
             "Instruct, Q4_1 weights dequantized to float32, temperature 0.7, top-p 0.9, at most "
-            "64 tokens, "
-            "seed = index) "
-            "through tokenmill's offline API, as drift records."
+            "64 tokens, seed = index) through tokenmill's offline API, as drift records "
+            "(`benchmarks/drift_records.py --pure-pytorch --quantization none`: the shared "
+            "native-kernel build was locked by a dead build on this machine)."
         ),
         "",
     ]
