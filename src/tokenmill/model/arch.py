@@ -11,7 +11,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 
 ROPE_SCALING_KINDS = ("linear", "llama3", "freq_factors")
 
@@ -38,11 +38,11 @@ class RopeScaling:
 
     def __post_init__(self) -> None:
         if self.kind not in ROPE_SCALING_KINDS:
-            raise InvalidRequestError(
+            raise ModelLoadError(
                 f"RoPE scaling {self.kind!r} is not supported; supported: {ROPE_SCALING_KINDS}."
             )
         if self.factor <= 0:
-            raise InvalidRequestError("RoPE scaling factor must be positive.")
+            raise ModelLoadError("RoPE scaling factor must be positive.")
 
     @classmethod
     def from_hf(cls, params: Mapping[str, Any] | None) -> RopeScaling | None:
@@ -92,12 +92,12 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
-            raise InvalidRequestError(
+            raise ModelLoadError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
                 f"({self.num_kv_heads})."
             )
         if self.head_dim % 2:
-            raise InvalidRequestError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+            raise ModelLoadError(f"head_dim must be even for RoPE, got {self.head_dim}.")
 
     @property
     def q_size(self) -> int:

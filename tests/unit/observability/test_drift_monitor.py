@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tokenmill.config import DriftConfig
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError, InvalidRequestError
 from tokenmill.observability.drift import (
     SIGNALS,
     DriftMonitor,
@@ -125,20 +125,20 @@ def test_embedding_of_another_size_is_refused():
     monitor.observe(make_obs(rng))
     wrong = make_obs(rng)
     wrong = Observation(**{**wrong.__dict__, "embedding": np.ones(DIM + 1, np.float32)})
-    with pytest.raises(InvalidRequestError, match="same encoder"):
+    with pytest.raises(ConfigError, match="same encoder"):
         monitor.observe(wrong)
     assert monitor.check().reference_size == 1
 
 
 def test_configuration_errors():
-    with pytest.raises(InvalidRequestError, match="at least 40"):
+    with pytest.raises(ConfigError, match="at least 40"):
         DriftConfig(window_size=20)
-    with pytest.raises(InvalidRequestError, match="Unknown drift signals"):
+    with pytest.raises(ConfigError, match="Unknown drift signals"):
         DriftMonitor(config(signals=("prompt_colour",)))
-    with pytest.raises(InvalidRequestError, match="num_permutations"):
+    with pytest.raises(ConfigError, match="num_permutations"):
         DriftMonitor(config(num_permutations=100))
     profile = Profile.from_observations([make_obs(np.random.default_rng(0))], encoder="a")
-    with pytest.raises(InvalidRequestError, match="rebuild the profile"):
+    with pytest.raises(ConfigError, match="rebuild the profile"):
         DriftMonitor(config(), profile, encoder="b")
 
 
@@ -183,7 +183,7 @@ def test_profile_round_trip(tmp_path):
     data = json.loads(path.read_text())
     data["version"] = 99
     path.write_text(json.dumps(data))
-    with pytest.raises(InvalidRequestError, match="version 99"):
+    with pytest.raises(ConfigError, match="version 99"):
         Profile.load(path)
 
 

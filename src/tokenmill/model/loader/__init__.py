@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.dtype import resolve_dtype
 from tokenmill.model.loader.gguf import GGUFCheckpoint
@@ -40,6 +40,8 @@ class LoadedModel:
     dtype: torch.dtype
     max_model_len: int
     """Longest sequence (prompt + output) served; the RoPE cache covers it."""
+    sampling_defaults: dict | None = None
+    """Sampling defaults from the model's generation_config.json or its package's card."""
 
 
 def load_model(
@@ -50,14 +52,14 @@ def load_model(
 ) -> LoadedModel:
     """Loads `model` (None: the default packaged model; a packaged short name; a .gguf
     path; a HF directory). Raises ModelNotFoundError for an unknown name,
-    InvalidRequestError for an unsupported architecture or a max_model_len beyond the
+    ConfigError for an unsupported architecture or a max_model_len beyond the
     model's. quantization="int8" stores every projection and the output head as int8
     (see tokenmill.model.quant.int8); it needs float32 activations."""
     if quantization not in QUANTIZATIONS:
-        raise InvalidRequestError(
+        raise ConfigError(
             f"quantization must be one of {sorted(q for q in QUANTIZATIONS if q)} or unset, "
             f"got {quantization!r}.",
-            param="quantization",
+            setting="quantization",
         )
     if quantization == "int8":
         dtype = "float32"
@@ -72,10 +74,10 @@ def load_model(
     if max_model_len is None:
         max_model_len = arch.max_position_embeddings
     elif max_model_len > arch.max_position_embeddings:
-        raise InvalidRequestError(
+        raise ConfigError(
             f"max_model_len {max_model_len} exceeds the model's context length "
             f"{arch.max_position_embeddings}; lower it or leave it unset.",
-            param="max_model_len",
+            setting="max_model_len",
         )
     with torch.device("meta"):
         module = cls(arch, max_positions=max_model_len)
@@ -92,4 +94,5 @@ def load_model(
         path=source.path,
         dtype=torch_dtype,
         max_model_len=max_model_len,
+        sampling_defaults=checkpoint.sampling_defaults() or source.sampling,
     )

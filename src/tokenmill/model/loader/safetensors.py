@@ -22,6 +22,7 @@ class SafetensorsCheckpoint:
     path: Path
     arch: ArchConfig
     files: list[Path]
+    generation_config: dict | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> SafetensorsCheckpoint:
@@ -38,7 +39,12 @@ class SafetensorsCheckpoint:
         config = json.loads(config_file.read_text())
         gen_file = path / "generation_config.json"
         gen_config = json.loads(gen_file.read_text()) if gen_file.exists() else None
-        return cls(path, ArchConfig.from_hf(config, gen_config), files)
+        return cls(path, ArchConfig.from_hf(config, gen_config), files, gen_config)
+
+    def sampling_defaults(self) -> dict | None:
+        """Sampling fields of generation_config.json (temperature, top_p, ...), as vLLM's
+        `--generation-config auto` takes them."""
+        return self.generation_config
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_hf_dir(self.path)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tokenmill.config import DriftConfig
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError
 from tokenmill.observability.drift.profile import Profile
 from tokenmill.observability.drift.records import Observation
 from tokenmill.observability.drift.signals import SIGNALS, SIGNALS_BY_NAME, column, run_test
@@ -85,23 +85,21 @@ class DriftMonitor:
     ) -> None:
         """profile: a loaded reference (else the first `reference_size` observations
         form it); encoder: the live embedding model's name, which must match the
-        profile's. InvalidRequestError for unknown signal names, a mismatched encoder, or
+        profile's. ConfigError for unknown signal names, a mismatched encoder, or
         too few permutations for the per-signal threshold."""
         names = config.signals or tuple(s.name for s in SIGNALS)
         unknown = sorted(set(names) - set(SIGNALS_BY_NAME))
         if unknown:
-            raise InvalidRequestError(
-                f"Unknown drift signals {unknown}; known: {sorted(SIGNALS_BY_NAME)}."
-            )
+            raise ConfigError(f"Unknown drift signals {unknown}; known: {sorted(SIGNALS_BY_NAME)}.")
         if 1 / (1 + config.num_permutations) > config.alpha / (2 * len(names)):
             needed = int(2 * len(names) / config.alpha)
-            raise InvalidRequestError(
+            raise ConfigError(
                 f"num_permutations={config.num_permutations} cannot resolve p-values down to "
                 f"the per-signal threshold alpha/m = {config.alpha / len(names):.4g}; use at "
                 f"least {needed}."
             )
         if profile is not None and encoder and profile.encoder and profile.encoder != encoder:
-            raise InvalidRequestError(
+            raise ConfigError(
                 f"The drift profile's embeddings come from {profile.encoder!r} but the live "
                 f"encoder is {encoder!r}; rebuild the profile with the live encoder."
             )
@@ -127,13 +125,13 @@ class DriftMonitor:
 
     def observe(self, observation: Observation) -> None:
         """Adds one request's features: to the reference while it is being built, else
-        to the window (dropping the oldest when full). InvalidRequestError, and nothing
+        to the window (dropping the oldest when full). ConfigError, and nothing
         added, for an embedding whose size differs from the reference's."""
         with self._lock:
             if observation.embedding is not None:
                 ref = self._embedding_dim()
                 if ref is not None and observation.embedding.shape != (ref,):
-                    raise InvalidRequestError(
+                    raise ConfigError(
                         f"Prompt embedding of shape {observation.embedding.shape} does not match "
                         f"the drift reference's {ref} dimensions; embed with the same encoder."
                     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError
 from tokenmill.observability.drift.records import DriftRecord, Observation, observe
 from tokenmill.observability.drift.signals import SIGNALS, SIGNALS_BY_NAME, Column, column
 
@@ -70,12 +70,12 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict) -> Profile:
-        """Inverse of `to_dict`; InvalidRequestError for another format or version, or
+        """Inverse of `to_dict`; ConfigError for another format or version, or
         for malformed columns."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InvalidRequestError(f"Not a drift profile (expected format {FORMAT!r}).")
+            raise ConfigError(f"Not a drift profile (expected format {FORMAT!r}).")
         if data.get("version") != VERSION:
-            raise InvalidRequestError(
+            raise ConfigError(
                 f"Drift profile version {data.get('version')!r} is not supported; this "
                 f"tokenmill reads version {VERSION}. Rebuild it with `tokenmill drift profile`."
             )
@@ -83,7 +83,7 @@ class Profile:
         try:
             for name, raw in data["signals"].items():
                 if name not in SIGNALS_BY_NAME:
-                    raise InvalidRequestError(f"Drift profile has an unknown signal {name!r}.")
+                    raise ConfigError(f"Drift profile has an unknown signal {name!r}.")
                 kind = SIGNALS_BY_NAME[name].values
                 if kind == "vector":
                     flat = np.frombuffer(base64.b64decode(raw["float32_base64"]), dtype="<f4")
@@ -94,7 +94,7 @@ class Profile:
                     columns[name] = [str(v) for v in raw]
             return cls(columns, int(data["size"]), data.get("encoder"), float(data["created"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"Malformed drift profile: {exc}.") from None
+            raise ConfigError(f"Malformed drift profile: {exc}.") from None
 
     def save(self, path: str | Path) -> None:
         """Writes the profile as JSON to `path` (replaced if present)."""
@@ -106,7 +106,7 @@ class Profile:
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"{path} is not JSON: {exc.msg}.") from None
+            raise ConfigError(f"{path} is not JSON: {exc.msg}.") from None
         return cls.from_dict(data)
 
 
@@ -118,10 +118,10 @@ def build_profile(
 ) -> Profile:
     """A profile from past requests. `embed` embeds prompts in batches of
     `batch_size` (None leaves the embedding signal out); `encoder` names its model.
-    InvalidRequestError when there are no records."""
+    ConfigError when there are no records."""
     records = list(records)
     if not records:
-        raise InvalidRequestError("A drift profile needs at least one record.")
+        raise ConfigError("A drift profile needs at least one record.")
     embeddings: list[np.ndarray | None] = [None] * len(records)
     if embed is not None:
         for start in range(0, len(records), batch_size):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from tokenmill.engine.outputs import PositionLogprobs
-from tokenmill.server.engine_client import TokenizerClient
+from tokenmill.gateway.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatLogprob, ChatLogprobContent
 from tokenmill.protocol.completion import CompletionLogprobs
 
@@ -21,15 +21,19 @@ def _clamp(value: float) -> float:
     return FLOOR if math.isnan(value) else max(value, FLOOR)
 
 
-def _token_text(tokenizer: TokenizerClient, token_id: int, pos: PositionLogprobs | None) -> str:
+def _token_text(
+    tokenizer: TokenizerClient | None, token_id: int, pos: PositionLogprobs | None
+) -> str:
     if pos is not None and token_id in pos:
         return pos[token_id].decoded_token
+    if tokenizer is None:  # a remote backend's token: only its logprob entry names it
+        return ""
     return tokenizer.decode([token_id], skip_special_tokens=False)
 
 
 def append_completion_logprobs(
     out: CompletionLogprobs,
-    tokenizer: TokenizerClient,
+    tokenizer: TokenizerClient | None,
     token_ids: list[int],
     positions: list[PositionLogprobs | None],
     text_offset: int,
@@ -58,7 +62,7 @@ def append_completion_logprobs(
 
 
 def chat_logprobs(
-    tokenizer: TokenizerClient,
+    tokenizer: TokenizerClient | None,
     token_ids: list[int],
     positions: list[PositionLogprobs | None],
     num_top: int,

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import jinja2
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.server.engine_client import TokenizerClient
+from tokenmill.gateway.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatMessage
-from tokenmill.server.serving.generation import EnginePrompt
 
 T = TypeVar("T")
+
+
+@dataclass
+class EnginePrompt:
+    """A prompt ready for the engine: token ids, and the text when the client sent text."""
+
+    token_ids: list[int]
+    text: str | None = None
+
 
 INLINE_CHARS = 16_384
 """Text up to this size is tokenized on the event loop (measured: ~15 ms for 24k chars
@@ -109,13 +118,7 @@ async def completion_prompts(
             ids = await off_loop_if_large(len(item), tokenizer.encode, item, True)
             out.append(EnginePrompt(ids, text=item))
         else:
-            check_token_ids(item, tokenizer.vocab_size, "prompt")
-            out.append(EnginePrompt(list(item)))
-    for p in out:
-        if not p.token_ids:
-            raise InvalidRequestError(
-                "prompt must contain at least one token; got an empty prompt.", param="prompt"
-            )
+            out.append(EnginePrompt(list(item)))  # the engine's admission checks the ids
     return out
 
 
