@@ -13,6 +13,7 @@ from tokenmill.bench.cli import add_bench_parser
 from tokenmill.cli.generate import add_sampling_flags
 from tokenmill.cli.settings import AppConfig, EngineConfig, add_settings, config_from_args
 from tokenmill.errors import ConfigError, TokenmillError
+from tokenmill.optimize.cli import add_optimize_parser
 
 DESCRIPTION = """\
 tokenmill: an LLM inference server with an OpenAI-compatible API.
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_flags(chat, max_tokens=512)
     add_settings(chat, EngineConfig)
     add_bench_parser(commands)
+    add_optimize_parser(commands)
     return parser
 
 
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":
+    if args.command in ("bench", "optimize"):
         return args.func(args)
     try:
         return _run(args, env)

@@ -122,7 +122,7 @@ class EngineCore:
     def _kv_dtype(self) -> torch.dtype:
         choice = self.config.cache.dtype
         if choice == "auto":
-            if self.config.model.quantization == "int8":
+            if self.loaded.quantization == "int8":
                 return torch.bfloat16
             return self.loaded.dtype
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]

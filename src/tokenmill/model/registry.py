@@ -67,7 +67,8 @@ class ModelSource:
 
 def resolve_model(model: str | None) -> ModelSource:
     """None -> the default packaged model; a known short name -> its package's file; an
-    existing .gguf file or directory -> itself. Anything else: ModelNotFoundError listing
+    existing .gguf file or directory -> itself (a directory with one .gguf and no
+    config.json -> that file). Anything else: ModelNotFoundError listing
     the known names."""
     model = DEFAULT_MODEL if model is None else model
     packaged = PACKAGED_MODELS.get(model.lower())
@@ -77,6 +78,10 @@ def resolve_model(model: str | None) -> ModelSource:
     if path.is_file() and path.suffix == ".gguf":
         return ModelSource(path.stem, path, "gguf")
     if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1 and not (path / "config.json").exists():
+            # A directory holding one GGUF (as `tokenmill optimize quantize` writes).
+            return ModelSource(path.resolve().name, ggufs[0], "gguf")
         return ModelSource(path.resolve().name, path, "hf")
     if path.suffix == ".gguf" or "/" in model or model.startswith("."):
         what = "file" if path.suffix == ".gguf" else "file or directory"
