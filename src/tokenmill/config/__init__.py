@@ -30,6 +30,7 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 __all__ = [
