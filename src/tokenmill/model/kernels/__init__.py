@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def cpu_kernels():
         # other's module over and over.
         src_dir = build_dir / "src"
         src_dir.mkdir(parents=True, exist_ok=True)
+        _clear_stale_lock(build_dir / "lock")
         copies = []
         for p in sources:
             copy = src_dir / p.name
@@ -58,3 +60,19 @@ def cpu_kernels():
     except Exception as exc:  # noqa: BLE001 - a missing compiler must not stop serving
         log.warning("CPU kernels unavailable, using the PyTorch path: %s", exc)
         return None
+
+
+# A build takes about a minute (several under load); torch's lock file outlives a build
+# that was killed, and every later load would wait on it forever.
+_STALE_LOCK_S = 20 * 60
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    """Removes `lock` when it is older than any real build (mutates the build dir)."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > _STALE_LOCK_S:
+        log.warning("removing a stale kernel build lock (%.0f min old): %s", age / 60, lock)
+        lock.unlink(missing_ok=True)
