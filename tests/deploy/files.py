@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,7 +26,13 @@ def load_docs(path: Path) -> list[dict]:
 
 
 def render(kustomization_dir: Path) -> list[dict]:
-    """`kubectl kustomize DIR` as documents; skips when kubectl is not installed."""
+    """`kubectl kustomize DIR` as documents (a fresh copy each call); skips when kubectl
+    is not installed."""
+    return copy.deepcopy(_render(kustomization_dir))
+
+
+@functools.cache
+def _render(kustomization_dir: Path) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed: rendered kustomize output not checked")
