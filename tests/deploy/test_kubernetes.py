@@ -116,7 +116,9 @@ def test_selectors_find_the_deployments_pods():
         (deployment,) = by_kind(docs, "Deployment")
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         selectors = [s["spec"]["selector"] for s in by_kind(docs, "Service")]
-        selectors += [p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget")]
+        selectors += [
+            p["spec"]["selector"]["matchLabels"] for p in by_kind(docs, "PodDisruptionBudget")
+        ]
         assert selectors, name
         for selector in selectors:
             assert selector.items() <= labels.items(), f"{name}: {selector}"
@@ -131,7 +133,8 @@ def test_keys_secret_is_a_keys_file_tokenmill_loads(tmp_path):
     mounts = {m["name"]: m["mountPath"] for m in _container(docs)["volumeMounts"]}
     (deployment,) = by_kind(docs, "Deployment")
     volume = next(
-        v for v in deployment["spec"]["template"]["spec"]["volumes"]
+        v
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
         if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
     )
     mount = mounts[volume["name"]]
@@ -155,4 +158,3 @@ def test_rayservice_is_shaped_for_kuberay(settings_by_env):
     assert set(app["args"]) <= known | PENDING_RAY_FLAGS
     for env, value in app["runtime_env"]["env_vars"].items():
         settings_by_env[env].coerce(value, env)
-
