@@ -158,3 +158,21 @@ def test_rayservice_is_shaped_for_kuberay(settings_by_env):
     assert set(app["args"]) <= known | PENDING_RAY_FLAGS
     for env, value in app["runtime_env"]["env_vars"].items():
         settings_by_env[env].coerce(value, env)
+
+
+def test_rayservice_pod_templates_are_schema_valid():
+    """kubernetes-validate has no KubeRay schema, but the head and worker pods are core
+    pod templates: each is checked as a v1 PodTemplate."""
+    (ray,) = load_docs(RAY_SERVICE)
+    cluster = ray["spec"]["rayClusterConfig"]
+    groups = [("head", cluster["headGroupSpec"])]
+    groups += [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    for name, group in groups:
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values()), name
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"ray-{name}"},
+            "template": group["template"],
+        }
+        kubernetes_validate.validate(template, K8S_VERSION, strict=True)
