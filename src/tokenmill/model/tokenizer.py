@@ -16,7 +16,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as RustTokenizer
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.model.chat_template import ChatTemplate
+from tokenmill.model.chat_template import FALLBACK_TEMPLATES, ChatTemplate
 from tokenmill.model.sentencepiece import sentencepiece_backend
 
 # GGUF token types (llama.cpp's llama_token_type).
@@ -138,7 +138,8 @@ class Tokenizer:
         """From a GGUF's `tokenizer.*` key/values: byte-level BPE ("gpt2") or SentencePiece
         BPE ("llama", see tokenmill.model.sentencepiece). Control tokens become special
         added tokens, user-defined ones plain added tokens, so text containing them maps
-        to their ids."""
+        to their ids. A file without a chat template gets its architecture's fallback
+        (chat_template.FALLBACK_TEMPLATES), if there is one."""
         kind = metadata.get("tokenizer.ggml.model")
         raw = metadata["tokenizer.ggml.tokens"]
         types = metadata.get("tokenizer.ggml.token_type") or []
@@ -176,7 +177,10 @@ class Tokenizer:
             backend.post_processor = processors.TemplateProcessing(
                 single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
             )
-        return cls(backend, bos, token("eos_token_id"), metadata.get("tokenizer.chat_template"))
+        template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATES.get(
+            metadata.get("general.architecture", "")
+        )
+        return cls(backend, bos, token("eos_token_id"), template)
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:
