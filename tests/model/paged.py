@@ -12,8 +12,11 @@ from tokenmill.model.layers.attention_metadata import AttentionMetadata, Prefill
 class PagedRunner:
     """Runs steps of prefill chunks and decodes against one KV cache."""
 
-    def __init__(self, model, num_slots: int = 512, seed: int = 0) -> None:
+    def __init__(self, model, num_slots: int = 512, seed: int = 0, native: bool = False) -> None:
+        """native: also pass decode lengths, so decodes take the C++ kernel when it is
+        built (as the engine's runner does); otherwise they take the PyTorch path."""
         arch = model.arch
+        self.native = native
         dtype = model.embed_tokens.weight.dtype
         self.model = model
         self.kv_caches = [
@@ -76,6 +79,9 @@ class PagedRunner:
             num_prefill_tokens=num_prefill,
             decode_slots=decode_slots,
             decode_mask=decode_mask,
+            decode_lens=(
+                torch.tensor([len(c) for c in decode_ctx]) if decodes and self.native else None
+            ),
         )
         hidden = self.model(torch.tensor(tokens), torch.tensor(positions), attn, self.kv_caches)
         return self.model.compute_logits(hidden if every_row else hidden[last_rows])
