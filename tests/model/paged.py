@@ -37,10 +37,12 @@ class PagedRunner:
         self,
         prefills: list[tuple[object, list[int]]],
         decodes: list[tuple[object, int]] = (),
-        every_row: bool = False,
+        every_row: bool | str = False,
     ) -> torch.Tensor:
         """Returns (len(prefills) + len(decodes), vocab) float32 logits of each entry's
-        last new token, or of every new token (T, vocab) when every_row."""
+        last new token, or of every new token (T, vocab) when every_row, or the final
+        hidden states of every new token (T, hidden) when every_row == "hidden" (for
+        long prompts, whose every-row logits would take gigabytes)."""
         tokens, positions, slot_mapping, seqs, last_rows = [], [], [], [], []
         for seq, ids in prefills:
             start = len(self.slots.get(seq, []))
@@ -84,6 +86,8 @@ class PagedRunner:
             ),
         )
         hidden = self.model(torch.tensor(tokens), torch.tensor(positions), attn, self.kv_caches)
+        if every_row == "hidden":
+            return hidden
         return self.model.compute_logits(hidden if every_row else hidden[last_rows])
 
     def greedy(

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenmill.errors import InvalidRequestError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
@@ -117,7 +118,11 @@ class Gemma3ForCausalLM(nn.Module):
         model's max_position_embeddings."""
         super().__init__()
         if not arch.tie_word_embeddings:
-            raise ValueError("Gemma 3 ties its output head to the embeddings.")
+            raise InvalidRequestError(
+                "This Gemma 3 checkpoint has its own output head; Gemma 3 ties it to the "
+                "embeddings, so the file is not one this model class can serve.",
+                param="model",
+            )
         self.arch = arch
         max_positions = max_positions or arch.max_position_embeddings
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
