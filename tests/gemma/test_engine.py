@@ -27,7 +27,7 @@ def llm(gemma_file) -> LLM:
         dtype="float32",
         max_model_len=2048,
         block_size=BLOCK,
-        num_blocks=512,
+        num_kv_blocks=512,
         max_num_batched_tokens=256,
     )
 

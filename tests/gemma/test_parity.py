@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.model.paged import PagedRunner
+from tests.model.runner_steps import RunnerSteps
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def ours_greedy(gemma, prompts) -> dict[str, list[int]]:
     """All prompts prefilled in one step, then decoded as one shrinking batch."""
     names = list(prompts)
     eos = set(gemma.arch.eos_token_ids)
-    runner = PagedRunner(gemma.model, num_slots=2048)
+    runner = RunnerSteps(gemma.model, num_slots=2048)
     outs = runner.greedy([prompts[n] for n in names], NEW_TOKENS, eos)
     return dict(zip(names, outs, strict=True))
 
@@ -119,7 +119,7 @@ def compare_logits(model, hidden, hf_gemma, ref_hidden) -> tuple[torch.Tensor, t
 def test_chat_prefill_logits_match_transformers(gemma, hf_gemma, prompts):
     ids = prompts["chat"]
     ref = reference_logits(hf_gemma, ids)
-    ours = PagedRunner(gemma.model).step([("s", ids)], every_row=True)
+    ours = RunnerSteps(gemma.model).step([("s", ids)], every_row=True)
     diff = (ours - ref).abs().max().item()
     assert diff < SHORT_ATOL, f"max |diff| {diff:.2e}"
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
@@ -135,7 +135,7 @@ def long_reference(hf_gemma, prompts) -> torch.Tensor:
 
 
 def long_hidden(gemma, prompts) -> torch.Tensor:
-    runner = PagedRunner(gemma.model, num_slots=2048)
+    runner = RunnerSteps(gemma.model, num_slots=2048)
     return runner.step([("s", prompts["long"])], every_row="hidden")
 
 
@@ -167,8 +167,8 @@ def test_decode_matches_prefill_across_the_window(gemma, prompts, native):
     """Teacher-forced decodes from position 500 to 560, crossing the point where the
     window starts to drop keys, give the logits of one whole-prompt prefill."""
     ids = prompts["long"][:560]
-    whole = PagedRunner(gemma.model, num_slots=1024).step([("s", ids)], every_row="hidden")
-    runner = PagedRunner(gemma.model, num_slots=1024, seed=5, native=native)
+    whole = RunnerSteps(gemma.model, num_slots=1024).step([("s", ids)], every_row="hidden")
+    runner = RunnerSteps(gemma.model, num_slots=1024, seed=5, native=native)
     steps = [runner.step([("s", ids[:500])])]
     steps += [runner.step([], [("s", t)]) for t in ids[500:]]
     expected = gemma.model.compute_logits(whole[499:])
@@ -178,8 +178,8 @@ def test_decode_matches_prefill_across_the_window(gemma, prompts, native):
 def test_chunked_prefill_matches_whole(gemma, prompts):
     """Chunks attending to a cached context that is longer than the window."""
     ids = prompts["long"]
-    whole = PagedRunner(gemma.model, num_slots=2048).step([("s", ids)], every_row="hidden")
-    runner = PagedRunner(gemma.model, num_slots=2048, seed=3)
+    whole = RunnerSteps(gemma.model, num_slots=2048).step([("s", ids)], every_row="hidden")
+    runner = RunnerSteps(gemma.model, num_slots=2048, seed=3)
     runner.step([("s", ids[:300])])
     runner.step([("s", ids[300:700])])
     last = runner.step([("s", ids[700:])], every_row=True)

@@ -12,11 +12,8 @@ from tokenmill.model.layers.attention_metadata import AttentionMetadata, Prefill
 class PagedRunner:
     """Runs steps of prefill chunks and decodes against one KV cache."""
 
-    def __init__(self, model, num_slots: int = 512, seed: int = 0, native: bool = False) -> None:
-        """native: also pass decode lengths, so decodes take the C++ kernel when it is
-        built (as the engine's runner does); otherwise they take the PyTorch path."""
+    def __init__(self, model, num_slots: int = 512, seed: int = 0) -> None:
         arch = model.arch
-        self.native = native
         dtype = model.embed_tokens.weight.dtype
         self.model = model
         self.kv_caches = [
@@ -37,12 +34,10 @@ class PagedRunner:
         self,
         prefills: list[tuple[object, list[int]]],
         decodes: list[tuple[object, int]] = (),
-        every_row: bool | str = False,
+        every_row: bool = False,
     ) -> torch.Tensor:
         """Returns (len(prefills) + len(decodes), vocab) float32 logits of each entry's
-        last new token, or of every new token (T, vocab) when every_row, or the final
-        hidden states of every new token (T, hidden) when every_row == "hidden" (for
-        long prompts, whose every-row logits would take gigabytes)."""
+        last new token, or of every new token (T, vocab) when every_row."""
         tokens, positions, slot_mapping, seqs, last_rows = [], [], [], [], []
         for seq, ids in prefills:
             start = len(self.slots.get(seq, []))
@@ -81,13 +76,8 @@ class PagedRunner:
             num_prefill_tokens=num_prefill,
             decode_slots=decode_slots,
             decode_mask=decode_mask,
-            decode_lens=(
-                torch.tensor([len(c) for c in decode_ctx]) if decodes and self.native else None
-            ),
         )
         hidden = self.model(torch.tensor(tokens), torch.tensor(positions), attn, self.kv_caches)
-        if every_row == "hidden":
-            return hidden
         return self.model.compute_logits(hidden if every_row else hidden[last_rows])
 
     def greedy(

@@ -8,7 +8,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf.quants import quantize
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 from tokenmill.model.loader.gguf_file import GGUFFile
 
 
@@ -53,5 +53,5 @@ def test_metadata_and_tensors_match_gguf_reader(tmp_path):
 def test_not_a_gguf_file(tmp_path):
     path = tmp_path / "x.gguf"
     path.write_bytes(b"NOPE" + bytes(60))
-    with pytest.raises(InvalidRequestError, match="not a GGUF file"):
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
         GGUFFile.open(path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.model import tiny
-from tests.model.paged import PagedRunner
+from tests.model.runner_steps import RunnerSteps
 from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.loader import load_model
 
@@ -80,7 +80,7 @@ def reference_logits(hf_model, ids: list[int]) -> torch.Tensor:
 def run_all_paths(model, ids: list[int], native: bool = False) -> torch.Tensor:
     """(len(ids), vocab) logits through a whole-prompt prefill longer than the window, a
     chunk over a cached context, and single-token decodes (native: the C++ kernel)."""
-    runner = PagedRunner(model, num_slots=64, native=native)
+    runner = RunnerSteps(model, num_slots=64, native=native)
     return torch.cat(
         [
             runner.step([("s", ids[:8])], every_row=True),

@@ -16,7 +16,7 @@ from typing import Any
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import decoders, models, normalizers
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 
 SPACE = "\u2581"
 
@@ -43,18 +43,18 @@ def implied_merges(pieces: Sequence[str]) -> list[tuple[str, str]]:
 
 def sentencepiece_backend(metadata: Mapping[str, Any]) -> RustTokenizer:
     """A BPE tokenizer (model, normalizer, decoder; no added tokens yet) from a GGUF's
-    `tokenizer.ggml.*` key/values. InvalidRequestError for a vocabulary that wants a
+    `tokenizer.ggml.*` key/values. ModelLoadError for a vocabulary that wants a
     space prefix (Llama 2 style), which has not been checked against a reference."""
     if metadata.get("tokenizer.ggml.add_space_prefix", True):
-        raise InvalidRequestError(
+        raise ModelLoadError(
             "SentencePiece GGUF vocabularies with add_space_prefix are not supported yet; "
             "use the model's HF directory instead.",
-            param="model",
+            setting="model",
         )
     pieces = spelled_pieces(metadata["tokenizer.ggml.tokens"])
     vocab = {piece: i for i, piece in enumerate(pieces)}
     if len(vocab) != len(pieces):
-        raise InvalidRequestError("The GGUF vocabulary spells two tokens the same way.")
+        raise ModelLoadError("The GGUF vocabulary spells two tokens the same way.")
     unk_id = metadata.get("tokenizer.ggml.unknown_token_id")
     backend = RustTokenizer(
         models.BPE(

@@ -98,6 +98,10 @@ class GGUFCheckpoint:
         arch = ArchConfig.from_gguf(file.metadata, names, freq_factors)
         return cls(Path(path), file.metadata, arch, file)
 
+    def sampling_defaults(self) -> dict | None:
+        """GGUF files carry no generation config; packaged models have their own."""
+        return None
+
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_gguf(self.metadata)
 

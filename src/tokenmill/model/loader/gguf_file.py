@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 
 # GGUF value type -> (struct format, numpy dtype) for the fixed-size ones.
 _SCALARS = {
@@ -98,16 +98,16 @@ class GGUFFile:
 
     @classmethod
     def open(cls, path: str | Path) -> GGUFFile:
-        """Parses the header; tensor data is memory-mapped, not read. InvalidRequestError
+        """Parses the header; tensor data is memory-mapped, not read. ModelLoadError
         for a file that is not GGUF v2/v3 or holds a tensor type ggml does not define."""
         buf = np.memmap(path, dtype=np.uint8, mode="r")
         cur = _Cursor(buf)
         if bytes(buf[:4]) != b"GGUF":
-            raise InvalidRequestError(f"{path} is not a GGUF file.", param="model")
+            raise ModelLoadError(f"{path} is not a GGUF file.", setting="model")
         cur.pos = 4
         version = cur.scalar("<I")
         if version not in (2, 3):
-            raise InvalidRequestError(f"GGUF version {version} is not supported.", param="model")
+            raise ModelLoadError(f"GGUF version {version} is not supported.", setting="model")
         n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
         metadata = {}
         for _ in range(n_kv):
@@ -121,9 +121,9 @@ class GGUFFile:
             try:
                 records.append((name, dims, GGMLQuantizationType(kind), offset))
             except ValueError:
-                raise InvalidRequestError(
+                raise ModelLoadError(
                     f"Tensor {name!r} has ggml type {kind}, unknown to this gguf version.",
-                    param="model",
+                    setting="model",
                 ) from None
         align = int(metadata.get("general.alignment", 32))
         start = -(-cur.pos // align) * align

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
@@ -118,10 +118,10 @@ class Gemma3ForCausalLM(nn.Module):
         model's max_position_embeddings."""
         super().__init__()
         if not arch.tie_word_embeddings:
-            raise InvalidRequestError(
+            raise ModelLoadError(
                 "This Gemma 3 checkpoint has its own output head; Gemma 3 ties it to the "
                 "embeddings, so the file is not one this model class can serve.",
-                param="model",
+                setting="model",
             )
         self.arch = arch
         max_positions = max_positions or arch.max_position_embeddings
