@@ -38,9 +38,9 @@ class Gemma3Attention(nn.Module):
 
     def __init__(self, arch: ArchConfig, layer: int) -> None:
         super().__init__()
-        self.q_size, self.kv_size = arch.q_size, arch.kv_size
-        self.num_heads, self.num_kv_heads = arch.num_heads, arch.num_kv_heads
+        self.num_heads, self.num_kv_heads = arch.heads_of(layer), arch.num_kv_heads
         self.head_dim = arch.head_dim
+        self.q_size, self.kv_size = self.num_heads * arch.head_dim, arch.kv_size
         self.qkv_proj = nn.Linear(
             arch.hidden_size, self.q_size + 2 * self.kv_size, bias=arch.attention_bias
         )
@@ -49,7 +49,7 @@ class Gemma3Attention(nn.Module):
         self.k_norm = GemmaRMSNorm(arch.head_dim, arch.rms_norm_eps)
         self.sliding_window = arch.layer_window(layer)
         self.attn = PagedAttention(
-            arch.num_heads,
+            self.num_heads,
             arch.num_kv_heads,
             arch.head_dim,
             scale=arch.query_scale,
@@ -73,11 +73,11 @@ class Gemma3Attention(nn.Module):
 class Gemma3MLP(nn.Module):
     """GeGLU feed-forward with the gate and up projections fused."""
 
-    def __init__(self, arch: ArchConfig) -> None:
+    def __init__(self, arch: ArchConfig, layer: int = 0) -> None:
         super().__init__()
-        self.intermediate_size = arch.intermediate_size
-        self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * arch.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(arch.intermediate_size, arch.hidden_size, bias=False)
+        self.intermediate_size = arch.intermediate_size_of(layer)
+        self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * self.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(self.intermediate_size, arch.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, hidden). Returns (T, hidden)."""
@@ -90,6 +90,7 @@ class Gemma3DecoderLayer(nn.Module):
     is added to the residual stream."""
 
     def __init__(self, arch: ArchConfig, layer: int) -> None:
+        """layer: this block's index, which picks its window and (pruned) shape."""
         super().__init__()
         hidden, eps = arch.hidden_size, arch.rms_norm_eps
         self.is_sliding = arch.layer_window(layer) is not None
@@ -97,7 +98,7 @@ class Gemma3DecoderLayer(nn.Module):
         self.self_attn = Gemma3Attention(arch, layer)
         self.post_attention_layernorm = GemmaRMSNorm(hidden, eps)
         self.pre_feedforward_layernorm = GemmaRMSNorm(hidden, eps)
-        self.mlp = Gemma3MLP(arch)
+        self.mlp = Gemma3MLP(arch, layer)
         self.post_feedforward_layernorm = GemmaRMSNorm(hidden, eps)
 
     def forward(self, x, cos, sin, kv_cache, attn: AttentionMetadata) -> torch.Tensor:
