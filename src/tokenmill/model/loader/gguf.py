@@ -1,7 +1,8 @@
 """Weights, architecture and tokenizer from a GGUF file (llama.cpp's format).
 
-Quantized tensors are dequantized to float32 one at a time and cast to the serving
-dtype at once, so at most one float32 tensor exists beside the model's weights.
+Quantized tensors (any type `gguf.quants` can dequantize: Q4_0/1, Q5_0/1, Q8_0, the
+K-quants, ...) are dequantized to float32 one at a time and cast to the serving dtype
+at once, so at most one float32 tensor exists beside the model's weights.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from tokenmill.model.arch import ArchConfig
+from tokenmill.model.loader.gguf_file import GGUFFile
 from tokenmill.model.tokenizer import Tokenizer
 
 # llama.cpp name -> HF name, for names outside the numbered blocks.
@@ -37,19 +38,33 @@ _BLOCK_NAMES = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+# Where an architecture gives a llama.cpp name another meaning: Gemma norms both before
+# and after each sublayer, and its `ffn_norm` is the one before the MLP.
+_ARCH_BLOCK_NAMES = {
+    arch: {"ffn_norm": "pre_feedforward_layernorm"} for arch in ("gemma2", "gemma3")
 }
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 # llama.cpp's converter reorders q/k rows for its interleaved RoPE only for these.
 _PERMUTED_ARCHS = ("llama",)
 _ROPE_FREQS = "rope_freqs.weight"
+# llama.cpp's converter stores Gemma's RMSNorm weights as 1 + w (its norm multiplies by the
+# weight alone); HF's modules, and ours, hold w and add the 1 themselves.
+_NORM_PLUS_ONE_ARCHS = ("gemma", "gemma2", "gemma3")
 
 
-def hf_name(name: str) -> str:
-    """The HF checkpoint name of GGUF tensor `name`; KeyError for an unknown one."""
+def hf_name(name: str, arch: str = "llama") -> str:
+    """The HF checkpoint name of GGUF tensor `name` in architecture `arch`; KeyError for
+    an unknown one."""
     match = _BLOCK.fullmatch(name)
     if match:
         layer, part, leaf = match.groups()
-        return f"model.layers.{layer}.{_BLOCK_NAMES[part]}.{leaf}"
+        part = _ARCH_BLOCK_NAMES.get(arch, {}).get(part) or _BLOCK_NAMES[part]
+        return f"model.layers.{layer}.{part}.{leaf}"
     base, _, leaf = name.rpartition(".")
     return f"{_GLOBAL_NAMES[base]}.{leaf}"
 
@@ -68,20 +83,20 @@ class GGUFCheckpoint:
     path: Path
     metadata: dict[str, Any]
     arch: ArchConfig
-    reader: GGUFReader
+    file: GGUFFile
 
     @classmethod
     def open(cls, path: str | Path) -> GGUFCheckpoint:
         """Reads the header and metadata; tensor data stays memory-mapped."""
-        reader = GGUFReader(str(path))
-        metadata = {name: field.contents() for name, field in reader.fields.items()}
-        names = {t.name for t in reader.tensors}
+        file = GGUFFile.open(path)
+        names = {t.name for t in file.tensors}
         freq_factors: tuple[float, ...] = ()
         if _ROPE_FREQS in names:
-            tensor = next(t for t in reader.tensors if t.name == _ROPE_FREQS)
-            freq_factors = tuple(float(x) for x in np.asarray(tensor.data).reshape(-1))
-        arch = ArchConfig.from_gguf(metadata, names, freq_factors)
-        return cls(Path(path), metadata, arch, reader)
+            tensor = next(t for t in file.tensors if t.name == _ROPE_FREQS)
+            freqs = dequantize(tensor.data, tensor.tensor_type).reshape(-1)
+            freq_factors = tuple(float(x) for x in freqs)
+        arch = ArchConfig.from_gguf(file.metadata, names, freq_factors)
+        return cls(Path(path), file.metadata, arch, file)
 
     def sampling_defaults(self) -> dict | None:
         """GGUF files carry no generation config; packaged models have their own."""
@@ -91,18 +106,23 @@ class GGUFCheckpoint:
         return Tokenizer.from_gguf(self.metadata)
 
     def weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-        """(HF name, tensor in `dtype`) for every weight, q/k in HF's row order."""
-        permuted = self.arch.architecture in _PERMUTED_ARCHS
-        for tensor in self.reader.tensors:
+        """(HF name, tensor in `dtype`) for every weight, q/k in HF's row order and norm
+        weights as HF holds them."""
+        arch = self.arch.architecture
+        permuted = arch in _PERMUTED_ARCHS
+        plus_one = arch in _NORM_PLUS_ONE_ARCHS
+        for tensor in self.file.tensors:
             if tensor.name == _ROPE_FREQS:
                 continue
             w = dequantize(tensor.data, tensor.tensor_type)
-            # Logical shape, outermost first; F32 1-D data may come flat already.
+            # Logical shape, outermost first.
             w = w.reshape([int(d) for d in reversed(tensor.shape)])
             if permuted and ".attn_q." in tensor.name:
                 w = unpermute(w, self.arch.num_heads)
             elif permuted and ".attn_k." in tensor.name:
                 w = unpermute(w, self.arch.num_kv_heads)
+            if plus_one and tensor.name.endswith("norm.weight"):
+                w = w - np.float32(1.0)
             if not w.flags.writeable:
                 w = w.copy()  # an unquantized tensor comes back as a view of the mmap
-            yield hf_name(tensor.name), torch.from_numpy(w).to(dtype)
+            yield hf_name(tensor.name, arch), torch.from_numpy(w).to(dtype)
