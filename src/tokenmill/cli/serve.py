@@ -78,6 +78,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_observability(config: AppConfig):
+    """The exported parts the settings turn on, and the policies that feed them."""
+    from tokenmill.gateway.call_metrics import CallMetricsPolicy
+    from tokenmill.observability.metrics import Metrics
+    from tokenmill.server.observability import Observability
+
+    obs, observers = Observability(), []
+    if config.observability.metrics:
+        obs.metrics = Metrics()
+        observers.append(CallMetricsPolicy(obs.metrics))
+    return obs, observers
+
+
 def serve(config: AppConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
     graceful shutdown, 1 if the model failed to load)."""
@@ -110,13 +123,15 @@ def serve(config: AppConfig) -> int:
         if server is not None:
             server.should_exit = True
 
+    observability, observers = build_observability(config)
     app = build_app(
         server_config,
         lambda: AsyncEngine.from_config(config.engine),
         on_ready=on_ready,
         on_fatal=on_fatal,
-        pipeline_factory=lambda engine: build_pipeline(engine, config, redis),
+        pipeline_factory=lambda engine: build_pipeline(engine, config, redis, None, observers),
         keys=keys,
+        observability=observability,
     )
     uv_config = uvicorn.Config(
         app,

@@ -203,6 +203,7 @@ class OutputProcessor:
                     prompt_logprobs=state.prompt_logprobs,
                     num_cached_tokens=state.completions[0].request.num_cached_tokens,
                     deltas=deltas,
+                    queue_time_s=state.completions[0].request.queue_time_s,
                 )
             )
             state.emitted_prompt_logprobs = True

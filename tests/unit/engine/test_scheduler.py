@@ -74,7 +74,9 @@ def test_long_prompt_is_chunked_and_shares_steps_with_decodes():
     assert shares == {short.request_id: 1, long.request_id: 15}
     out = run_step(sched)
     assert {s.request.request_id: s.num_new_tokens for s in out.scheduled} == {
-        short.request_id: 1, long.request_id: 15}
+        short.request_id: 1,
+        long.request_id: 15,
+    }
 
 
 def test_priority_then_fcfs_admission():
@@ -131,3 +133,18 @@ def test_abort_frees_everything_at_any_point():
     assert kv.pool.num_used == 0 and kv.num_seqs == 0
     assert not sched.has_unfinished()
     assert sched.schedule().scheduled == []
+
+
+def test_queue_time_is_set_once_at_first_admission():
+    sched, _ = make_scheduler(max_seqs=1)
+    first, second = make_request(8, max_tokens=3), make_request(8, max_tokens=3)
+    sched.add(first)
+    sched.add(second)
+    run_step(sched)
+    assert first.queue_time_s is not None and first.queue_time_s >= 0
+    assert second.queue_time_s is None  # still waiting behind max_seqs=1
+    admitted_at = first.first_scheduled_time
+    run_to_end(sched)
+    assert first.first_scheduled_time == admitted_at
+    assert second.first_scheduled_time >= admitted_at
+    assert second.queue_time_s >= first.queue_time_s
