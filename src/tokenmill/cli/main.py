@@ -117,10 +117,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "serve":
         config = config_from_args(AppConfig, args, env)
-        logging.basicConfig(
-            level=config.server.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from tokenmill.observability.log_records import configure_logging
+
+        configure_logging(config.server.log_level, config.observability.log_format)
         from tokenmill.cli.serve import serve
 
         return serve(config)

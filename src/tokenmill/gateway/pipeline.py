@@ -59,11 +59,36 @@ class Pipeline:
         return handle
 
     async def _post_call(self, ctx: CallContext) -> None:
+        _log_call(ctx)
         for policy in self.policies:
             try:
                 await policy.post_call(ctx)
             except Exception:
                 logger.exception("post_call of policy %s failed", policy.name)
+
+
+def _log_call(ctx: CallContext) -> None:
+    """One line per call, linking its completion id to the request id on the line;
+    counts and timings only, never prompt or output text."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    call = ctx.call
+    if ctx.error is not None:
+        code = getattr(ctx.error, "code", None) or type(ctx.error).__name__
+        logger.info(
+            "%s %s failed after %.3f s: %s", call.kind, call.request_id, ctx.latency_s, code
+        )
+        return
+    usage = ctx.result.usage if ctx.result is not None else None
+    logger.info(
+        "%s %s done in %.3f s: %d prompt + %d completion tokens%s",
+        call.kind,
+        call.request_id,
+        ctx.latency_s,
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+        f", served by {ctx.served_by}" if ctx.served_by else "",
+    )
 
 
 class CallHandle:

@@ -44,6 +44,7 @@ from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.observability import Observability
 from tokenmill.server.observability import install as install_observability
 from tokenmill.server.openapi import install_openapi
+from tokenmill.server.request_id import RequestId
 from tokenmill.server.serving.generation import GenerationService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
@@ -104,6 +105,7 @@ def build_app(
         app.add_middleware(AuthMiddleware, keys=keys)
     if observability is not None:
         install_observability(app, state, observability)
+    app.add_middleware(RequestId)  # outermost: the id covers every line of the request
     install_error_handlers(app)
     install_openapi(app, state)
 
