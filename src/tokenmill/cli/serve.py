@@ -78,8 +78,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_observability(config: AppConfig):
-    """The exported parts the settings turn on, and the policies that feed them."""
+def build_observability(config: AppConfig, tracing=None):
+    """The exported parts the settings turn on, and the policies that feed them.
+    `tracing` (a Tracing) replaces the OTLP one --otlp-endpoint would make (tests)."""
     from tokenmill.gateway.call_metrics import CallMetricsPolicy
     from tokenmill.observability.metrics import Metrics
     from tokenmill.server.observability import Observability
@@ -88,7 +89,21 @@ def build_observability(config: AppConfig):
     if config.observability.metrics:
         obs.metrics = Metrics()
         observers.append(CallMetricsPolicy(obs.metrics))
+    if tracing is None and config.observability.otlp_endpoint:
+        from tokenmill.observability.tracing import Tracing
+
+        tracing = Tracing.otlp(config.observability.otlp_endpoint)
+    if tracing is not None:
+        from tokenmill.gateway.call_tracing import CallTracingPolicy
+
+        obs.tracing = tracing
+        observers.append(CallTracingPolicy(tracing))
     return obs, observers
+
+
+def obs_tracer(observability):
+    """The tracer the pipeline spans policies with, or None when tracing is off."""
+    return observability.tracing.tracer if observability.tracing is not None else None
 
 
 def serve(config: AppConfig) -> int:
@@ -129,7 +144,9 @@ def serve(config: AppConfig) -> int:
         lambda: AsyncEngine.from_config(config.engine),
         on_ready=on_ready,
         on_fatal=on_fatal,
-        pipeline_factory=lambda engine: build_pipeline(engine, config, redis, None, observers),
+        pipeline_factory=lambda engine: build_pipeline(
+            engine, config, redis, None, observers, obs_tracer(observability)
+        ),
         keys=keys,
         observability=observability,
     )
@@ -143,4 +160,6 @@ def serve(config: AppConfig) -> int:
     )
     server = _Server(uv_config, app.state.tokenmill)
     server.run(sockets=[sock])
+    if observability.tracing is not None:
+        observability.tracing.shutdown()  # exports the spans still batched
     return exit_code

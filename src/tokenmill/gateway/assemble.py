@@ -119,6 +119,7 @@ def build_pipeline(
     redis=None,
     embedder=None,
     observers: Sequence[Policy] = (),
+    tracer=None,
 ) -> Pipeline:
     """The pipeline over one local engine, with the configured fallbacks and policies."""
     gw = config.gateway
@@ -133,4 +134,4 @@ def build_pipeline(
         ]
         chained = FallbackBackend(backend, targets, gw.breaker_failures, gw.breaker_cooldown)
         router = SingleModelRouter(engine.model_name, chained)
-    return Pipeline(router, build_policies(config, redis, embedder, observers))
+    return Pipeline(router, build_policies(config, redis, embedder, observers), tracer)

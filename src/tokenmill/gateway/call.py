@@ -85,6 +85,8 @@ class PromptInfo:
     num_cached_tokens: int = 0
     queue_time_s: float | None = None
     """Seconds the engine kept it waiting before its first step (None: no local engine)."""
+    scheduled_at: float | None = None
+    """When the engine first scheduled it (time.monotonic; None: no local engine)."""
 
 
 @dataclass

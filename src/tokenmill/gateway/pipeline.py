@@ -26,9 +26,12 @@ _finishing: set[asyncio.Task] = set()
 class Pipeline:
     """Runs calls through its policies, in order, to the model the router picks."""
 
-    def __init__(self, router: Router, policies: Sequence[Policy] = ()):
+    def __init__(self, router: Router, policies: Sequence[Policy] = (), tracer=None):
+        """`tracer` (OpenTelemetry's, or None when tracing is off) spans each policy's
+        pre_call."""
         self.router = router
         self.policies = list(policies)
+        self.tracer = tracer
 
     async def start(self, call: Call) -> CallHandle:
         """Routes `call`, runs every pre_call hook and starts the model. Raises a
@@ -38,7 +41,11 @@ class Pipeline:
         try:
             ctx.route = self.router.route(call)
             for policy in self.policies:
-                await policy.pre_call(ctx)
+                if self.tracer is None or not _spanned(policy):
+                    await policy.pre_call(ctx)
+                    continue
+                with self.tracer.start_as_current_span(f"policy {policy.name}"):
+                    await policy.pre_call(ctx)
             if ctx.result is not None:
                 stream = _Replay(ctx.result)
             else:
@@ -65,6 +72,10 @@ class Pipeline:
                 await policy.post_call(ctx)
             except Exception:
                 logger.exception("post_call of policy %s failed", policy.name)
+
+
+def _spanned(policy: Policy) -> bool:
+    return policy.spanned and type(policy).pre_call is not Policy.pre_call
 
 
 def _log_call(ctx: CallContext) -> None:

@@ -8,6 +8,7 @@ app. Nothing here runs on the request path except the HTTP status counter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.responses import Response
@@ -16,18 +17,26 @@ from tokenmill.observability.metrics import CONTENT_TYPE, Metrics
 from tokenmill.server.http_metrics import HttpMetrics
 from tokenmill.server.state import ServerState
 
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from tokenmill.observability.tracing import Tracing
+
 
 @dataclass
 class Observability:
     """What the server exports; None parts are off."""
 
     metrics: Metrics | None = None
+    tracing: Tracing | None = None
 
 
 def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
     """Mounts the configured parts on `app`; mutates the app and the metrics registry."""
     if obs.metrics is not None:
         _install_metrics(app, state, obs.metrics)
+    if obs.tracing is not None:
+        from tokenmill.server.http_tracing import HttpTracing
+
+        app.add_middleware(HttpTracing, tracing=obs.tracing)
 
 
 def _install_metrics(app: FastAPI, state: ServerState, metrics: Metrics) -> None:
