@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -78,9 +79,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_observability(config: AppConfig, tracing=None):
+def build_observability(config: AppConfig, tracing=None, drift_embedder=None):
     """The exported parts the settings turn on, and the policies that feed them.
-    `tracing` (a Tracing) replaces the OTLP one --otlp-endpoint would make (tests)."""
+    `tracing` (a Tracing) replaces the OTLP one --otlp-endpoint would make, and
+    `drift_embedder` the sentence encoder drift would load (tests)."""
     from tokenmill.gateway.call_metrics import CallMetricsPolicy
     from tokenmill.observability.metrics import Metrics
     from tokenmill.server.observability import Observability
@@ -98,7 +100,31 @@ def build_observability(config: AppConfig, tracing=None):
 
         obs.tracing = tracing
         observers.append(CallTracingPolicy(tracing))
+    if config.observability.drift:
+        obs.drift = drift_policy(config, drift_embedder)
+        observers.append(obs.drift)
     return obs, observers
+
+
+def drift_policy(config: AppConfig, embedder=None):
+    """The drift policy over a monitor of the --drift-* settings; loads the sentence
+    encoder (about a second) unless `embedder` is given, and the --drift-profile."""
+    from tokenmill.gateway.call_drift import DriftPolicy
+    from tokenmill.observability.drift import DriftMonitor, Profile
+
+    encoder = None
+    if embedder is None:
+        from tokenmill.engine.embedding import EmbeddingService
+        from tokenmill.gateway.assemble import ServiceEmbedder
+
+        service = EmbeddingService.from_config(config.embedding)
+        service.start()
+        embedder, encoder = ServiceEmbedder(service), service.model_name
+    path = config.observability.drift_profile
+    if path and not Path(path).is_file():
+        raise ConfigError(f"--drift-profile {path}: no such file.", setting="drift_profile")
+    profile = Profile.load(path) if path else None
+    return DriftPolicy(DriftMonitor(config.drift, profile, encoder), embedder)
 
 
 def obs_tracer(observability):

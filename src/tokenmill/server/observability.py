@@ -7,12 +7,15 @@ app. Nothing here runs on the request path except the HTTP status counter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from tokenmill.errors import TokenmillError
+from tokenmill.gateway.call_drift import DriftPolicy
+from tokenmill.observability.drift import DriftReport
 from tokenmill.observability.metrics import CONTENT_TYPE, Metrics
 from tokenmill.server.http_metrics import HttpMetrics
 from tokenmill.server.state import ServerState
@@ -21,18 +24,28 @@ if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
     from tokenmill.observability.tracing import Tracing
 
 
+class NotEnabledError(TokenmillError):
+    """An endpoint whose feature the server was started without (HTTP 404)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    default_code = "not_enabled"
+
+
 @dataclass
 class Observability:
     """What the server exports; None parts are off."""
 
     metrics: Metrics | None = None
     tracing: Tracing | None = None
+    drift: DriftPolicy | None = None
 
 
 def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
     """Mounts the configured parts on `app`; mutates the app and the metrics registry."""
     if obs.metrics is not None:
         _install_metrics(app, state, obs.metrics)
+    _install_drift(app, state, obs)
     if obs.tracing is not None:
         from tokenmill.server.http_tracing import HttpTracing
 
@@ -52,3 +65,29 @@ def _install_metrics(app: FastAPI, state: ServerState, metrics: Metrics) -> None
         """Prometheus metrics (text format 0.0.4, whatever the Accept header asks, so the
         `tokenmill:` names stay as documented)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _install_drift(app: FastAPI, state: ServerState, obs: Observability) -> None:
+    drift = obs.drift
+    if drift is not None and obs.metrics is not None:
+        drift.on_report = lambda report: _set_drift_gauges(obs.metrics, state, report)
+
+    @app.get("/v1/monitoring/drift", tags=["monitoring"])
+    async def drift_report() -> dict:
+        """Each drift signal's score, p-value, threshold, window sizes and status, and
+        the overall `status`: "collecting", "ok" or "drift"."""
+        if drift is None:
+            raise NotEnabledError(
+                "Drift monitoring is off on this server; start it with --drift (and "
+                "optionally --drift-profile FILE)."
+            )
+        report = await drift.report()
+        return {**report.to_dict(), "feed": asdict(drift.stats)}
+
+
+def _set_drift_gauges(metrics: Metrics, state: ServerState, report: DriftReport) -> None:
+    model = state.model_name
+    for signal in report.signals:
+        if signal.score is not None:
+            metrics.drift_score.labels(model, signal.name).set(signal.score)
+        metrics.drift_alarm.labels(model, signal.name).set(1 if signal.status == "drift" else 0)

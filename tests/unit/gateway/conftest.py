@@ -20,12 +20,17 @@ from tokenmill.server.app import build_app
 
 @contextmanager
 def gateway_client(
-    engine: FakeEngine, redis=None, embedder=None, tracing=None, **settings: Any
+    engine: FakeEngine,
+    redis=None,
+    embedder=None,
+    tracing=None,
+    drift_embedder=None,
+    **settings: Any,
 ) -> Iterator[TestClient]:
     """A ready TestClient whose pipeline the given settings (flag names) configure,
     with the observability `tokenmill serve` would build from them."""
     config = build(AppConfig, settings)
-    observability, observers = build_observability(config, tracing)
+    observability, observers = build_observability(config, tracing, drift_embedder)
     keys = KeyStore.from_settings(config.gateway.api_key, config.gateway.keys)
     app = build_app(
         config.server,
