@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from tokenmill import __version__
 from tokenmill.bench.cli import add_bench_parser
 from tokenmill.cli.drift import add_drift_parser
+from tokenmill.cli.feedback import add_feedback_parser
 from tokenmill.cli.generate import add_sampling_flags
 from tokenmill.cli.settings import AppConfig, EngineConfig, add_settings, config_from_args
 from tokenmill.errors import ConfigError, TokenmillError
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands)
     add_optimize_parser(commands)
     add_drift_parser(commands)
+    add_feedback_parser(commands)
     return parser
 
 
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("bench", "optimize", "drift"):
+    if args.command in ("bench", "optimize", "drift", "feedback"):
         return args.func(args)
     try:
         return _run(args, env)

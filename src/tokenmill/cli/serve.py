@@ -103,6 +103,12 @@ def build_observability(config: AppConfig, tracing=None, drift_embedder=None):
     if config.observability.drift:
         obs.drift = drift_policy(config, drift_embedder)
         observers.append(obs.drift)
+    if config.observability.feedback_db:
+        from tokenmill.gateway.call_feedback import FeedbackPolicy
+        from tokenmill.observability.feedback import FeedbackStore
+
+        obs.feedback = FeedbackStore(config.observability.feedback_db)
+        observers.append(FeedbackPolicy(obs.feedback))
     return obs, observers
 
 

@@ -139,7 +139,7 @@ class Metrics:
         self.feedback = Counter(
             PREFIX + "feedback_ratings",
             "Feedback ratings received, by the rated call's model version and rating.",
-            [*m, "rating"],
+            [*m, "model_version", "rating"],
             registry=r,
         )
         self.drift_score = Gauge(

@@ -16,7 +16,9 @@ from starlette.responses import Response
 from tokenmill.errors import TokenmillError
 from tokenmill.gateway.call_drift import DriftPolicy
 from tokenmill.observability.drift import DriftReport
+from tokenmill.observability.feedback import FeedbackStore
 from tokenmill.observability.metrics import CONTENT_TYPE, Metrics
+from tokenmill.server.feedback_routes import install_feedback
 from tokenmill.server.http_metrics import HttpMetrics
 from tokenmill.server.state import ServerState
 
@@ -39,6 +41,7 @@ class Observability:
     metrics: Metrics | None = None
     tracing: Tracing | None = None
     drift: DriftPolicy | None = None
+    feedback: FeedbackStore | None = None
 
 
 def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
@@ -46,6 +49,10 @@ def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
     if obs.metrics is not None:
         _install_metrics(app, state, obs.metrics)
     _install_drift(app, state, obs)
+    if obs.feedback is not None:
+        install_feedback(app, obs.feedback, obs.metrics)
+    else:
+        _install_feedback_off(app)
     if obs.tracing is not None:
         from tokenmill.server.http_tracing import HttpTracing
 
@@ -91,3 +98,12 @@ def _set_drift_gauges(metrics: Metrics, state: ServerState, report: DriftReport)
         if signal.score is not None:
             metrics.drift_score.labels(model, signal.name).set(signal.score)
         metrics.drift_alarm.labels(model, signal.name).set(1 if signal.status == "drift" else 0)
+
+
+def _install_feedback_off(app: FastAPI) -> None:
+    def refuse() -> None:
+        raise NotEnabledError(
+            "Feedback is off on this server; start it with --feedback-db FILE to store ratings."
+        )
+
+    app.add_api_route("/v1/feedback", refuse, methods=["GET", "POST"], include_in_schema=False)
