@@ -8,10 +8,12 @@ app. Nothing here runs on the request path except the HTTP status counter.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
 
 from tokenmill.errors import TokenmillError
 from tokenmill.gateway.call_drift import DriftPolicy
@@ -49,6 +51,7 @@ def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
     if obs.metrics is not None:
         _install_metrics(app, state, obs.metrics)
     _install_drift(app, state, obs)
+    _install_console(app)
     if obs.feedback is not None:
         install_feedback(app, obs.feedback, obs.metrics)
     else:
@@ -107,3 +110,17 @@ def _install_feedback_off(app: FastAPI) -> None:
         )
 
     app.add_api_route("/v1/feedback", refuse, methods=["GET", "POST"], include_in_schema=False)
+
+
+UI_DIR = Path(__file__).with_name("ui")
+
+
+def _install_console(app: FastAPI) -> None:
+    """The web console's static files at /ui/ (open without a key: the page asks for
+    one before it calls anything)."""
+
+    @app.get("/ui", include_in_schema=False)
+    async def console_root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui/", StaticFiles(directory=UI_DIR, html=True), name="console")
