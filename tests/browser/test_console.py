@@ -93,6 +93,11 @@ def test_the_dashboard_charts_move_under_load(browser_page):
             page.wait_for_function(
                 "document.getElementById('m-ttft').textContent.includes('ms')", timeout=10_000
             )
+            if os.environ.get("TOKENMILL_SCREENSHOTS"):  # let the charts fill a little
+                page.wait_for_function(
+                    "Number(document.getElementById('chart-throughput').dataset.points) >= 12",
+                    timeout=60_000,
+                )
             screenshot(page, "console-dashboard.png")
         finally:
             stop.set()
