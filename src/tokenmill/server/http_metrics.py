@@ -9,6 +9,7 @@ from tokenmill.observability.metrics import Metrics
 UNMATCHED = "unmatched"
 """The route label of requests no route matched (404s, refusals before routing): raw
 paths would let clients grow the label set without bound."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class HttpMetrics:
@@ -34,4 +35,5 @@ class HttpMetrics:
             await self.app(scope, receive, send_counting)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
