@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma lint bench bench-compare \
+.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser lint bench bench-compare \
 	bench-edge bench-embeddings bench-drift guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
@@ -33,7 +33,13 @@ serve: $(STAMP)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma
+	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma --ignore=tests/browser
+
+# The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
+# installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
+# also saves the screenshots.
+test-browser: $(STAMP)
+	TOKENMILL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

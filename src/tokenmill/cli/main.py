@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 from tokenmill import __version__
 from tokenmill.bench.cli import add_bench_parser
+from tokenmill.cli.drift import add_drift_parser
+from tokenmill.cli.feedback import add_feedback_parser
 from tokenmill.cli.generate import add_sampling_flags
 from tokenmill.cli.settings import AppConfig, EngineConfig, add_settings, config_from_args
 from tokenmill.errors import ConfigError, TokenmillError
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(chat, EngineConfig)
     add_bench_parser(commands)
     add_optimize_parser(commands)
+    add_drift_parser(commands)
+    add_feedback_parser(commands)
     return parser
 
 
@@ -100,7 +104,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("bench", "optimize"):
+    if args.command in ("bench", "optimize", "drift", "feedback"):
         return args.func(args)
     try:
         return _run(args, env)
@@ -117,10 +121,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.command == "serve":
         config = config_from_args(AppConfig, args, env)
-        logging.basicConfig(
-            level=config.server.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from tokenmill.observability.log_records import configure_logging
+
+        configure_logging(config.server.log_level, config.observability.log_format)
         from tokenmill.cli.serve import serve
 
         return serve(config)

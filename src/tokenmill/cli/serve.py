@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -78,6 +79,65 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_observability(config: AppConfig, tracing=None, drift_embedder=None):
+    """The exported parts the settings turn on, and the policies that feed them.
+    `tracing` (a Tracing) replaces the OTLP one --otlp-endpoint would make, and
+    `drift_embedder` the sentence encoder drift would load (tests)."""
+    from tokenmill.gateway.call_metrics import CallMetricsPolicy
+    from tokenmill.observability.metrics import Metrics
+    from tokenmill.server.observability import Observability
+
+    obs, observers = Observability(), []
+    if config.observability.metrics:
+        obs.metrics = Metrics()
+        observers.append(CallMetricsPolicy(obs.metrics))
+    if tracing is None and config.observability.otlp_endpoint:
+        from tokenmill.observability.tracing import Tracing
+
+        tracing = Tracing.otlp(config.observability.otlp_endpoint)
+    if tracing is not None:
+        from tokenmill.gateway.call_tracing import CallTracingPolicy
+
+        obs.tracing = tracing
+        observers.append(CallTracingPolicy(tracing))
+    if config.observability.drift:
+        obs.drift = drift_policy(config, drift_embedder)
+        observers.append(obs.drift)
+    if config.observability.feedback_db:
+        from tokenmill.gateway.call_feedback import FeedbackPolicy
+        from tokenmill.observability.feedback import FeedbackStore
+
+        obs.feedback = FeedbackStore(config.observability.feedback_db)
+        observers.append(FeedbackPolicy(obs.feedback))
+    return obs, observers
+
+
+def drift_policy(config: AppConfig, embedder=None):
+    """The drift policy over a monitor of the --drift-* settings; loads the sentence
+    encoder (about a second) unless `embedder` is given, and the --drift-profile."""
+    from tokenmill.gateway.call_drift import DriftPolicy
+    from tokenmill.observability.drift import DriftMonitor, Profile
+
+    encoder = None
+    if embedder is None:
+        from tokenmill.engine.embedding import EmbeddingService
+        from tokenmill.gateway.assemble import ServiceEmbedder
+
+        service = EmbeddingService.from_config(config.embedding)
+        service.start()
+        embedder, encoder = ServiceEmbedder(service), service.model_name
+    path = config.observability.drift_profile
+    if path and not Path(path).is_file():
+        raise ConfigError(f"--drift-profile {path}: no such file.", setting="drift_profile")
+    profile = Profile.load(path) if path else None
+    return DriftPolicy(DriftMonitor(config.drift, profile, encoder), embedder)
+
+
+def obs_tracer(observability):
+    """The tracer the pipeline spans policies with, or None when tracing is off."""
+    return observability.tracing.tracer if observability.tracing is not None else None
+
+
 def serve(config: AppConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
     graceful shutdown, 1 if the model failed to load)."""
@@ -110,13 +170,17 @@ def serve(config: AppConfig) -> int:
         if server is not None:
             server.should_exit = True
 
+    observability, observers = build_observability(config)
     app = build_app(
         server_config,
         lambda: AsyncEngine.from_config(config.engine),
         on_ready=on_ready,
         on_fatal=on_fatal,
-        pipeline_factory=lambda engine: build_pipeline(engine, config, redis),
+        pipeline_factory=lambda engine: build_pipeline(
+            engine, config, redis, None, observers, obs_tracer(observability)
+        ),
         keys=keys,
+        observability=observability,
     )
     uv_config = uvicorn.Config(
         app,
@@ -128,4 +192,6 @@ def serve(config: AppConfig) -> int:
     )
     server = _Server(uv_config, app.state.tokenmill)
     server.run(sockets=[sock])
+    if observability.tracing is not None:
+        observability.tracing.shutdown()  # exports the spans still batched
     return exit_code

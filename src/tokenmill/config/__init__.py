@@ -20,6 +20,7 @@ from tokenmill.config.engine import (
     SchedulerConfig,
 )
 from tokenmill.config.gateway import GatewayConfig
+from tokenmill.config.observability import ObservabilityConfig
 from tokenmill.config.server import ServerConfig
 
 
@@ -31,6 +32,8 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "EngineConfig",
     "GatewayConfig",
     "ModelConfig",
+    "ObservabilityConfig",
     "SchedulerConfig",
     "ServerConfig",
 ]

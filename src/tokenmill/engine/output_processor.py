@@ -203,6 +203,8 @@ class OutputProcessor:
                     prompt_logprobs=state.prompt_logprobs,
                     num_cached_tokens=state.completions[0].request.num_cached_tokens,
                     deltas=deltas,
+                    queue_time_s=state.completions[0].request.queue_time_s,
+                    scheduled_at=state.completions[0].request.first_scheduled_time,
                 )
             )
             state.emitted_prompt_logprobs = True

@@ -4,6 +4,7 @@ sequence, a prompt and the tokens generated after it)."""
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +79,15 @@ class Request:
     num_preemptions: int = 0
     wants_prompt_logprobs: bool = False
     """True for the one sequence of a parent that reports prompt logprobs."""
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_scheduled_time: float | None = None
+    """When the scheduler first admitted it (time.monotonic): queue time for metrics."""
+
+    @property
+    def queue_time_s(self) -> float | None:
+        if self.first_scheduled_time is None:
+            return None
+        return self.first_scheduled_time - self.arrival_time
 
     @property
     def num_tokens(self) -> int:

@@ -13,6 +13,7 @@ that cheap).
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass, field
 
 from tokenmill.config import SchedulerConfig
@@ -112,6 +113,7 @@ class Scheduler:
             heapq.heappop(self._waiting)
             if req.num_preemptions == 0:
                 req.num_cached_tokens = prefix.num_tokens
+                req.first_scheduled_time = time.monotonic()
             req.num_computed_tokens = prefix.num_tokens
             req.status = RequestStatus.RUNNING
             self.running.append(req)

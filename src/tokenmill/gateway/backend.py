@@ -90,6 +90,8 @@ class _LocalStream:
                 text=p.text,
                 prompt_logprobs=run.prompt_logprobs[i],
                 num_cached_tokens=run.final[i].num_cached_tokens if run.final[i] else 0,
+                queue_time_s=run.final[i].queue_time_s if run.final[i] else None,
+                scheduled_at=run.final[i].scheduled_at if run.final[i] else None,
             )
             for i, p in enumerate(run.prompts)
         ]

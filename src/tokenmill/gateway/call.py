@@ -83,6 +83,10 @@ class PromptInfo:
     text: str | None = None
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     num_cached_tokens: int = 0
+    queue_time_s: float | None = None
+    """Seconds the engine kept it waiting before its first step (None: no local engine)."""
+    scheduled_at: float | None = None
+    """When the engine first scheduled it (time.monotonic; None: no local engine)."""
 
 
 @dataclass

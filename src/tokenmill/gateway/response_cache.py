@@ -66,6 +66,7 @@ class ResponseCachePolicy(Policy):
             result.model = ctx.model
             ctx.result = result
             ctx.decisions[self.name] = "hit"
+            ctx.decisions["cache_kind"] = "exact" if vector is None else "semantic"
             ctx.headers[CACHE_HEADER] = "hit"
             ctx.served_by = "cache"
             return

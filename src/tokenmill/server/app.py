@@ -41,7 +41,10 @@ from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
+from tokenmill.server.observability import Observability
+from tokenmill.server.observability import install as install_observability
 from tokenmill.server.openapi import install_openapi
+from tokenmill.server.request_id import RequestId
 from tokenmill.server.serving.generation import GenerationService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
@@ -67,6 +70,7 @@ def build_app(
     on_fatal: Callable[[BaseException], None] | None = None,
     pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     keys: KeyStore | None = None,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
@@ -99,6 +103,9 @@ def build_app(
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     if keys is not None and keys.enabled:
         app.add_middleware(AuthMiddleware, keys=keys)
+    if observability is not None:
+        install_observability(app, state, observability)
+    app.add_middleware(RequestId)  # outermost: the id covers every line of the request
     install_error_handlers(app)
     install_openapi(app, state)
 

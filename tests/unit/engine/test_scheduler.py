@@ -140,3 +140,18 @@ def test_abort_frees_everything_at_any_point():
     assert kv.pool.num_used == 0 and kv.num_seqs == 0
     assert not sched.has_unfinished()
     assert sched.schedule().scheduled == []
+
+
+def test_queue_time_is_set_once_at_first_admission():
+    sched, _ = make_scheduler(max_seqs=1)
+    first, second = make_request(8, max_tokens=3), make_request(8, max_tokens=3)
+    sched.add(first)
+    sched.add(second)
+    run_step(sched)
+    assert first.queue_time_s is not None and first.queue_time_s >= 0
+    assert second.queue_time_s is None  # still waiting behind max_seqs=1
+    admitted_at = first.first_scheduled_time
+    run_to_end(sched)
+    assert first.first_scheduled_time == admitted_at
+    assert second.first_scheduled_time >= admitted_at
+    assert second.queue_time_s >= first.queue_time_s

@@ -11,6 +11,7 @@ stops iterating early, which it records in `aborted`.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +130,11 @@ class FakeEngine:
             prompt_lps = [None] + [self._logprobs(t, params.prompt_logprobs) for t in ids[1:]]
         self.running.add(request_id)
         finished = False
+        arrived, scheduled = time.monotonic(), None
         try:
             while True:
                 await asyncio.sleep(self.step_delay_s)
+                scheduled = scheduled or time.monotonic()
                 deltas = []
                 for out, text in zip(outs, texts):
                     if out.finished:
@@ -166,6 +169,8 @@ class FakeEngine:
                     finished=finished,
                     prompt_logprobs=prompt_lps,
                     deltas=deltas,
+                    queue_time_s=scheduled - arrived,
+                    scheduled_at=scheduled,
                 )
                 if finished:
                     return
