@@ -117,6 +117,7 @@ def serve(config: AppConfig) -> int:
         on_fatal=on_fatal,
         pipeline_factory=lambda engine: build_pipeline(engine, config, redis),
         keys=keys,
+        batch=config.batch,
     )
     uv_config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tokenmill.config.batch import BatchConfig
 from tokenmill.config.engine import (
     DTYPES,
     QUANTIZATIONS,
@@ -28,12 +29,14 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 __all__ = [
     "DTYPES",
     "QUANTIZATIONS",
     "AppConfig",
+    "BatchConfig",
     "CacheConfig",
     "EngineConfig",
     "GatewayConfig",
