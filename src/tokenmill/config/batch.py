@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tokenmill.config.engine import EngineConfig
+from tokenmill.config.gateway import GatewayConfig
 from tokenmill.config.setting import setting
 from tokenmill.errors import ConfigError
 
@@ -48,3 +50,11 @@ class BatchConfig:
     @property
     def max_file_bytes(self) -> int:
         return int(self.batch_max_file_mib * 2**20)
+
+
+@dataclass(frozen=True)
+class OfflineBatchConfig:
+    """What `tokenmill batch` is configured with: the model and the gateway's policies."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
