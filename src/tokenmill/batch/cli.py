@@ -56,6 +56,7 @@ def run_batch_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = config_from_args(OfflineBatchConfig, args, env)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from tokenmill.batch.offline import run_offline
+
     if config.gateway.api_key or config.gateway.keys:
         raise ConfigError(
             "tokenmill batch has no clients to authenticate: --api-key and --keys do not apply."

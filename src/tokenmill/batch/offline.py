@@ -56,8 +56,7 @@ def run_offline(
     tmp = output_path.with_name(f".{output_path.name}.tmp")
     try:
         with open(tmp, "w") as out:
-            for record in records:
-                out.write(json.dumps(record) + "\n")
+            out.writelines(json.dumps(record) + "\n" for record in records)
         tmp.replace(output_path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
