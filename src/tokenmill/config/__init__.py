@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tokenmill.config.batch import BatchConfig
+from tokenmill.config.drift import MIN_DRIFT_WINDOW, DriftConfig
+from tokenmill.config.embedding import EmbeddingConfig
 from tokenmill.config.engine import (
     DTYPES,
     QUANTIZATIONS,
@@ -30,14 +32,18 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 __all__ = [
     "DTYPES",
+    "MIN_DRIFT_WINDOW",
     "QUANTIZATIONS",
     "AppConfig",
     "BatchConfig",
     "CacheConfig",
+    "DriftConfig",
+    "EmbeddingConfig",
     "EngineConfig",
     "GatewayConfig",
     "ModelConfig",

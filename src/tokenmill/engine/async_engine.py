@@ -154,7 +154,7 @@ class AsyncEngine:
             if isinstance(cmd, GenerationRequest):
                 try:
                     self.core.add_request(cmd)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any refusal goes to its caller
                     self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
             elif isinstance(cmd, _Abort):
                 self._deliver(self.core.abort(cmd.request_id))

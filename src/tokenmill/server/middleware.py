@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokenmill.server.errors import PayloadTooLargeError, error_from_exception
+from tokenmill.server.errors import PayloadTooLargeError, send_error
 
 
 class BodySizeLimit:
@@ -54,19 +52,7 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send, limit: int, upload: bool) -> None:
         flag = "--batch-max-file-mib" if upload else "--max-body-mib"
-        payload = json.dumps(error_from_exception(PayloadTooLargeError(limit, flag))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, PayloadTooLargeError(limit, flag), {"connection": "close"})
 
 
 def _content_length(scope: Scope) -> int | None:
