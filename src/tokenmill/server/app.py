@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from tokenmill import __version__
-from tokenmill.config import ServerConfig
+from tokenmill.config import BatchConfig, ServerConfig
 from tokenmill.gateway.auth import KeyStore
 from tokenmill.gateway.engine_client import EngineClient
 from tokenmill.gateway.pipeline import Pipeline
@@ -38,6 +38,7 @@ from tokenmill.protocol.misc import (
     VersionResponse,
 )
 from tokenmill.server.auth import AuthMiddleware
+from tokenmill.server.batch_routes import FILES_PATH, install_batch_routes
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
@@ -45,6 +46,7 @@ from tokenmill.server.observability import Observability
 from tokenmill.server.observability import install as install_observability
 from tokenmill.server.openapi import install_openapi
 from tokenmill.server.request_id import RequestId
+from tokenmill.server.serving.batches import BatchService
 from tokenmill.server.serving.generation import GenerationService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
@@ -71,10 +73,12 @@ def build_app(
     pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     keys: KeyStore | None = None,
     observability: Observability | None = None,
+    batch: BatchConfig | None = None,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
-    let the caller print the startup line or exit on a failed load."""
+    let the caller print the startup line or exit on a failed load. With `batch`, it
+    also serves the Batch API and runs its batches once the model is ready."""
     state = ServerState(
         config,
         engine_factory,
@@ -82,15 +86,23 @@ def build_app(
         on_fatal=on_fatal,
         pipeline_factory=pipeline_factory,
     )
+    batches = BatchService(batch, state) if batch is not None else None
+
+    async def load() -> None:
+        await state.load()
+        if batches is not None and state.phase is Phase.READY:
+            await batches.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.ensure_future(state.load())
+        loader = asyncio.ensure_future(load())
         try:
             yield
         finally:
             if not loader.done():
                 loader.cancel()
+            if batches is not None:
+                await batches.stop(timeout_s=config.shutdown_grace + 5)
             await state.close()
 
     app = FastAPI(
@@ -100,7 +112,8 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.tokenmill = state
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    upload_limit = {FILES_PATH: batch.max_file_bytes} if batch is not None else {}
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, path_limits=upload_limit)
     if keys is not None and keys.enabled:
         app.add_middleware(AuthMiddleware, keys=keys)
     if observability is not None:
@@ -113,6 +126,8 @@ def build_app(
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
         return Response(status_code=499)
 
+    if batches is not None:
+        install_batch_routes(app, batches)
     generation = GenerationService(state)
     tokenizer = TokenizerService(state)
 

@@ -28,10 +28,10 @@ class PayloadTooLargeError(TokenmillError):
     status_code = 413
     error_type = "invalid_request_error"
 
-    def __init__(self, limit_bytes: int):
+    def __init__(self, limit_bytes: int, flag: str = "--max-body-mib"):
         super().__init__(
             f"The request body is larger than the server's limit of {limit_bytes} bytes. "
-            "Send a smaller request or start the server with a larger --max-body-mib.",
+            f"Send a smaller request or start the server with a larger {flag}.",
             code="request_too_large",
         )
 
