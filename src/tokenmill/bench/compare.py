@@ -263,7 +263,6 @@ def run_compare(cfg: CompareConfig, command: str = "tokenmill bench compare") ->
     """Measure every peer under every plan and write the report, plot and JSON record."""
     cpu = cpuinfo.detect()
     plans = pinning.plans(cpu, cfg.plans)
-    pinning.pin(os.getpid(), plans[0].client_cpus)
     print(f"CPU: {cpu.model}; {cpu.flag_summary()}", flush=True)
     suites = _suites(cfg)
     empty = {"dataset": "not run"}
@@ -282,6 +281,8 @@ def run_compare(cfg: CompareConfig, command: str = "tokenmill bench compare") ->
     llama_binary, llama_failure = None, ""
     if LLAMA in cfg.peers:
         llama_binary, llama_failure = _llama(cfg, cpu, plans[0].peer_cpus, record)
+    # Only now: a llama.cpp build above may use every core.
+    pinning.pin(os.getpid(), plans[0].client_cpus)
     gate = Gate(cfg.gate)
     for plan in plans:
         print(f"[{plan.name}] {plan.title}", flush=True)
