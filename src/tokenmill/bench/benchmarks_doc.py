@@ -29,9 +29,10 @@ def _workload_text(rec: CompareRecord) -> str:
         )
     if t.get("dataset") != "not run":
         lines.append(
-            f"- TTFT suite: one stream, {t['requests_per_repeat']} random prompts per repeat "
-            f"of each length ({', '.join(str(n) for n in t['prompt_lens'])} tokens), "
-            f"{t['output_len']} output tokens; prefill tok/s = prompt tokens / TTFT p50."
+            f"- TTFT suite: one stream, random prompts of "
+            f"{', '.join(str(n) for n in t['prompt_lens'])} tokens "
+            f"({t['requests_per_repeat']} a repeat of each length), {t['output_len']} output "
+            f"tokens; prefill tok/s = prompt tokens / TTFT p50."
         )
     return "\n".join(lines)
 

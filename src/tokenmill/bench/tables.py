@@ -68,42 +68,34 @@ def targets_table(verdicts: list[Verdict]) -> str:
     return _table(header, rows)
 
 
+THROUGHPUT_COLUMNS = (
+    ("output tok/s", "output_tok_s", 1, 1.0),
+    ("total tok/s", "total_tok_s", 0, 1.0),
+    ("TTFT p50 ms", "ttft_p50_ms", 0, 1.0),
+    ("TPOT p50 ms", "tpot_p50_ms", 1, 1.0),
+    ("ITL p99 ms", "itl_p99_ms", 1, 1.0),
+    ("peak RSS MB", "rss_peak_bytes", 0, 1e-6),
+)
+
+
 def throughput_table(plan: PlanRecord, repeats: int) -> str:
-    """Per concurrency and peer: throughput, latencies, memory, failed requests."""
+    """Per concurrency and peer: throughput, latencies, memory, failed requests. A peer
+    with no run of a level gets one "failed" (or "-") cell, not one per column."""
     keys = sorted({lv.key for p in plan.peers for lv in p.levels if lv.suite == THROUGHPUT})
     rows = []
     for c in keys:
         for p in plan.peers:
             lv = p.level(THROUGHPUT, c)
-            failed = "-" if lv is None else str(sum(s.failed for s in lv.counted))
-
-            def fig(name: str, digits: int = 1, scale: float = 1.0, p=p, c=c) -> str:
-                return cell(p, THROUGHPUT, c, name, repeats, digits, scale)
-
-            rows.append(
-                [
-                    str(c),
-                    p.name,
-                    fig("output_tok_s"),
-                    fig("total_tok_s", 0),
-                    fig("ttft_p50_ms", 0),
-                    fig("tpot_p50_ms"),
-                    fig("itl_p99_ms"),
-                    fig("rss_peak_bytes", 0, 1e-6),
-                    failed,
-                ]
-            )
-    header = [
-        "concurrency",
-        "peer",
-        "output tok/s",
-        "total tok/s",
-        "TTFT p50 ms",
-        "TPOT p50 ms",
-        "ITL p99 ms",
-        "peak RSS MB",
-        "failed requests",
-    ]
+            if lv is None or not lv.samples:
+                missing = "failed" if THROUGHPUT in p.failures else "-"
+                rows.append([str(c), p.name, missing] + [""] * len(THROUGHPUT_COLUMNS))
+                continue
+            figures = [
+                cell(p, THROUGHPUT, c, name, repeats, digits, scale)
+                for _, name, digits, scale in THROUGHPUT_COLUMNS
+            ]
+            rows.append([str(c), p.name, *figures, str(sum(s.failed for s in lv.counted))])
+    header = ["concurrency", "peer", *(t for t, *_ in THROUGHPUT_COLUMNS), "failed requests"]
     return _table(header, rows)
 
 
