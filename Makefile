@@ -78,11 +78,13 @@ bench: $(STAMP)
 		--markdown docs/offline_throughput.md
 	$(BIN)/python benchmarks/perplexity.py --out docs/perplexity.json
 
-# tokenmill (int8) against llama.cpp's llama-server and transformers on one workload;
-# builds llama-server into ~/.cache/tokenmill on first use; writes docs/benchmarks.md.
+# tokenmill (defaults, and --quantization int8) against llama.cpp's llama-server and
+# transformers, every peer pinned to the same cores with the same threads, 3 runs a level on
+# a quiet machine (hours on 2 cores); builds llama-server into ~/.cache/tokenmill on first
+# use; writes docs/benchmarks.md, .png and .json.
 bench-compare: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
-	$(BIN)/tokenmill bench compare --tokenmill-args="--quantization int8"
+	$(BIN)/tokenmill bench compare
 
 # Sentence-embedding throughput (batch 1 vs batched) and per-prompt latency: docs/embeddings.md.
 bench-embeddings: $(STAMP)
