@@ -20,6 +20,7 @@ from tokenmill.config.engine import (
     SchedulerConfig,
 )
 from tokenmill.config.gateway import GatewayConfig
+from tokenmill.config.registry import RegistryConfig
 from tokenmill.config.server import ServerConfig
 
 
@@ -31,6 +32,7 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "EngineConfig",
     "GatewayConfig",
     "ModelConfig",
+    "RegistryConfig",
     "SchedulerConfig",
     "ServerConfig",
 ]

@@ -123,3 +123,14 @@ def build_pipeline(engine: EngineClient, config: AppConfig, redis=None, embedder
         chained = FallbackBackend(backend, targets, gw.breaker_failures, gw.breaker_cooldown)
         router = SingleModelRouter(engine.model_name, chained)
     return Pipeline(router, build_policies(config, redis, embedder))
+
+
+def build_registry_pipeline(registry, config: AppConfig, redis=None, embedder=None) -> Pipeline:
+    """The pipeline over a model registry (--models): the version policy first (it
+    gives each call's in-flight count back to its version), then the usual policies.
+    Fallback targets are not chained under --models (versions replace them)."""
+    from tokenmill.gateway.versions import VersionPolicy
+
+    if config.gateway.fallback:
+        raise ConfigError("--fallback is not supported with --models yet.", "fallback")
+    return Pipeline(registry, [VersionPolicy(registry), *build_policies(config, redis, embedder)])

@@ -25,6 +25,7 @@ from tokenmill.gateway.pipeline import Pipeline
 from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.protocol.common import ErrorResponse
 from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
+from tokenmill.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -43,6 +44,8 @@ from tokenmill.server.errors import install_error_handlers
 from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.openapi import install_openapi
 from tokenmill.server.serving.generation import GenerationService
+from tokenmill.server.serving.models import registry_card, registry_cards
+from tokenmill.server.serving.tasks import TaskService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
 
@@ -67,6 +70,7 @@ def build_app(
     on_fatal: Callable[[BaseException], None] | None = None,
     pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     keys: KeyStore | None = None,
+    deployer=None,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
@@ -77,6 +81,7 @@ def build_app(
         on_ready=on_ready,
         on_fatal=on_fatal,
         pipeline_factory=pipeline_factory,
+        deployer=deployer,
     )
 
     @contextlib.asynccontextmanager
@@ -108,6 +113,7 @@ def build_app(
 
     generation = GenerationService(state)
     tokenizer = TokenizerService(state)
+    tasks = TaskService(state)
 
     @app.post(
         "/v1/chat/completions",
@@ -129,16 +135,29 @@ def build_app(
         """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
         return await generation.create("completion", body, raw)
 
+    @app.post(
+        "/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, tags=["openai"]
+    )
+    async def create_embedding(body: EmbeddingRequest, raw: Request) -> Response:
+        """Sentence embeddings from a registered `task = "embed"` model (--models)."""
+        return await tasks.embed(body, raw)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:
-        """The one model this server serves."""
+        """Every served name and NAME@VERSION (one card without --models)."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return ModelList(data=registry_cards(state.deployer.registry))
         return ModelList(data=[_model_card(state)])
 
     @app.get(
         "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["openai"]
     )
     async def get_model(model_id: str) -> ModelCard:
-        """The served model's card; 404 for any other name."""
+        """A served name's or NAME@VERSION's card; 404 for any other."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return registry_card(state.deployer.registry, model_id)
         state.check_model(model_id)
         return _model_card(state)
 
