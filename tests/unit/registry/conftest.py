@@ -56,11 +56,16 @@ class FakeEmbeddingService:
         return np.array([[len(t), t[1], 0, 0] for t in token_ids], dtype=np.float32)
 
 
+SCRIPTS: dict[str, str] = {}
+"""NAME@VERSION -> the text its fake engine answers (default "vVERSION")."""
+
+
 def fake_model(spec: ModelSpec, weight_bytes: int = 100) -> LoadedModel:
     if spec.task == "embed":
         backend = EmbeddingBackend(FakeEmbeddingService())
     else:
-        backend = LocalBackend(FakeEngine(script=f"v{spec.version}", model_name=spec.name))
+        script = SCRIPTS.get(spec.key, f"v{spec.version}")
+        backend = LocalBackend(FakeEngine(script=script, model_name=spec.name))
     return LoadedModel(backend, weight_bytes, close=lambda: None)
 
 
