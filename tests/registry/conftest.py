@@ -48,6 +48,8 @@ def registry_server(tmp_path_factory, models_file) -> Iterator[ServerProcess]:
         "8",
         "--kv-cache-memory-gib",
         "0.25",
+        "--max-model-len",
+        "2048",
         "--admin-open",
     )
     yield srv

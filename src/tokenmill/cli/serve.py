@@ -86,9 +86,14 @@ def registry_deployer(config: AppConfig):
 
     from tokenmill.gateway import model_loader
     from tokenmill.gateway.deployer import Deployer
-    from tokenmill.gateway.models_file import read_models_file
+    from tokenmill.gateway.models_file import read_models_file, read_state
 
     specs = read_models_file(config.registry.models)
+    state_path = config.registry.registry_state or f"{config.registry.models}.state.json"
+    saved = read_state(state_path)
+    if saved is not None:
+        logger.info("serving the registry state saved in %s (delete it to reset)", state_path)
+        specs = saved
     first = next((s for s in specs if s.task == "generate"), None)
     if first is None:
         raise ConfigError('the models file needs at least one task = "generate" model.', "models")
@@ -111,10 +116,11 @@ def registry_deployer(config: AppConfig):
 
     deployer = Deployer(
         lambda spec: model_loader.load(spec, config),
-        estimate=model_loader.estimate_bytes,
+        estimate=lambda spec: model_loader.estimate_bytes(spec, config),
         memory_budget_bytes=int(budget * 2**30) if budget else None,
         initial=ordered,
         adopt_engine=adopt,
+        state_path=state_path,
     )
     return deployer, dataclasses.replace(config.engine, model=model)
 
@@ -166,6 +172,7 @@ def serve(config: AppConfig) -> int:
         pipeline_factory=pipeline_factory,
         keys=keys,
         deployer=deployer,
+        admin_open=config.registry.admin_open,
     )
     uv_config = uvicorn.Config(
         app,

@@ -34,10 +34,11 @@ def module_bytes(*modules) -> int:
     return total
 
 
-def estimate_bytes(spec: ModelSpec) -> int:
-    """What loading `spec` will take, before loading it: its weight file's size (int8
-    of a float file: a quarter; float32 of a quantized GGUF: its parameters x 4 are
-    unknown here, so the file size x 4 as an upper bound). Encoders: their directory."""
+def estimate_bytes(spec: ModelSpec, config: AppConfig | None = None) -> int:
+    """What loading `spec` will take, before loading it: for a generative model its
+    weight file's size (x4 for a quantized GGUF served in float: an upper bound on the
+    dequantized weights) plus the KV cache the settings give each engine; for an encoder
+    its directory's size. Raises ModelNotFoundError for an unknown source."""
     if spec.task == "ner":
         return 50 * 2**20
     if spec.task == "embed":
@@ -50,8 +51,9 @@ def estimate_bytes(spec: ModelSpec) -> int:
     source = resolve_model(spec.source)
     size = _size(source.path)
     if source.format == "gguf" and spec.quantization is None:
-        return size * 4  # dequantized to float32 at load: at most 4 bytes a weight
-    return size
+        size *= 4  # dequantized to float32 at load: at most 4 bytes a weight
+    kv = int(config.engine.cache.memory_gib * 2**30) if config else 0
+    return size + kv
 
 
 def _size(path: Path) -> int:

@@ -18,6 +18,8 @@ A name's non-shadow traffic must add up to 100 (a version at 0 is loaded but idl
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,7 @@ class ModelSpec:
         if values.get("quantization") in ("none", ""):
             values["quantization"] = None
         for text in ("name", "source", "task", "dtype"):
-            if text in values and not isinstance(values[text], str):
+            if values.get(text) is not None and not isinstance(values[text], str):
                 raise ConfigError(f"{where}: {text} must be a string.", "models")
         if not isinstance(values.get("traffic", 0), int | float) or isinstance(
             values.get("traffic"), bool
@@ -146,3 +148,32 @@ def read_models_file(path: str | Path) -> list[ModelSpec]:
     ]
     check_traffic(specs, f"models file {path}")
     return specs
+
+
+def read_state(path: str | Path) -> list[ModelSpec] | None:
+    """The specs the admin API last saved, or None when there is no state file yet."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        specs = [
+            ModelSpec.from_table(t, f"registry state {path}, entry #{i + 1}")
+            for i, t in enumerate(data["models"])
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"cannot read registry state {path}: {exc}. Fix or delete it (the models file "
+            "is then used as written).",
+            "registry_state",
+        ) from None
+    check_traffic(specs, f"registry state {path}")
+    return specs
+
+
+def write_state(path: str | Path, specs: list[ModelSpec]) -> None:
+    """Saves `specs` atomically (a crash leaves the old state or the new, never half)."""
+    path = Path(path).expanduser()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2))
+    os.replace(tmp, path)

@@ -38,6 +38,7 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
     VersionResponse,
 )
+from tokenmill.server.admin import install_admin
 from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
@@ -71,6 +72,7 @@ def build_app(
     pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     keys: KeyStore | None = None,
     deployer=None,
+    admin_open: bool = False,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
@@ -106,6 +108,7 @@ def build_app(
         app.add_middleware(AuthMiddleware, keys=keys)
     install_error_handlers(app)
     install_openapi(app, state)
+    install_admin(app, state, admin_open)
 
     @app.exception_handler(ClientDisconnected)
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:

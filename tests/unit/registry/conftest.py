@@ -94,6 +94,7 @@ def registry_client(
         pipeline_factory=lambda e: build_registry_pipeline(deployer.registry, config),
         keys=keys,
         deployer=deployer,
+        admin_open=config.registry.admin_open,
     )
     with TestClient(app) as client:
         wait_ready(client)

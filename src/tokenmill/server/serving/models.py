@@ -9,7 +9,7 @@ from tokenmill.gateway.registry import Deployment, Registry
 from tokenmill.protocol.misc import ModelCard, PrecisionInfo
 
 
-def _version_card(d: Deployment) -> ModelCard:
+def version_card(d: Deployment) -> ModelCard:
     info = d.model.info if d.model is not None else {}
     precision = info.get("precision")
     return ModelCard(
@@ -46,7 +46,7 @@ def registry_cards(registry: Registry) -> list[ModelCard]:
     cards = []
     for name in registry.names():
         cards.append(_name_card(registry, name))
-        cards.extend(_version_card(d) for d in registry.versions(name))
+        cards.extend(version_card(d) for d in registry.versions(name))
     return cards
 
 
@@ -57,4 +57,4 @@ def registry_card(registry: Registry, model_id: str) -> ModelCard:
         raise ModelNotFoundError(f"No served model is called {name!r} (see GET /v1/models).")
     if not version:
         return _name_card(registry, name)
-    return _version_card(registry.get(model_id))
+    return version_card(registry.get(model_id))
