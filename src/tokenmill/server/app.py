@@ -38,6 +38,7 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
     VersionResponse,
 )
+from tokenmill.protocol.tasks import ClassifyRequest, ClassifyResponse, NerRequest, NerResponse
 from tokenmill.server.admin import install_admin
 from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.disconnect import ClientDisconnected
@@ -144,6 +145,17 @@ def build_app(
     async def create_embedding(body: EmbeddingRequest, raw: Request) -> Response:
         """Sentence embeddings from a registered `task = "embed"` model (--models)."""
         return await tasks.embed(body, raw)
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, tags=["tasks"])
+    async def classify(body: ClassifyRequest, raw: Request) -> Response:
+        """Label probabilities per input: zero-shot on a generative model (each label's
+        likelihood after an instruction), or a registered classify model."""
+        return await tasks.classify(body, raw)
+
+    @app.post("/v1/ner", response_model=NerResponse, responses=_ERRORS, tags=["tasks"])
+    async def ner(body: NerRequest, raw: Request) -> Response:
+        """Named entities with character offsets, from a registered `task = "ner"` model."""
+        return await tasks.ner(body, raw)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:

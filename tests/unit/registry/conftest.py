@@ -63,6 +63,10 @@ SCRIPTS: dict[str, str] = {}
 def fake_model(spec: ModelSpec, weight_bytes: int = 100) -> LoadedModel:
     if spec.task == "embed":
         backend = EmbeddingBackend(FakeEmbeddingService())
+    elif spec.task == "ner":
+        from tokenmill.gateway.model_loader import _load_tagger
+
+        return _load_tagger(spec)  # the real spaCy pipeline: ~1 s to load
     else:
         script = SCRIPTS.get(spec.key, f"v{spec.version}")
         backend = LocalBackend(FakeEngine(script=script, model_name=spec.name))

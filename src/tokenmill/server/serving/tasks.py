@@ -11,6 +11,16 @@ from starlette.responses import Response
 
 from tokenmill.gateway.call import Call
 from tokenmill.protocol.embeddings import EmbeddingRequest, build_embedding_response
+from tokenmill.protocol.tasks import (
+    Classification,
+    ClassifyRequest,
+    ClassifyResponse,
+    Entity,
+    NerRequest,
+    NerResponse,
+    NerResult,
+    TaskUsage,
+)
 from tokenmill.server.disconnect import cancel_on_disconnect
 from tokenmill.server.serving.common import ignored_fields_headers
 from tokenmill.server.state import ServerState
@@ -38,3 +48,34 @@ class TaskService:
         ctx, headers = await self._run("embed", "/v1/embeddings", body, raw)
         payload = build_embedding_response(ctx.body, ctx.result.output, model=ctx.model)
         return Response(payload.model_dump_json(), media_type="application/json", headers=headers)
+
+    async def classify(self, body: ClassifyRequest, raw: Request) -> Response:
+        """Each input's label probabilities, most probable first."""
+        ctx, headers = await self._run("classify", "/v1/classify", body, raw)
+        data = []
+        for i, probs in enumerate(ctx.result.output):
+            ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+            data.append(
+                Classification(
+                    index=i,
+                    label=ranked[0][0],
+                    scores=[{"label": k, "probability": v} for k, v in ranked],
+                )
+            )
+        payload = ClassifyResponse(model=ctx.model, data=data, usage=_usage(ctx))
+        return Response(payload.model_dump_json(), media_type="application/json", headers=headers)
+
+    async def ner(self, body: NerRequest, raw: Request) -> Response:
+        """Each input's entities with character offsets."""
+        ctx, headers = await self._run("ner", "/v1/ner", body, raw)
+        data = [
+            NerResult(index=i, entities=[Entity(**e) for e in entities])
+            for i, entities in enumerate(ctx.result.output)
+        ]
+        payload = NerResponse(model=ctx.model, data=data, usage=_usage(ctx))
+        return Response(payload.model_dump_json(), media_type="application/json", headers=headers)
+
+
+def _usage(ctx) -> TaskUsage:
+    tokens = ctx.result.usage.prompt_tokens
+    return TaskUsage(prompt_tokens=tokens, total_tokens=tokens)
