@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize lint bench bench-compare \
+.PHONY: install serve test test-unit test-model test-e2e test-registry task-quality test-optimize lint bench bench-compare \
 	bench-edge bench-embeddings bench-drift guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
@@ -31,7 +31,7 @@ serve: $(STAMP)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow
+	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/registry
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -41,6 +41,17 @@ test-model: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The model registry on real models (SmolLM2 float32 + int8, MiniLM): routing, the
+# openai SDK's embeddings, the hot swap under load and a restart. A few minutes.
+test-registry: $(STAMP)
+	$(BIN)/python -m pytest -q tests/registry
+
+# Quality of /v1/classify (zero-shot SmolLM2 vs VADER) and /v1/ner (spaCy) on the
+# labelled sets in benchmarks/data; writes docs/task_quality.json.
+task-quality: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,tasks]'
+	$(BIN)/python benchmarks/task_quality.py --out docs/task_quality.json
 
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,

@@ -6,7 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+import tests.e2e.conftest as e2e
 from tests.e2e.conftest import ServerProcess, start_server
+
+# Three models load one after the other; on a busy 2-core box that takes minutes.
+e2e.READY_TIMEOUT_S = max(e2e.READY_TIMEOUT_S, 900)
 
 MODELS_TOML = """
 [[models]]
