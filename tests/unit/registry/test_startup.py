@@ -28,7 +28,7 @@ def test_saved_state_wins_over_the_file(tmp_path):
     models = tmp_path / "models.toml"
     models.write_text('[[models]]\nname = "lm"\n')
     write_state(f"{models}.state.json", [ModelSpec("lm", "3", quantization="int8")])
-    deployer, engine = registry_deployer(build(AppConfig, {"models": str(models)}))
+    deployer, _engine = registry_deployer(build(AppConfig, {"models": str(models)}))
     assert [s.key for s in deployer.initial] == ["lm@3"]
     (tmp_path / "models.toml.state.json").write_text("{not json")
     with pytest.raises(ConfigError, match="delete it"):
