@@ -116,7 +116,7 @@ def main() -> None:
         proc = start_server(models, args.port)
         http = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=600)
         try:
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 1800
             while True:
                 assert proc.poll() is None, "the server exited"
                 assert time.monotonic() < deadline, "the server never became ready"
