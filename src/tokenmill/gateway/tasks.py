@@ -64,7 +64,10 @@ class ZeroShotClassifier:
     """A generative model as a classifier: each (input, label) pair is a prompt ending in
     the label after an instruction; the label's log-likelihood (the engine's prompt
     logprobs, nothing generated) ranks it. All pairs are submitted at once, so they
-    batch in one pass and share their prefix through the prefix cache."""
+    share engine steps. The pairs of one input share their token prefix, but the
+    engine computes prompt logprobs for every position, so its prefix cache does not
+    skip that prefix (measured: 0 prefix-cache hits): asking the engine for the last
+    positions' logprobs only would let it."""
 
     def __init__(self, engine, timeout_s: float | None = None, name: str = "local"):
         self.engine = engine

@@ -28,7 +28,7 @@ def test_zero_shot_scores_each_label_by_its_likelihood():
         engine = client.deployer.registry.get("lm@1").model.backend.engine
         calls = engine.calls[-4:]
         assert all(c.params.max_tokens == 0 and c.params.prompt_logprobs == 0 for c in calls)
-        # both labels of one input share the instruction prefix (prefix cache)
+        # both labels of one input share the instruction prefix, label tokens last
         assert calls[0].prompt_token_ids[:-5] == calls[1].prompt_token_ids[:-2]
         assert body["usage"]["prompt_tokens"] == sum(len(c.prompt_token_ids) for c in calls)
 
