@@ -101,7 +101,7 @@ def registry_client(
         admin_open=config.registry.admin_open,
     )
     with TestClient(app) as client:
-        wait_ready(client)
+        wait_ready(client, timeout_s=120)  # spaCy loads in seconds, more on a busy box
         client.deployer = deployer
         yield client
 
