@@ -18,8 +18,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser \
-	test-batch test-kafka lint bench bench-compare bench-edge bench-embeddings bench-drift \
-	guardrails-eval clean
+	test-batch test-kafka test-registry task-quality lint bench bench-compare bench-edge \
+	bench-embeddings bench-drift guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,7 +35,8 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
-		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka
+		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka \
+		--ignore=tests/registry
 
 # The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
 # installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
@@ -65,6 +66,17 @@ test-batch: $(STAMP)
 # fixture, or the one TOKENMILL_TEST_KAFKA=HOST:PORT names); a few minutes.
 test-kafka: $(STAMP)
 	$(BIN)/python -m pytest -q tests/kafka
+
+# The model registry on real models (SmolLM2 float32 + int8, MiniLM): routing, the
+# openai SDK's embeddings, the hot swap under load and a restart. A few minutes.
+test-registry: $(STAMP)
+	$(BIN)/python -m pytest -q tests/registry
+
+# Quality of /v1/classify (zero-shot SmolLM2 vs VADER) and /v1/ner (spaCy) on the
+# labelled sets in benchmarks/data; writes docs/task_quality.json.
+task-quality: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,tasks]'
+	$(BIN)/python benchmarks/task_quality.py --out docs/task_quality.json
 
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,

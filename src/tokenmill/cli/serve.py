@@ -138,18 +138,66 @@ def obs_tracer(observability):
     return observability.tracing.tracer if observability.tracing is not None else None
 
 
+def registry_deployer(config: AppConfig):
+    """The deployer for --models FILE, and the engine config of the file's first
+    generate model (the server loads it as its own engine; the deployer loads the rest).
+    ConfigError for a file without a generate model or with an unknown source."""
+    import dataclasses
+
+    from tokenmill.gateway import model_loader
+    from tokenmill.gateway.deployer import Deployer
+    from tokenmill.gateway.models_file import read_models_file, read_state
+
+    specs = read_models_file(config.registry.models)
+    state_path = config.registry.registry_state or f"{config.registry.models}.state.json"
+    saved = read_state(state_path)
+    if saved is not None:
+        logger.info("serving the registry state saved in %s (delete it to reset)", state_path)
+        specs = saved
+    first = next((s for s in specs if s.task == "generate"), None)
+    if first is None:
+        raise ConfigError('the models file needs at least one task = "generate" model.', "models")
+    for spec in specs:
+        model_loader.estimate_bytes(spec)  # an unknown source fails before loading
+    ordered = [first, *(s for s in specs if s is not first)]
+    model = dataclasses.replace(
+        config.engine.model,
+        model=first.source,
+        dtype=first.dtype,
+        quantization=first.quantization,
+        served_model_name=first.name,
+    )
+    budget = config.registry.memory_budget_gib
+
+    def adopt(engine):
+        loaded = model_loader.engine_model(engine, config.server.request_timeout)
+        loaded.close = lambda: None  # the server drains its own engine
+        return loaded
+
+    deployer = Deployer(
+        lambda spec: model_loader.load(spec, config),
+        estimate=lambda spec: model_loader.estimate_bytes(spec, config),
+        memory_budget_bytes=int(budget * 2**30) if budget else None,
+        initial=ordered,
+        adopt_engine=adopt,
+        state_path=state_path,
+    )
+    return deployer, dataclasses.replace(config.engine, model=model)
+
+
 def serve(config: AppConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
     graceful shutdown, 1 if the model failed to load)."""
     from tokenmill.engine.async_engine import AsyncEngine
-    from tokenmill.gateway.assemble import build_pipeline, redis_client
+    from tokenmill.gateway.assemble import build_pipeline, build_registry_pipeline, redis_client
     from tokenmill.gateway.auth import KeyStore
     from tokenmill.model.registry import resolve_model
 
     server_config = config.server
     keys = KeyStore.from_settings(config.gateway.api_key, config.gateway.keys)
     sock = bind_socket(server_config.host, server_config.port)
-    resolve_model(config.engine.model.model)  # an unknown model fails before loading
+    if not config.registry.models:
+        resolve_model(config.engine.model.model)  # an unknown model fails before loading
     redis = redis_client(config.gateway.redis_url)
     exit_code = 0
     server: _Server | None = None
@@ -171,17 +219,28 @@ def serve(config: AppConfig) -> int:
             server.should_exit = True
 
     observability, observers = build_observability(config)
+    tracer = obs_tracer(observability)
+    deployer = None
+    engine_config = config.engine
+    pipeline_factory = lambda engine: build_pipeline(
+        engine, config, redis, None, observers, tracer
+    )
+    if config.registry.models:
+        deployer, engine_config = registry_deployer(config)
+        pipeline_factory = lambda engine: build_registry_pipeline(
+            deployer.registry, config, redis, None, observers, tracer
+        )
     app = build_app(
         server_config,
-        lambda: AsyncEngine.from_config(config.engine),
+        lambda: AsyncEngine.from_config(engine_config),
         on_ready=on_ready,
         on_fatal=on_fatal,
-        pipeline_factory=lambda engine: build_pipeline(
-            engine, config, redis, None, observers, obs_tracer(observability)
-        ),
+        pipeline_factory=pipeline_factory,
         keys=keys,
         observability=observability,
         batch=config.batch,
+        deployer=deployer,
+        admin_open=config.registry.admin_open,
     )
     uv_config = uvicorn.Config(
         app,

@@ -22,6 +22,7 @@ from tokenmill.config.engine import (
 )
 from tokenmill.config.gateway import GatewayConfig
 from tokenmill.config.observability import ObservabilityConfig
+from tokenmill.config.registry import RegistryConfig
 from tokenmill.config.server import ServerConfig
 
 
@@ -36,6 +37,7 @@ class AppConfig:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "GatewayConfig",
     "ModelConfig",
     "ObservabilityConfig",
+    "RegistryConfig",
     "SchedulerConfig",
     "ServerConfig",
 ]

@@ -135,3 +135,25 @@ def build_pipeline(
         chained = FallbackBackend(backend, targets, gw.breaker_failures, gw.breaker_cooldown)
         router = SingleModelRouter(engine.model_name, chained)
     return Pipeline(router, build_policies(config, redis, embedder, observers), tracer)
+
+
+def build_registry_pipeline(
+    registry,
+    config: AppConfig,
+    redis=None,
+    embedder=None,
+    observers: Sequence[Policy] = (),
+    tracer=None,
+) -> Pipeline:
+    """The pipeline over a model registry (--models): the version policy first (it
+    gives each call's in-flight count back to its version), then the usual policies,
+    then shadow traffic (it replays finished calls on a shadow version).
+    Fallback targets are not chained under --models (versions replace them)."""
+    from tokenmill.gateway.shadow import ShadowPolicy
+    from tokenmill.gateway.versions import VersionPolicy
+
+    if config.gateway.fallback:
+        raise ConfigError("--fallback is not supported with --models yet.", "fallback")
+    policies = [VersionPolicy(registry), *build_policies(config, redis, embedder, observers)]
+    policies.append(ShadowPolicy(registry, config.registry.shadow_sample))
+    return Pipeline(registry, policies, tracer)

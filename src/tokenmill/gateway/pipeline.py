@@ -18,6 +18,7 @@ from tokenmill.gateway.router import Router
 
 logger = logging.getLogger(__name__)
 SERVED_BY_HEADER = "x-tokenmill-served-by"
+VERSION_HEADER = "x-tokenmill-model-version"
 
 # The loop holds tasks weakly; a finishing task may outlive the call that started it.
 _finishing: set[asyncio.Task] = set()
@@ -40,6 +41,7 @@ class Pipeline:
         ctx = CallContext(call, call.body, route=None)  # type: ignore[arg-type]
         try:
             ctx.route = self.router.route(call)
+            ctx.headers[VERSION_HEADER] = ctx.route.version
             for policy in self.policies:
                 if self.tracer is None or not _spanned(policy):
                     await policy.pre_call(ctx)
@@ -58,6 +60,25 @@ class Pipeline:
             await self._post_call(ctx)
             raise
         return CallHandle(self, ctx, stream)
+
+    async def run_task(self, call: Call) -> CallContext:
+        """Serves a task call (embed, classify, ner) through the same routing and
+        policies: the route's backend `run(ctx)` returns its CallResult (usage in its
+        prompts, the answer in `output`). Raises what `start` raises, or the backend's
+        error; the post_call hooks have run either way."""
+        ctx = CallContext(call, call.body, route=None)  # type: ignore[arg-type]
+        try:
+            ctx.route = self.router.route(call)
+            ctx.headers[VERSION_HEADER] = ctx.route.version
+            for policy in self.policies:
+                await policy.pre_call(ctx)
+            ctx.result = await ctx.route.backend.run(ctx)
+        except BaseException as exc:
+            ctx.error = exc
+            raise
+        finally:
+            await self._post_call(ctx)
+        return ctx
 
     async def run(self, call: Call) -> CallHandle:
         """`start` then run to the end: the handle's `result` is the whole answer."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,19 @@ class ModelCard(ResponseModel):
     owned_by: str = "tokenmill"
     max_model_len: int | None = None
     precision: PrecisionInfo | None = None
+    task: str | None = None
+    """Under --models: generate, embed, classify or ner."""
+    version: str | None = None
+    """The version a NAME@VERSION card describes; a NAME card lists them in `versions`."""
+    versions: list[str] | None = None
+    status: str | None = None
+    """loading, ready, draining or failed."""
+    traffic: float | None = None
+    """Percent of NAME's requests this version answers."""
+    shadow: bool | None = None
+    shadow_compare: dict[str, Any] | None = None
+    """How a shadow version's answers compared with the live ones."""
+    error: str | None = None
 
 
 class ModelList(ResponseModel):

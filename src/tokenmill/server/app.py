@@ -25,6 +25,7 @@ from tokenmill.gateway.pipeline import Pipeline
 from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.protocol.common import ErrorResponse
 from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
+from tokenmill.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -37,6 +38,8 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
     VersionResponse,
 )
+from tokenmill.protocol.tasks import ClassifyRequest, ClassifyResponse, NerRequest, NerResponse
+from tokenmill.server.admin import install_admin
 from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.batch_routes import FILES_PATH, install_batch_routes
 from tokenmill.server.disconnect import ClientDisconnected
@@ -48,6 +51,8 @@ from tokenmill.server.openapi import install_openapi
 from tokenmill.server.request_id import RequestId
 from tokenmill.server.serving.batches import BatchService
 from tokenmill.server.serving.generation import GenerationService
+from tokenmill.server.serving.models import registry_card, registry_cards
+from tokenmill.server.serving.tasks import TaskService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
 
@@ -74,6 +79,8 @@ def build_app(
     keys: KeyStore | None = None,
     observability: Observability | None = None,
     batch: BatchConfig | None = None,
+    deployer=None,
+    admin_open: bool = False,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
@@ -85,6 +92,7 @@ def build_app(
         on_ready=on_ready,
         on_fatal=on_fatal,
         pipeline_factory=pipeline_factory,
+        deployer=deployer,
     )
     batches = BatchService(batch, state) if batch is not None else None
 
@@ -121,6 +129,7 @@ def build_app(
     app.add_middleware(RequestId)  # outermost: the id covers every line of the request
     install_error_handlers(app)
     install_openapi(app, state)
+    install_admin(app, state, admin_open)
 
     @app.exception_handler(ClientDisconnected)
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
@@ -130,6 +139,7 @@ def build_app(
         install_batch_routes(app, batches)
     generation = GenerationService(state)
     tokenizer = TokenizerService(state)
+    tasks = TaskService(state)
 
     @app.post(
         "/v1/chat/completions",
@@ -151,16 +161,40 @@ def build_app(
         """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
         return await generation.create("completion", body, raw)
 
+    @app.post(
+        "/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, tags=["openai"]
+    )
+    async def create_embedding(body: EmbeddingRequest, raw: Request) -> Response:
+        """Sentence embeddings from a registered `task = "embed"` model (--models)."""
+        return await tasks.embed(body, raw)
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, tags=["tasks"])
+    async def classify(body: ClassifyRequest, raw: Request) -> Response:
+        """Label probabilities per input: zero-shot on a generative model (each label's
+        likelihood after an instruction), or a registered classify model."""
+        return await tasks.classify(body, raw)
+
+    @app.post("/v1/ner", response_model=NerResponse, responses=_ERRORS, tags=["tasks"])
+    async def ner(body: NerRequest, raw: Request) -> Response:
+        """Named entities with character offsets, from a registered `task = "ner"` model."""
+        return await tasks.ner(body, raw)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:
-        """The one model this server serves."""
+        """Every served name and NAME@VERSION (one card without --models)."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return ModelList(data=registry_cards(state.deployer.registry))
         return ModelList(data=[_model_card(state)])
 
     @app.get(
         "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["openai"]
     )
     async def get_model(model_id: str) -> ModelCard:
-        """The served model's card; 404 for any other name."""
+        """A served name's or NAME@VERSION's card; 404 for any other."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return registry_card(state.deployer.registry, model_id)
         state.check_model(model_id)
         return _model_card(state)
 

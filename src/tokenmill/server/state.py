@@ -46,8 +46,11 @@ class ServerState:
         on_ready: Callable[[EngineClient, float], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
+        deployer=None,
     ):
         self.config = config
+        self.deployer = deployer
+        """The model registry's deployer under --models (None: one model)."""
         self._pipeline_factory = pipeline_factory or self._plain_pipeline
         self._pipeline: Pipeline | None = None
         self.anonymous_caller = Caller()
@@ -80,11 +83,13 @@ class ServerState:
             return
         self._engine = engine
         try:
+            if self.deployer is not None:
+                await self.deployer.start(engine)
             self._pipeline = await asyncio.to_thread(self._pipeline_factory, engine)
         except Exception as exc:  # noqa: BLE001 - a policy that cannot load is fatal too
             self.phase = Phase.FAILED
             self.load_error = exc
-            logger.error("could not build the request pipeline: %s", exc)
+            logger.error("could not load the models or build the request pipeline: %s", exc)
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
@@ -135,8 +140,11 @@ class ServerState:
         return self._engine.model_name if self._engine is not None else "unknown"
 
     def check_model(self, requested: str | None) -> None:
-        """Raises a 404 unless `requested` is omitted or names the served model."""
+        """Raises a 404 unless `requested` is omitted or names the served model (or,
+        under --models, one of its versions)."""
         if requested is None or requested == self.model_name:
+            return
+        if self.deployer is not None and requested.partition("@")[0] == self.model_name:
             return
         raise ModelNotFoundError(
             f"The model {requested!r} does not exist on this server; it serves "
@@ -195,3 +203,5 @@ class ServerState:
                 await self._drain_task
             except Exception:
                 logger.exception("engine shutdown failed")
+        if self.deployer is not None:
+            await self.deployer.close()
