@@ -25,5 +25,9 @@ def serve_flags() -> set[str]:
 def get_routes() -> set[str]:
     """The GET paths of the app `tokenmill serve` builds (the engine is never loaded:
     routes exist before the lifespan starts)."""
-    app = build_app(AppConfig().server, lambda: None)
+    from tokenmill.cli.serve import build_observability
+
+    config = AppConfig()
+    observability, _ = build_observability(config)  # /metrics, as `tokenmill serve` adds it
+    app = build_app(config.server, lambda: None, observability=observability)
     return {r.path for r in app.routes if "GET" in (getattr(r, "methods", None) or ())}
