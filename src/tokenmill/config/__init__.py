@@ -14,6 +14,7 @@ from tokenmill.config.engine import (
     QUANTIZATIONS,
     CacheConfig,
     EngineConfig,
+    LimitsConfig,
     ModelConfig,
     SchedulerConfig,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "CacheConfig",
     "EngineConfig",
     "GatewayConfig",
+    "LimitsConfig",
     "ModelConfig",
     "SchedulerConfig",
     "ServerConfig",

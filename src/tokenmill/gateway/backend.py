@@ -74,6 +74,7 @@ class LocalBackend:
             prompt_param="messages" if ctx.call.kind == "chat" else "prompt",
             priority=priority,
             timeout_s=self.timeout_s,
+            caller=ctx.call.caller.name,
         )
         await run.start()
         return _LocalStream(run)

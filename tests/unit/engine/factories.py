@@ -15,18 +15,26 @@ _seq = itertools.count()
 
 def make_request(prompt_len: int = 10, *, prompt: list[int] | None = None, max_tokens: int = 8,
                  priority: int = 0, request_id: str | None = None,
-                 prompt_logprobs: int | None = None) -> Request:
-    """A request with prompt tokens 1..prompt_len (or `prompt`), greedy params."""
+                 prompt_logprobs: int | None = None, parent_id: str | None = None,
+                 index: int = 0, caller: str = "") -> Request:
+    """A request with prompt tokens 1..prompt_len (or `prompt`), greedy params. Give
+    `parent_id` and `index` to make one of a request's n sequences."""
     n = next(_seq)
     ids = list(prompt) if prompt is not None else [1 + i for i in range(prompt_len)]
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0,
                             prompt_logprobs=prompt_logprobs)
-    rid = request_id or f"req-{n}"
+    rid = request_id or (f"{parent_id}#{index}" if parent_id else f"req-{n}")
     return Request(
-        request_id=rid, parent_id=rid, index=0, prompt_token_ids=ids, params=params,
-        max_tokens=max_tokens, priority=priority, arrival_seq=n,
-        wants_prompt_logprobs=prompt_logprobs is not None,
+        request_id=rid, parent_id=parent_id or rid, index=index, prompt_token_ids=ids,
+        params=params, max_tokens=max_tokens, priority=priority, arrival_seq=n,
+        wants_prompt_logprobs=prompt_logprobs is not None, caller=caller,
     )
+
+
+def make_parent(parent_id: str, n: int, *, caller: str = "", **kwargs) -> list[Request]:
+    """The n sequences of one request, arriving together."""
+    return [make_request(parent_id=parent_id, index=i, caller=caller, **kwargs)
+            for i in range(n)]
 
 
 class ByteTokenizer:
@@ -71,10 +79,11 @@ class ScriptedModel(torch.nn.Module):
 
 
 def make_core(text: str = "abcd", *, num_blocks: int = 64, block_size: int = 4,
-              max_model_len: int = 64, budget: int = 32, max_seqs: int = 8):
+              max_model_len: int = 64, budget: int = 32, max_seqs: int = 8,
+              max_queue: int | None = None, limits=None):
     """An EngineCore over ScriptedModel that, after any prompt ending in a byte of `text`,
     continues with the rest of `text` cyclically. Byte tokens, vocab 259."""
-    from tokenmill.config import CacheConfig, EngineConfig, SchedulerConfig
+    from tokenmill.config import CacheConfig, EngineConfig, LimitsConfig, SchedulerConfig
     from tokenmill.engine.core import EngineCore
     from tokenmill.model.arch import ArchConfig
     from tokenmill.model.loader import LoadedModel
@@ -95,7 +104,9 @@ def make_core(text: str = "abcd", *, num_blocks: int = 64, block_size: int = 4,
     )
     config = EngineConfig(
         cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
-        scheduler=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget),
+        scheduler=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget,
+                                  max_queue=max_queue),
+        limits=limits or LimitsConfig(),
     )
     return EngineCore(config, loaded)
 
