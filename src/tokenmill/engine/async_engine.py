@@ -42,6 +42,8 @@ class AsyncEngine:
         self.tokenizer = core.tokenizer
         self.model_name = core.model_name
         self.max_model_len = core.max_model_len
+        self.inputs = core.inputs
+        """The engine's admission checks, for callers that check before tokenizing."""
         self.is_ready = False
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._queues: dict[str, asyncio.Queue] = {}

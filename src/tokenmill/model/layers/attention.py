@@ -76,8 +76,9 @@ class PagedAttention(nn.Module):
         Uses the native kernel (reads K/V in place) when it is built and q is float32."""
         kernel = cpu_kernels()
         if kernel is not None and q.dtype == torch.float32 and attn.decode_lens is not None:
-            return kernel.decode_attention(q, kv_cache, attn.decode_slots, attn.decode_lens,
-                                           self.scale)
+            return kernel.decode_attention(
+                q, kv_cache, attn.decode_slots, attn.decode_lens, self.scale
+            )
         n, width = attn.decode_slots.shape
         # index_select on the flat slot list is ~3x faster than advanced indexing.
         ctx = kv_cache.index_select(1, attn.decode_slots.reshape(-1)).to(q.dtype)
