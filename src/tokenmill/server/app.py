@@ -87,6 +87,8 @@ def build_app(
         finally:
             if not loader.done():
                 loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader  # returns once the loading thread has finished
             await state.close()
 
     app = FastAPI(
@@ -166,18 +168,22 @@ def build_app(
 
     @app.get("/health", response_model=StatusResponse, tags=["operations"])
     async def health() -> Response:
-        """Liveness: 200 while the process serves HTTP, 503 if the model failed to load."""
-        if state.phase is Phase.FAILED:
-            return JSONResponse({"status": "failed"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        """Liveness: 503 if the model failed to load, the engine thread is dead or
+        restarting, or work waits and the engine has not stepped within
+        --engine-stall-timeout; else 200 (loading and draining included)."""
+        healthy, status = state.health()
+        return JSONResponse({"status": status}, status_code=200 if healthy else 503)
 
     @app.get("/ready", response_model=StatusResponse, tags=["operations"])
     async def ready() -> Response:
-        """Readiness: 200 once the model is loaded and warm, 503 while loading or draining."""
+        """Readiness: 200 once the model is loaded and warm and the engine healthy; 503
+        while loading, draining or restarting, or when /health fails."""
         engine = state.loaded_engine
-        if state.phase is Phase.READY and engine is not None and engine.is_ready:
+        healthy, status = state.health()
+        if state.phase is Phase.READY and engine is not None and engine.is_ready and healthy:
             return JSONResponse({"status": "ready"})
-        status = state.phase.value if state.phase is not Phase.READY else "not_ready"
+        if healthy:
+            status = state.phase.value if state.phase is not Phase.READY else "not_ready"
         return JSONResponse({"status": status}, status_code=503)
 
     @app.get("/version", response_model=VersionResponse, tags=["operations"])
