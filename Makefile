@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install serve test test-unit test-model test-e2e test-optimize lint bench bench-compare \
-	bench-edge guardrails-eval clean
+	bench-edge bench-embeddings bench-drift guardrails-eval clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,6 +59,15 @@ bench: $(STAMP)
 bench-compare: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/tokenmill bench compare --tokenmill-args="--quantization int8"
+
+# Sentence-embedding throughput (batch 1 vs batched) and per-prompt latency: docs/embeddings.md.
+bench-embeddings: $(STAMP)
+	$(BIN)/python benchmarks/embedding_throughput.py
+
+# Drift detection's false-alarm and detection rates over repeated trials: docs/drift.md.
+# Reads benchmarks/data/drift/records/ (rebuild with benchmarks/drift_records.py).
+bench-drift: $(STAMP)
+	$(BIN)/python benchmarks/drift_calibration.py
 
 # Guardrail detection quality and added latency on the labelled sets; writes
 # docs/guardrails.md (and .json).

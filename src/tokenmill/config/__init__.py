@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tokenmill.config.drift import MIN_DRIFT_WINDOW, DriftConfig
+from tokenmill.config.embedding import EmbeddingConfig
 from tokenmill.config.engine import (
     DTYPES,
     QUANTIZATIONS,
@@ -29,13 +31,17 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
 
 
 __all__ = [
     "DTYPES",
+    "MIN_DRIFT_WINDOW",
     "QUANTIZATIONS",
     "AppConfig",
     "CacheConfig",
+    "DriftConfig",
+    "EmbeddingConfig",
     "EngineConfig",
     "GatewayConfig",
     "LimitsConfig",

@@ -219,7 +219,7 @@ class AsyncEngine:
             if isinstance(cmd, GenerationRequest):
                 try:
                     core.add_request(cmd)
-                except Exception as exc:  # noqa: BLE001 - admission errors go to the caller
+                except Exception as exc:  # noqa: BLE001 - any refusal goes to its caller
                     self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
             elif isinstance(cmd, _Abort):
                 self._deliver(core.abort(cmd.request_id))

@@ -23,6 +23,30 @@ from tokenmill.gateway.response_cache import ResponseCachePolicy
 from tokenmill.gateway.router import SingleModelRouter
 
 
+class ServiceEmbedder:
+    """The semantic cache's embedder: the sentence encoder's service, batched with any
+    other caller of it. Prompts longer than the encoder's 256 word pieces are embedded
+    by their beginning (`truncate=True`): a cache key may be approximate, an answer
+    is never truncated."""
+
+    def __init__(self, service):
+        self.service = service
+
+    async def embed_texts(self, texts: list[str]):
+        return (await self.service.embed(texts, truncate=True)).vectors
+
+
+def semantic_embedder(config: AppConfig) -> ServiceEmbedder | None:
+    """The encoder service when the semantic cache is on (loaded now, ~1 s), else None."""
+    if config.gateway.response_cache != "semantic":
+        return None
+    from tokenmill.engine.embedding import EmbeddingService
+
+    service = EmbeddingService.from_config(config.embedding)
+    service.start()
+    return ServiceEmbedder(service)
+
+
 def redis_client(url: str | None):
     """An asyncio Redis client for `url`, or None."""
     if not url:

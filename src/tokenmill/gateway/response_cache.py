@@ -30,8 +30,8 @@ CACHE_HEADER = "x-tokenmill-cache"
 
 
 class Embedder(Protocol):
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), D) float32, each row L2-normalised."""
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), D) float32, each row L2-normalised; long texts truncated."""
 
 
 class ResponseCachePolicy(Policy):
@@ -108,9 +108,7 @@ class ResponseCachePolicy(Policy):
         return key, bucket
 
     async def _embed(self, text: str) -> np.ndarray:
-        import asyncio
-
-        return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        return (await self.embedder.embed_texts([text]))[0]
 
     async def _nearest(self, bucket: str, vector: np.ndarray) -> bytes | None:
         keys, matrix = await self.store.vectors(bucket)

@@ -9,12 +9,10 @@ scope as "tokenmill.caller" for the gateway.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenmill.gateway.auth import AuthenticationError, KeyStore
-from tokenmill.server.errors import error_from_exception
+from tokenmill.server.errors import send_error
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 OPEN_PREFIXES = ("/ui",)
@@ -51,18 +49,6 @@ class AuthMiddleware:
         try:
             scope[CALLER_SCOPE_KEY] = self.keys.authenticate(presented_key(scope))
         except AuthenticationError as exc:
-            body = json.dumps(error_from_exception(exc)).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="tokenmill"'),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, exc, {"www-authenticate": 'Bearer realm="tokenmill"'})
             return
         await self.app(scope, receive, send)

@@ -7,6 +7,7 @@ rewritten into one readable sentence per problem.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -56,6 +57,20 @@ def error_response(exc: TokenmillError) -> JSONResponse:
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(error_from_exception(exc), status_code=exc.status_code, headers=headers)
+
+
+async def send_error(send, exc: TokenmillError, headers: dict[str, str] | None = None) -> None:
+    """Answers `exc` from a pure-ASGI middleware (before any route runs)."""
+    payload = json.dumps(error_from_exception(exc)).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+             for k, v in (headers or {}).items()]
+    await send({
+        "type": "http.response.start",
+        "status": exc.status_code,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()), *extra],
+    })
+    await send({"type": "http.response.body", "body": payload})
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -115,7 +115,7 @@ def test_response_cache_off():
 class WordEmbedder:
     """Bag of words into 16 dims: prompts with the same words embed identically."""
 
-    def embed(self, texts):
+    async def embed_texts(self, texts):
         out = np.zeros((len(texts), 16), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in text.lower().replace("?", " ").split():
@@ -172,3 +172,26 @@ def test_echo_is_part_of_the_key(path):
         echo = c.post(path, json={"prompt": "abc", "echo": True, **GREEDY})
         assert plain.headers["x-tokenmill-cache"] == echo.headers["x-tokenmill-cache"] == "miss"
         assert echo.json()["choices"][0]["text"].startswith("abc")
+
+
+@pytest.mark.slow
+def test_the_semantic_cache_with_the_real_encoder_matches_a_paraphrase():
+    from tokenmill.config import AppConfig
+    from tokenmill.config.setting import build
+    from tokenmill.gateway.assemble import semantic_embedder
+
+    embedder = semantic_embedder(build(AppConfig, {"response_cache": "semantic"}))
+    try:
+        engine = FakeEngine()
+        with gateway_client(engine, embedder=embedder, response_cache="semantic") as c:
+            # Cosines with the first (all-MiniLM-L6-v2): 0.98, then 0.08 for the haiku.
+            prompts = [
+                "Please tell me what the capital city of France is.",
+                "Tell me what the capital city of France is.",
+                "Write a haiku about autumn leaves.",
+            ]
+            results = [c.post("/v1/completions", json={"prompt": p, **GREEDY}) for p in prompts]
+            assert [r.headers["x-tokenmill-cache"] for r in results] == ["miss", "hit", "miss"]
+            assert len(engine.calls) == 2
+    finally:
+        embedder.service.close()

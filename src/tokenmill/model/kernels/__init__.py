@@ -55,6 +55,6 @@ def cpu_kernels():
             build_directory=str(build_dir),
             verbose=False,
         )
-    except Exception as exc:  # a missing compiler must not stop serving
+    except Exception as exc:  # noqa: BLE001 - a missing compiler must not stop serving
         log.warning("CPU kernels unavailable, using the PyTorch path: %s", exc)
         return None
