@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
@@ -40,6 +41,7 @@ from tokenmill.protocol.misc import (
 from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
+from tokenmill.server.hosts import HostGuard
 from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.openapi import install_openapi
 from tokenmill.server.serving.generation import GenerationService
@@ -96,11 +98,22 @@ def build_app(
         version=__version__,
         description="An OpenAI-compatible LLM inference server.",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.tokenmill = state
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     if keys is not None and keys.enabled:
         app.add_middleware(AuthMiddleware, keys=keys)
+    if config.cors_origins:  # outside auth: a browser's preflight carries no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+            expose_headers=["retry-after", "x-tokenmill-ignored-fields"],
+        )
+    app.add_middleware(HostGuard, patterns=config.host_patterns)  # outermost
     install_error_handlers(app)
     install_openapi(app, state)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.unit.server.conftest import wait_ready
+from tests.unit.server.conftest import LOCAL, wait_ready
 from tests.unit.server.fake_engine import FakeEngine
 from tokenmill.config import AppConfig
 from tokenmill.config.setting import build
@@ -30,7 +30,7 @@ def gateway_client(
         pipeline_factory=lambda e: build_pipeline(e, config, redis, embedder),
         keys=keys,
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         yield client
 
