@@ -19,7 +19,7 @@ PORT ?= 8000
 
 .PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser \
 	test-batch test-kafka test-registry task-quality lint bench bench-compare bench-edge \
-	bench-embeddings bench-drift guardrails-eval clean
+	bench-embeddings bench-drift guardrails-eval soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -115,6 +115,11 @@ guardrails-eval: $(STAMP)
 # RSS and tokens/s of the default model under the edge profile (int8, small KV, 1 thread).
 bench-edge: $(STAMP)
 	$(BIN)/python benchmarks/edge_profile.py --out docs/optimize/edge.json
+
+# Issue 14's reliability soak: 30 minutes of mixed traffic, cancellations and a
+# slowloris client against a fresh server; figures for docs/reliability.md.
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --duration 1800 --out benchmarks/results/soak.json
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

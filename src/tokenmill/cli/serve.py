@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -17,15 +18,22 @@ import uvicorn
 from tokenmill.config import AppConfig
 from tokenmill.errors import ConfigError
 from tokenmill.server.app import build_app
+from tokenmill.server.connections import ConnectionLimits, guarded_protocol
 from tokenmill.server.state import ServerState
 
 logger = logging.getLogger("tokenmill.serve")
 
 
+EXIT_ENGINE_DIED = 3
+"""Exit status when the engine thread died and --on-engine-failure is exit."""
+
+
 class _Server(uvicorn.Server):
-    """uvicorn's server with tokenmill's shutdown: on SIGTERM or Ctrl-C it stops
-    listening and starts the engine's drain at once (in-flight requests get the grace
-    period, then are aborted), and the process exits 0 instead of re-raising the signal."""
+    """uvicorn's server with tokenmill's shutdown: on SIGTERM or Ctrl-C the engine's
+    drain starts at once (in-flight requests get the grace period, then end with an
+    error) while the listener stays open answering new requests 503 with Retry-After;
+    once the drain is over the listener closes, and the process exits 0 instead of
+    re-raising the signal. A second Ctrl-C exits at once."""
 
     def __init__(self, config: uvicorn.Config, state: ServerState):
         super().__init__(config)
@@ -55,9 +63,32 @@ class _Server(uvicorn.Server):
             signal.Signals(sig).name,
             self.state.config.shutdown_grace,
         )
-        self.should_exit = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.state.begin_drain)
+        if self._loop is None:
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._drain_then_exit)
+
+    def _drain_then_exit(self) -> None:
+        """Runs on the loop: start the drain; close the listener when it is over."""
+        task = self.state.begin_drain()
+        if task is None or task.done():
+            self.should_exit = True
+            return
+        task.add_done_callback(lambda _: setattr(self, "should_exit", True))
+
+
+def raise_descriptor_limit() -> int:
+    """Raises this process's open-file limit to its hard limit (every connection holds a
+    descriptor); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:  # a sandbox may refuse: keep the old limit
+            logger.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return soft
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -187,7 +218,8 @@ def registry_deployer(config: AppConfig):
 
 def serve(config: AppConfig) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
-    graceful shutdown, 1 if the model failed to load)."""
+    graceful shutdown, 1 if the model failed to load, 3 if the engine thread died and
+    --on-engine-failure is exit)."""
     from tokenmill.engine.async_engine import AsyncEngine
     from tokenmill.gateway.assemble import build_pipeline, build_registry_pipeline, redis_client
     from tokenmill.gateway.auth import KeyStore
@@ -214,7 +246,7 @@ def serve(config: AppConfig) -> int:
     def on_fatal(error: BaseException) -> None:
         nonlocal exit_code
         print(f"tokenmill: error: {error}", file=sys.stderr, flush=True)
-        exit_code = 1
+        exit_code = EXIT_ENGINE_DIED if app.state.tokenmill.engine_died else 1
         if server is not None:
             server.should_exit = True
 
@@ -248,8 +280,25 @@ def serve(config: AppConfig) -> int:
         log_level=server_config.log_level,
         access_log=server_config.access_log,
         timeout_graceful_shutdown=int(server_config.shutdown_grace) + 5,
-        timeout_keep_alive=5,
+        timeout_keep_alive=server_config.keep_alive_timeout,
+        http=guarded_protocol(
+            ConnectionLimits(
+                header_timeout_s=server_config.header_timeout,
+                body_timeout_s=server_config.body_timeout,
+                max_connections=server_config.max_connections,
+                max_header_bytes=server_config.max_header_bytes,
+            )
+        ),
+        h11_max_incomplete_event_size=server_config.max_header_bytes,
     )
+    limit = raise_descriptor_limit()
+    if limit < server_config.max_connections + 64:
+        logger.warning(
+            "the open-file limit (%d) is below --max-connections (%d) plus headroom; "
+            "connections past it will fail",
+            limit,
+            server_config.max_connections,
+        )
     server = _Server(uv_config, app.state.tokenmill)
     server.run(sockets=[sock])
     if observability.tracing is not None:

@@ -17,6 +17,7 @@ from tokenmill.config.engine import (
     QUANTIZATIONS,
     CacheConfig,
     EngineConfig,
+    LimitsConfig,
     ModelConfig,
     SchedulerConfig,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "EmbeddingConfig",
     "EngineConfig",
     "GatewayConfig",
+    "LimitsConfig",
     "ModelConfig",
     "ObservabilityConfig",
     "RegistryConfig",

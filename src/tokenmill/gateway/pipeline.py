@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from tokenmill.gateway.call import Call, CallResult, ChoiceDelta, ResultAssembler
 from tokenmill.gateway.policy import CallContext, Policy
 from tokenmill.gateway.router import Router
+from tokenmill.protocol.common import check_unicode
 
 logger = logging.getLogger(__name__)
 SERVED_BY_HEADER = "x-tokenmill-served-by"
@@ -40,6 +41,7 @@ class Pipeline:
         the post_call hooks have then already run with the error."""
         ctx = CallContext(call, call.body, route=None)  # type: ignore[arg-type]
         try:
+            check_unicode(call.body)
             ctx.route = self.router.route(call)
             ctx.headers[VERSION_HEADER] = ctx.route.version
             for policy in self.policies:

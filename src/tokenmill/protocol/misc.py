@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from tokenmill.protocol.chat import ChatMessage
 from tokenmill.protocol.common import OpenAIModel, ResponseModel
@@ -47,11 +47,18 @@ class ModelList(ResponseModel):
 
 
 class TokenizeRequest(OpenAIModel):
-    """Either `prompt` (text) or `messages` (rendered with the chat template first)."""
+    """Exactly one of `prompt` (text) or `messages` (rendered with the chat template
+    first); the schema says so with oneOf."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}
+    )
 
     model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: str = Field(None, description="Text to tokenize.")  # type: ignore[assignment]
+    messages: list[ChatMessage] = Field(  # type: ignore[assignment]
+        None, description="A chat, rendered with the model's template first."
+    )
     add_special_tokens: bool | None = Field(
         None, description="Default: true for a prompt, false for messages (the template has them)."
     )

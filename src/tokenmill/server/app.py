@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
@@ -44,6 +45,7 @@ from tokenmill.server.auth import AuthMiddleware
 from tokenmill.server.batch_routes import FILES_PATH, install_batch_routes
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
+from tokenmill.server.hosts import HostGuard
 from tokenmill.server.middleware import BodySizeLimit
 from tokenmill.server.observability import Observability
 from tokenmill.server.observability import install as install_observability
@@ -109,6 +111,8 @@ def build_app(
         finally:
             if not loader.done():
                 loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader  # returns once the loading thread has finished
             if batches is not None:
                 await batches.stop(timeout_s=config.shutdown_grace + 5)
             await state.close()
@@ -118,6 +122,8 @@ def build_app(
         version=__version__,
         description="An OpenAI-compatible LLM inference server.",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.tokenmill = state
     upload_limit = {FILES_PATH: batch.max_file_bytes} if batch is not None else {}
@@ -126,6 +132,15 @@ def build_app(
         app.add_middleware(AuthMiddleware, keys=keys)
     if observability is not None:
         install_observability(app, state, observability)
+    if config.cors_origins:  # outside auth: a browser's preflight carries no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+            expose_headers=["retry-after", "x-tokenmill-ignored-fields"],
+        )
+    app.add_middleware(HostGuard, patterns=config.host_patterns)
     app.add_middleware(RequestId)  # outermost: the id covers every line of the request
     install_error_handlers(app)
     install_openapi(app, state)
@@ -222,18 +237,22 @@ def build_app(
 
     @app.get("/health", response_model=StatusResponse, tags=["operations"])
     async def health() -> Response:
-        """Liveness: 200 while the process serves HTTP, 503 if the model failed to load."""
-        if state.phase is Phase.FAILED:
-            return JSONResponse({"status": "failed"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        """Liveness: 503 if the model failed to load, the engine thread is dead or
+        restarting, or work waits and the engine has not stepped within
+        --engine-stall-timeout; else 200 (loading and draining included)."""
+        healthy, status = state.health()
+        return JSONResponse({"status": status}, status_code=200 if healthy else 503)
 
     @app.get("/ready", response_model=StatusResponse, tags=["operations"])
     async def ready() -> Response:
-        """Readiness: 200 once the model is loaded and warm, 503 while loading or draining."""
+        """Readiness: 200 once the model is loaded and warm and the engine healthy; 503
+        while loading, draining or restarting, or when /health fails."""
         engine = state.loaded_engine
-        if state.phase is Phase.READY and engine is not None and engine.is_ready:
+        healthy, status = state.health()
+        if state.phase is Phase.READY and engine is not None and engine.is_ready and healthy:
             return JSONResponse({"status": "ready"})
-        status = state.phase.value if state.phase is not Phase.READY else "not_ready"
+        if healthy:
+            status = state.phase.value if state.phase is not Phase.READY else "not_ready"
         return JSONResponse({"status": status}, status_code=503)
 
     @app.get("/version", response_model=VersionResponse, tags=["operations"])

@@ -82,7 +82,9 @@ def test_long_prompt_is_chunked_and_shares_steps_with_decodes():
     assert shares == {short.request_id: 1, long.request_id: 15}
     out = run_step(sched)
     assert {s.request.request_id: s.num_new_tokens for s in out.scheduled} == {
-        short.request_id: 1, long.request_id: 15}
+        short.request_id: 1,
+        long.request_id: 15,
+    }
 
 
 def test_priority_then_fcfs_admission():

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.unit.server.conftest import wait_ready
+from tests.unit.server.conftest import LOCAL, wait_ready
 from tests.unit.server.fake_engine import FakeEngine
 from tokenmill.cli.serve import build_observability, obs_tracer
 from tokenmill.config import AppConfig
@@ -41,7 +41,7 @@ def gateway_client(
         keys=keys,
         observability=observability,
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         wait_ready(client)
         yield client
 
