@@ -33,7 +33,7 @@ def batch_client(engine: FakeEngine, state_dir: Path, **settings):
         keys=keys,
         batch=config.batch,
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         wait_ready(client)
         yield client
 

@@ -100,7 +100,7 @@ def registry_client(
         deployer=deployer,
         admin_open=config.registry.admin_open,
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         wait_ready(client, timeout_s=120)  # spaCy loads in seconds, more on a busy box
         client.deployer = deployer
         yield client
