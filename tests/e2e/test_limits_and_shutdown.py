@@ -145,4 +145,4 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(limited: ServerProce
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert sum(len(c["choices"][0]["text"]) > 0 for c in chunks) > 1
     assert limited.proc.wait(timeout=30) == 0
-    assert "draining" in limited.log()
+    assert "draining" in limited.full_log()
