@@ -14,7 +14,7 @@ class PagedRunner:
 
     def __init__(self, model, num_slots: int = 512, seed: int = 0) -> None:
         arch = model.arch
-        dtype = model.embed_tokens.weight.dtype
+        dtype = model.norm.weight.dtype  # the activations' dtype (weights may be blocks)
         self.model = model
         self.kv_caches = [
             torch.zeros(2, num_slots, arch.num_kv_heads, arch.head_dim, dtype=dtype)

@@ -18,6 +18,7 @@ from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 from tokenmill.model.layers.rmsnorm import RMSNorm
 from tokenmill.model.layers.rotary import RotaryEmbedding
+from tokenmill.model.quant.blocks import concat_rows
 
 # HF parameter suffix -> (our fused parameter suffix, shard index within it).
 _FUSED = {
@@ -148,7 +149,8 @@ class LlamaForCausalLM(nn.Module):
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """HF-named tensors ("model.layers.3.self_attn.q_proj.weight", ...) in, this
         module's state-dict entries out. Shards of a fused weight are held only until
-        the last one arrives. A tied checkpoint's lm_head is dropped."""
+        the last one arrives (block weights fuse too: see `concat_rows`). A tied
+        checkpoint's lm_head is dropped."""
         pending: dict[str, dict[int, torch.Tensor]] = {}
         for name, tensor in named:
             name = name.removeprefix("model.")
@@ -164,7 +166,7 @@ class LlamaForCausalLM(nn.Module):
             shards = pending.setdefault(target, {})
             shards[index] = tensor
             if len(shards) == (3 if fused.endswith("qkv_proj") else 2):
-                yield target, torch.cat([shards[i] for i in sorted(shards)], dim=0)
+                yield target, concat_rows([shards[i] for i in sorted(shards)])
                 del pending[target]
         if pending:
             raise ValueError(f"Checkpoint is missing shards of {sorted(pending)}.")
