@@ -22,9 +22,12 @@ def smollm_file() -> Path:
     return SMOLLM.find()
 
 
-@pytest.fixture(scope="session")
-def smollm(smollm_file):
-    return load_model(None, dtype="float32")
+@pytest.fixture(scope="session", params=["auto", "float32"], ids=["default", "float32"])
+def smollm(request, smollm_file):
+    """The packaged model as served by default (its Q4_1/Q8_0 blocks, native kernels,
+    when they are built) and with dequantized float32 weights: every golden test runs
+    on both."""
+    return load_model(None, dtype=request.param)
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,25 @@ def test_matmul_matches_reference(variant, qtype, m, method):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, qtype):
+    """The kernels' contract that makes serving batch-invariant: output (m, n) depends
+    only on row m of x and row n of W."""
+    w = random_weight(qtype, n=21, blocks=2, seed=int(qtype) + 7)
+    k = BLOCK_TYPES[qtype][0] * 2
+    x = torch.randn(13, k, generator=torch.Generator().manual_seed(5))
+    t = int(qtype)
+    batched = kernels.quant_matmul(x, w, t, method="tile", variant=variant)
+    assert torch.equal(kernels.quant_matmul(x, w, t, method="gemv", variant=variant), batched)
+    for m in (1, 2, 3, 4, 5):  # every small-batch code path
+        assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), batched[:m])
+    alone = torch.cat(
+        [kernels.quant_matmul(x[i : i + 1], w, t, variant=variant) for i in range(13)]
+    )
+    assert torch.equal(alone, batched)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_rows_equal_reference(variant, qtype):
     """Dequantized rows match gguf-py to the last bit but one: the kernels may fuse the
     scale's multiply and the offset's add into one rounding."""

@@ -27,16 +27,26 @@ import torch
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 # No -march: the binary must not fault on a CPU without an instruction it uses. The
-# fast paths choose their instruction sets per file (quant_avx2.cpp, ...). Fast-math
-# lets GCC reassociate sums, which the kernels' contract (equal up to summation order)
-# allows.
-_CFLAGS = ("-O3", "-fopenmp-simd", "-ffast-math")
+# fast paths choose their instruction sets per file (isa_avx2.cpp, ...). No fast-math
+# either: the SIMD kernels order their sums by hand, and the portable ones serve as the
+# reference, so infinities and NaNs must behave as IEEE says (and glibc's vector math
+# library, which fast-math pulls in, is not needed).
+_CFLAGS = ("-O3", "-fopenmp-simd")
 # Compiled units; bindings.cpp includes the torch-facing files (see its header).
-_SOURCES = ("bindings.cpp", "quant_scalar.cpp", "quant_avx2.cpp", "quant_avx512.cpp")
+_SOURCES = (
+    "bindings.cpp",
+    "quant_scalar.cpp",
+    "ops_scalar.cpp",
+    "isa_avx2.cpp",
+    "isa_avx512.cpp",
+)
 _INCLUDED = (
+    "dispatch.cpp",
     "int8_linear.cpp",
-    "paged_attention.cpp",
+    "layer_ops.cpp",
     "quant_ops.cpp",
+    "ops.h",
+    "ops_simd.h",
     "quant.h",
     "quant_simd.h",
 )

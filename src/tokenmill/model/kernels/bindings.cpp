@@ -2,16 +2,29 @@
 //
 // Every file that needs torch's headers is compiled here, in one translation unit:
 // those headers cost ~30 s of compile time per unit, which is most of the build. The
-// instruction-set kernels (quant_scalar/avx2/avx512.cpp) are separate units that never
-// include torch.
+// instruction-set kernels (quant_scalar.cpp, ops_scalar.cpp, isa_avx2.cpp,
+// isa_avx512.cpp) are separate units that never include torch.
 #include <torch/extension.h>
 
+#include <string>
+#include <vector>
+
+#include "dispatch.cpp"
 #include "int8_linear.cpp"
-#include "paged_attention.cpp"
+#include "layer_ops.cpp"
 #include "quant_ops.cpp"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("decode_attention", &decode_attention, "paged decode attention from the KV cache");
+  m.def("decode_attention", &decode_attention, "paged decode attention from the KV cache",
+        py::arg("q"), py::arg("kv_cache"), py::arg("block_tables"), py::arg("lens"),
+        py::arg("block_size"), py::arg("scale"), py::arg("variant") = "");
+  m.def("rms_norm", &rms_norm, "RMSNorm of x (+ residual, updated in place)", py::arg("x"),
+        py::arg("weight"), py::arg("eps"), py::arg("residual") = py::none(),
+        py::arg("variant") = "");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up", py::arg("gate_up"), py::arg("variant") = "");
+  m.def("rope_write_kv", &rope_write_kv, "rotate q, k in place; store k, v in the cache",
+        py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("kv_cache"), py::arg("slots"),
+        py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("variant") = "");
   m.def("int8_linear", &int8_linear, "per-row W8A8 linear on the int8 GEMM");
   m.def("quant_matmul_out", &quant_matmul_out, "out = x @ W^T, W in GGUF blocks",
         py::arg("out"), py::arg("x"), py::arg("w"), py::arg("type"), py::arg("method") = "",

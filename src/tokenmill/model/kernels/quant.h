@@ -8,9 +8,10 @@
 // blocks of block_bytes bytes, rows one after another. Every supported format decodes
 // to groups of `group` consecutive elements sharing one scale and one offset:
 //   w = scale * q + offset, with q a small integer,
-// so a dot product with x is  sum_g scale_g * sum(q x)_g + offset_g * sum(x)_g.
-// The kernels accumulate in float32; they equal the dequantized float32 reference up to
-// the order of the additions.
+// The kernels dequantize in registers and accumulate in float32, so they equal the
+// dequantized float32 reference up to the order of the additions; within one
+// instruction set, y[m, n] depends only on row m of x and row n of W (never on M, the
+// other rows or the method), which makes results independent of the batch.
 #pragma once
 
 #include <cstdint>
@@ -87,7 +88,6 @@ struct Problem {
   int64_t K;
   const float* x;
   int64_t ldx;
-  const float* xsum;  // (M, K / group): sum of x over each group, from group_sums
   int64_t M;
   float* y;
   int64_t ldy;
@@ -106,9 +106,6 @@ struct Kernels {
   void (*gemm_tile)(const float* x, int64_t ldx, int64_t M, const float* wt, int64_t n,
                     int64_t K, float* y, int64_t ldy);
 };
-
-// Sums of x over each group of `group` elements: xsum (M, K / group).
-void group_sums(const float* x, int64_t ldx, int64_t M, int64_t K, int group, float* xsum);
 
 // nullptr where the build or the CPU lacks the instruction set.
 const Kernels* scalar_kernels();

@@ -3,85 +3,14 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
-#include <cstring>
 #include <string>
 #include <vector>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#endif
 
 #include "quant.h"
 
 namespace tq = tokenmill::quant;
 
 namespace {
-
-struct Features {
-  bool avx2 = false;    // AVX2 + FMA + F16C, with the OS saving YMM state
-  bool avx512 = false;  // AVX-512 F/BW/VL/DQ, with the OS saving ZMM state
-  bool avx512_vnni = false;
-  bool avx512_bf16 = false;
-  bool amx = false;
-};
-
-Features detect() {
-  Features f;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
-  const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
-  if (!osxsave) return f;
-  unsigned xlo, xhi;
-  __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-  const bool ymm_os = (xlo & 0x6) == 0x6;             // SSE and AVX state
-  const bool zmm_os = ymm_os && (xlo & 0xE0) == 0xE0;  // opmask and ZMM state
-  const bool tile_os = (xlo & 0x60000) == 0x60000;     // AMX tile state
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
-  const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512dq = b & (1u << 17);
-  const bool avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
-  f.avx2 = ymm_os && avx2 && fma && f16c;
-  f.avx512 = f.avx2 && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
-  f.avx512_vnni = f.avx512 && (c & (1u << 11));
-  f.amx = tile_os && (d & (1u << 24)) && (d & (1u << 22));  // AMX-TILE and AMX-BF16
-  unsigned a1, b1, c1, d1;
-  if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) f.avx512_bf16 = f.avx512 && (a1 & (1u << 5));
-#endif
-  return f;
-}
-
-const Features& features() {
-  static const Features f = detect();
-  return f;
-}
-
-// Variants this CPU can run, fastest first; "scalar" is always last.
-std::vector<const tq::Kernels*> runnable() {
-  std::vector<const tq::Kernels*> out;
-  const Features& f = features();
-  if (f.avx512 && tq::avx512_kernels()) out.push_back(tq::avx512_kernels());
-  if (f.avx2 && tq::avx2_kernels()) out.push_back(tq::avx2_kernels());
-  out.push_back(tq::scalar_kernels());
-  return out;
-}
-
-// The variant an empty name means: the fastest, until select_quant_variant says.
-std::string& default_variant() {
-  static std::string name;
-  return name;
-}
-
-const tq::Kernels* pick(const std::string& variant) {
-  const auto all = runnable();
-  const std::string& name = variant.empty() ? default_variant() : variant;
-  if (name.empty()) return all.front();
-  for (const tq::Kernels* k : all) {
-    if (name == k->name) return k;
-  }
-  TORCH_CHECK(false, "kernel variant '", variant, "' cannot run on this CPU or build");
-  return nullptr;
-}
-
 // Rows of W each thread task takes: enough to amortise the task, few enough that the
 // rows of a small matrix still spread over the threads.
 int64_t row_grain(int64_t N) {
@@ -118,16 +47,15 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
                   out.size(1) == N && out.stride(1) == 1,
               "out: (M, N) float32 with unit column stride");
   if (M == 0 || N == 0) return;
-  const tq::Kernels* k = pick(variant);
-  const bool use_gemv = method.empty() ? M <= 4 : method == "gemv";
+  const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
+  // Measured on Zen 3 (benchmarks/block_kernels.py): row by row wins up to M = 3.
+  const bool use_gemv = method.empty() ? M <= 3 : method == "gemv";
   TORCH_CHECK(method.empty() || method == "gemv" || method == "tile", "unknown method ", method);
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const int64_t row_bytes = w.size(1);
   if (use_gemv) {
-    std::vector<float> xsum(M * (K / info.group));
-    tq::group_sums(x.data_ptr<float>(), x.stride(0), M, K, info.group, xsum.data());
     const tq::Problem p{static_cast<int>(type), wp, row_bytes, K, x.data_ptr<float>(),
-                        x.stride(0), xsum.data(), M, out.data_ptr<float>(), out.stride(0)};
+                        x.stride(0), M, out.data_ptr<float>(), out.stride(0)};
     at::parallel_for(0, N, row_grain(N), [&](int64_t n0, int64_t n1) { k->gemv(p, n0, n1); });
     return;
   }
@@ -166,7 +94,7 @@ torch::Tensor quant_rows(torch::Tensor w, int64_t type, int64_t K, torch::Tensor
     TORCH_CHECK(ip[i] >= 0 && ip[i] < N, "row id ", ip[i], " outside [0, ", N, ")");
   }
   auto out = torch::empty({T, K}, torch::dtype(torch::kFloat32));
-  const tq::Kernels* k = pick(variant);
+  const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
   const uint8_t* wp = w.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, T, 64, [&](int64_t t0, int64_t t1) {
@@ -174,30 +102,5 @@ torch::Tensor quant_rows(torch::Tensor w, int64_t type, int64_t K, torch::Tensor
       k->dequant(static_cast<int>(type), wp, w.size(1), K, ip[t], ip[t] + 1, op + t * K);
     }
   });
-  return out;
-}
-
-// Make `variant` what an empty variant name means (called once, at model load).
-void select_quant_variant(const std::string& variant) {
-  pick(variant);
-  default_variant() = variant;
-}
-
-// The instruction sets this CPU and build can run, fastest first.
-std::vector<std::string> quant_variants() {
-  std::vector<std::string> out;
-  for (const tq::Kernels* k : runnable()) out.emplace_back(k->name);
-  return out;
-}
-
-// What the CPU reports, for the startup log.
-std::vector<std::string> cpu_features() {
-  const Features& f = features();
-  std::vector<std::string> out;
-  if (f.avx2) out.emplace_back("avx2");
-  if (f.avx512) out.emplace_back("avx512");
-  if (f.avx512_vnni) out.emplace_back("avx512_vnni");
-  if (f.avx512_bf16) out.emplace_back("avx512_bf16");
-  if (f.amx) out.emplace_back("amx_bf16");
   return out;
 }

@@ -2,23 +2,12 @@
 // baseline target only). They decode each block to float32 with the reference formulas
 // of gguf-py / ggml and take dot products; the fast variants are checked against them.
 #include <cstring>
+#include <vector>
 
 #include "quant.h"
 
 namespace tokenmill {
 namespace quant {
-
-void group_sums(const float* x, int64_t ldx, int64_t M, int64_t K, int group, float* xsum) {
-  const int64_t G = K / group;
-  for (int64_t m = 0; m < M; ++m) {
-    const float* r = x + m * ldx;
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.f;
-      for (int i = 0; i < group; ++i) s += r[g * group + i];
-      xsum[m * G + g] = s;
-    }
-  }
-}
 
 namespace {
 
@@ -126,34 +115,26 @@ void dequant(int type, const uint8_t* w, int64_t row_bytes, int64_t K, int64_t n
   }
 }
 
+// Both paths dequantize whole rows and take the same dot product (dot below), so an
+// output never depends on the batch or the method.
+inline float dot(const float* x, const float* w, int64_t K) {
+  float s = 0.f;
+  for (int64_t k = 0; k < K; ++k) s += x[k] * w[k];
+  return s;
+}
+
 void gemv(const Problem& p, int64_t n0, int64_t n1) {
-  TypeInfo info{32, 34, 32};
-  type_info(p.type, &info);
-  const int64_t nb = p.K / info.block_elems;
-  float buf[256];
+  std::vector<float> row(p.K);
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = p.w + n * p.row_bytes;
-    for (int64_t m = 0; m < p.M; ++m) p.y[m * p.ldy + n] = 0.f;
-    for (int64_t b = 0; b < nb; ++b) {
-      decode_block(p.type, row + b * info.block_bytes, buf);
-      for (int64_t m = 0; m < p.M; ++m) {
-        const float* xr = p.x + m * p.ldx + b * info.block_elems;
-        float s = 0.f;
-        for (int i = 0; i < info.block_elems; ++i) s += buf[i] * xr[i];
-        p.y[m * p.ldy + n] += s;
-      }
-    }
+    dequant(p.type, p.w, p.row_bytes, p.K, n, n + 1, row.data());
+    for (int64_t m = 0; m < p.M; ++m) p.y[m * p.ldy + n] = dot(p.x + m * p.ldx, row.data(), p.K);
   }
 }
 
 void gemm_tile(const float* x, int64_t ldx, int64_t M, const float* wt, int64_t n, int64_t K,
                float* y, int64_t ldy) {
   for (int64_t m = 0; m < M; ++m) {
-    for (int64_t j = 0; j < n; ++j) {
-      float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += x[m * ldx + k] * wt[j * K + k];
-      y[m * ldy + j] = s;
-    }
+    for (int64_t j = 0; j < n; ++j) y[m * ldy + j] = dot(x + m * ldx, wt + j * K, K);
   }
 }
 

@@ -43,14 +43,14 @@ inline __m128i bits_to_0x10(uint32_t bits) {
 }
 
 // Block decoders. `groups(block, f)` calls f(q, scale, offset, k0) for each group of the
-// block in order: q holds the group's integers as floats (kGroup / W vectors), the
-// group's weights are scale * q + offset, and k0 is the group's first element within
-// the block. kOffset says whether any offset can be non-zero.
+// block in ascending order: q holds the group's integers as floats (kGroup / W
+// vectors), the group's weights are scale * q + offset, and k0 is the group's first
+// element within the block. A decoder whose offsets are all zero says so (kNoOffset),
+// and its weights are scale * q, one multiply instead of a fused multiply-add.
 
 template <class V>
 struct Q4_0 {
   static constexpr int kElems = 32, kBytes = 18, kGroup = 32;
-  static constexpr bool kOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const float d = half_at(b);
@@ -65,7 +65,6 @@ struct Q4_0 {
 template <class V>
 struct Q4_1 {
   static constexpr int kElems = 32, kBytes = 20, kGroup = 32;
-  static constexpr bool kOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const float d = half_at(b), m = half_at(b + 2);
@@ -80,7 +79,6 @@ struct Q4_1 {
 template <class V>
 struct Q5_0 {
   static constexpr int kElems = 32, kBytes = 22, kGroup = 32;
-  static constexpr bool kOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const float d = half_at(b);
@@ -97,7 +95,7 @@ struct Q5_0 {
 template <class V>
 struct Q8_0 {
   static constexpr int kElems = 32, kBytes = 34, kGroup = 32;
-  static constexpr bool kOffset = false;
+  static constexpr bool kNoOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const float d = half_at(b);
@@ -111,7 +109,6 @@ struct Q8_0 {
 template <class V>
 struct Q4_K {
   static constexpr int kElems = 256, kBytes = 144, kGroup = 32;
-  static constexpr bool kOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const float d = half_at(b), dmin = half_at(b + 2);
@@ -144,7 +141,6 @@ struct Q4_K {
 template <class V>
 struct Q6_K {
   static constexpr int kElems = 256, kBytes = 210, kGroup = 16;
-  static constexpr bool kOffset = true;
   template <class Fn>
   static inline void groups(const uint8_t* b, Fn&& f) {
     const uint8_t* ql = b;
@@ -153,25 +149,27 @@ struct Q6_K {
     const float d = half_at(b + 208);
     const __m128i low2 = _mm_set1_epi8(3);
     // Element 128h + 32g + l (l < 32) takes a nibble of ql and two bits of qh; a run of
-    // 16 consecutive l shares one scale.
+    // 16 consecutive l shares one scale. Groups are produced in ascending order.
     for (int h = 0; h < 2; ++h) {
+      __m128i lo[2][4], hi[2][4];
       for (int half = 0; half < 2; ++half) {
         const int l0 = 16 * half;
         const __m128i a = load16(ql + 64 * h + l0), c = load16(ql + 64 * h + 32 + l0);
         const __m128i e = load16(qh + 32 * h + l0);
-        const __m128i hi[4] = {
-            _mm_slli_epi16(_mm_and_si128(e, low2), 4),
-            _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(e, 2), low2), 4),
-            _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(e, 4), low2), 4),
-            _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(e, 6), low2), 4),
-        };
-        const __m128i lo[4] = {low_nibbles(a), low_nibbles(c), high_nibbles(a),
-                               high_nibbles(c)};
+        lo[half][0] = low_nibbles(a);
+        lo[half][1] = low_nibbles(c);
+        lo[half][2] = high_nibbles(a);
+        lo[half][3] = high_nibbles(c);
         for (int g = 0; g < 4; ++g) {
-          const int k0 = 128 * h + 32 * g + l0;
+          hi[half][g] = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(e, 2 * g), low2), 4);
+        }
+      }
+      for (int g = 0; g < 4; ++g) {
+        for (int half = 0; half < 2; ++half) {
+          const int k0 = 128 * h + 32 * g + 16 * half;
           const float s = d * static_cast<float>(sc[k0 / 16]);
           typename V::F q[16 / V::W];
-          V::u8x16(_mm_or_si128(lo[g], hi[g]), q);
+          V::u8x16(_mm_or_si128(lo[half][g], hi[half][g]), q);
           f(q, s, -32.f * s, k0);
         }
       }
@@ -179,49 +177,73 @@ struct Q6_K {
   }
 };
 
-// y[m, n] for rows n in [n0, n1) and MB rows of x starting at m0.
-template <class V, class T, int MB>
-inline void gemv_block(const Problem& p, int64_t n0, int64_t n1, int64_t m0) {
+// The arithmetic every path shares, so that an output never depends on the batch or
+// on the method: each weight is dequantized as fmadd(q, scale, offset), and
+// y[m, n] = hsum over lanes of one vector accumulator that takes fmadd(w, x, acc) for
+// k = 0, W, 2W, ... in order. gemm_tile computes the same sequence on weights
+// dequantized ahead, so a row's result is the same bits alone or in any batch.
+
+// y[m, n] for R weight rows n at once (independent FMA chains hide their latency) and
+// MB rows of x starting at m0.
+template <class T, class = void>
+struct NoOffset {
+  static constexpr bool value = false;
+};
+template <class T>
+struct NoOffset<T, decltype(void(T::kNoOffset))> {
+  static constexpr bool value = T::kNoOffset;
+};
+
+// The one way every path dequantizes a weight vector.
+template <class V, class T>
+inline typename V::F dequant_vec(typename V::F q, typename V::F s, typename V::F o) {
+  if (NoOffset<T>::value) return V::mul(q, s);
+  return V::fmadd(q, s, o);
+}
+
+template <class V, class T, int MB, int R>
+inline void gemv_block(const Problem& p, int64_t n, int64_t m0) {
   using F = typename V::F;
   constexpr int NV = T::kGroup / V::W;
   const int64_t nb = p.K / T::kElems;
-  const int64_t G = p.K / T::kGroup;
   const float* x = p.x + m0 * p.ldx;
-  const float* xsum = p.xsum + m0 * G;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = p.w + n * p.row_bytes;
-    F acc[MB];
-    float off[MB];
-    for (int m = 0; m < MB; ++m) {
-      acc[m] = V::zero();
-      off[m] = 0.f;
-    }
-    for (int64_t blk = 0; blk < nb; ++blk) {
-      const int64_t kb = blk * T::kElems;
-      T::groups(row + blk * T::kBytes, [&](const F* q, float s, float o, int k0) {
-        const int64_t k = kb + k0;
-        const F sv = V::set1(s);
-        for (int m = 0; m < MB; ++m) {
-          const float* xr = x + m * p.ldx + k;
-          F t = V::mul(q[0], V::loadu(xr));
-          for (int v = 1; v < NV; ++v) t = V::fmadd(q[v], V::loadu(xr + v * V::W), t);
-          acc[m] = V::fmadd(sv, t, acc[m]);
-          if (T::kOffset) off[m] += o * xsum[m * G + k / T::kGroup];
+  F acc[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = V::zero();
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    const int64_t kb = blk * T::kElems;
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* b = p.w + (n + r) * p.row_bytes + blk * T::kBytes;
+      T::groups(b, [&](const F* q, float s, float o, int k0) {
+        const F sv = V::set1(s), ov = V::set1(o);
+        for (int v = 0; v < NV; ++v) {
+          const F w = dequant_vec<V, T>(q[v], sv, ov);
+          const int64_t k = kb + k0 + v * V::W;
+          for (int m = 0; m < MB; ++m) acc[m][r] = V::fmadd(w, V::loadu(x + m * p.ldx + k), acc[m][r]);
         }
       });
     }
-    for (int m = 0; m < MB; ++m) p.y[(m0 + m) * p.ldy + n] = V::hsum(acc[m]) + off[m];
   }
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) p.y[(m0 + m) * p.ldy + n + r] = V::hsum(acc[m][r]);
+}
+
+template <class V, class T, int MB>
+inline void gemv_rows(const Problem& p, int64_t n0, int64_t n1, int64_t m0) {
+  constexpr int R = MB == 1 ? 4 : MB == 2 ? 4 : 2;
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<V, T, MB, R>(p, n, m0);
+  for (; n < n1; ++n) gemv_block<V, T, MB, 1>(p, n, m0);
 }
 
 template <class V, class T>
 void gemv_type(const Problem& p, int64_t n0, int64_t n1) {
   int64_t m = 0;
-  for (; m + 4 <= p.M; m += 4) gemv_block<V, T, 4>(p, n0, n1, m);
+  for (; m + 4 <= p.M; m += 4) gemv_rows<V, T, 4>(p, n0, n1, m);
   switch (p.M - m) {
-    case 3: gemv_block<V, T, 3>(p, n0, n1, m); break;
-    case 2: gemv_block<V, T, 2>(p, n0, n1, m); break;
-    case 1: gemv_block<V, T, 1>(p, n0, n1, m); break;
+    case 3: gemv_rows<V, T, 3>(p, n0, n1, m); break;
+    case 2: gemv_rows<V, T, 2>(p, n0, n1, m); break;
+    case 1: gemv_rows<V, T, 1>(p, n0, n1, m); break;
     default: break;
   }
 }
@@ -239,7 +261,7 @@ void dequant_type(const uint8_t* w, int64_t row_bytes, int64_t K, int64_t n0, in
       float* ob = o + blk * T::kElems;
       T::groups(row + blk * T::kBytes, [&](const F* q, float s, float off, int k0) {
         const F sv = V::set1(s), ov = V::set1(off);
-        for (int v = 0; v < NV; ++v) V::storeu(ob + k0 + v * V::W, V::fmadd(q[v], sv, ov));
+        for (int v = 0; v < NV; ++v) V::storeu(ob + k0 + v * V::W, dequant_vec<V, T>(q[v], sv, ov));
       });
     }
   }

@@ -39,6 +39,20 @@ class PagedAttention(nn.Module):
         `attn.slot_mapping` before attending. Returns (T, num_heads * head_dim)."""
         kv_cache[0].index_copy_(0, attn.slot_mapping, k.to(kv_cache.dtype))
         kv_cache[1].index_copy_(0, attn.slot_mapping, v.to(kv_cache.dtype))
+        return self.attend(q, k, v, kv_cache, attn)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn: AttentionMetadata,
+    ) -> torch.Tensor:
+        """As forward, with this step's K/V already in kv_cache (a fused kernel stored
+        them). Reads the cache; mutates nothing. Returns (T, num_heads * head_dim)."""
+        if not attn.prefills:  # decodes only: the kernel's output is the whole result
+            return self._decode(q, kv_cache, attn).view(q.shape[0], -1)
         out = torch.empty_like(q)  # (T, nh, hd)
         for seq in attn.prefills:
             rows = slice(seq.query_start, seq.query_start + seq.query_len)
@@ -73,18 +87,26 @@ class PagedAttention(nn.Module):
 
     def _decode(self, q, kv_cache, attn) -> torch.Tensor:
         """One new token per sequence, all sequences in one call. Returns (N, nh, hd).
-        Uses the native kernel (reads K/V in place) when it is built and q is float32."""
+        Uses the native kernel (reads K/V in place through the block tables) when it is
+        built, q is float32 and the runner gave block tables."""
         kernel = cpu_kernels()
-        if kernel is not None and q.dtype == torch.float32 and attn.decode_lens is not None:
-            return kernel.decode_attention(q, kv_cache, attn.decode_slots, attn.decode_lens,
-                                           self.scale)
-        n, width = attn.decode_slots.shape
+        if (
+            kernel is not None
+            and q.dtype == torch.float32
+            and attn.block_tables is not None
+            and attn.decode_lens is not None
+        ):
+            return kernel.decode_attention(
+                q, kv_cache, attn.block_tables, attn.decode_lens, attn.block_size, self.scale
+            )
+        slots, mask = attn.decode_slots_and_mask()
+        n, width = slots.shape
         # index_select on the flat slot list is ~3x faster than advanced indexing.
-        ctx = kv_cache.index_select(1, attn.decode_slots.reshape(-1)).to(q.dtype)
+        ctx = kv_cache.index_select(1, slots.reshape(-1)).to(q.dtype)
         ctx = ctx.view(2, n, width, self.num_kv_heads, self.head_dim)  # (2, N, S, nkv, hd)
         k = ctx[0].transpose(1, 2)  # (N, nkv, S, hd)
         v = ctx[1].transpose(1, 2)
         # Fold each kv head's query group into the query-length axis: no K/V repeat.
         q = q.view(n, self.num_kv_heads, self.group, self.head_dim)  # (N, nkv, G, hd)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.decode_mask, scale=self.scale)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return o.view(n, self.num_heads, self.head_dim)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.model.arch import ArchConfig
+from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 from tokenmill.model.layers.rmsnorm import RMSNorm
@@ -50,6 +51,17 @@ class LlamaAttention(nn.Module):
         kv_cache. Returns (T, hidden)."""
         t = x.shape[0]
         qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) hd)
+        kernels = cpu_kernels()
+        if kernels is not None and qkv.dtype == torch.float32 and cos.dtype == torch.float32:
+            # One pass: rotate q and k in place, store k and v at their slots.
+            kernels.rope_write_kv(
+                qkv, cos, sin, kv_cache, attn.slot_mapping, self.num_heads, self.num_kv_heads
+            )
+            q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+            q = q.view(t, self.num_heads, self.head_dim)
+            k = k.view(t, self.num_kv_heads, self.head_dim)
+            v = v.view(t, self.num_kv_heads, self.head_dim)
+            return self.o_proj(self.attn.attend(q, k, v, kv_cache, attn))
         q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
         q = RotaryEmbedding.apply(q.view(t, self.num_heads, self.head_dim), cos, sin)
         k = RotaryEmbedding.apply(k.view(t, self.num_kv_heads, self.head_dim), cos, sin)
@@ -68,7 +80,11 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, hidden). Returns (T, hidden)."""
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)  # (T, ffn) x2
+        gate_up = self.gate_up_proj(x)  # (T, 2 ffn)
+        kernels = cpu_kernels()
+        if kernels is not None and gate_up.dtype == torch.float32:
+            return self.down_proj(kernels.silu_mul(gate_up))
+        gate, up = gate_up.split(self.intermediate_size, dim=-1)  # (T, ffn) x2
         return self.down_proj(F.silu(gate) * up)
 
 
