@@ -20,9 +20,14 @@ elif os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         stacklevel=2,
     )
 
+from importlib import metadata
+
 from tokenmill.sampling_params import SamplingParams
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("tokenmill")  # pyproject.toml is the one source
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["LLM", "SamplingParams", "__version__"]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from tokenmill.errors import InvalidRequestError
 
@@ -72,9 +74,7 @@ class SamplingParams:
                 f"temperature must be >= 0, got {self.temperature}.", param="temperature"
             )
         if not 0.0 < self.top_p <= 1.0:
-            raise InvalidRequestError(
-                f"top_p must be in (0, 1], got {self.top_p}.", param="top_p"
-            )
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}.", param="top_p")
         if self.top_k < -1:
             raise InvalidRequestError(
                 f"top_k must be -1, 0 (disabled) or positive, got {self.top_k}.", param="top_k"
@@ -110,8 +110,42 @@ class SamplingParams:
         """True when the argmax is taken (temperature 0)."""
         return self.temperature < 1e-5
 
+    def choice_seed(self, index: int) -> int:
+        """The seed of completion `index` when `seed` is set: a hash of (seed, index), so
+        requests with nearby seeds share no samples (seed + i would make seed=0 and
+        seed=1 at n=100 share 99 of them)."""
+        digest = hashlib.blake2b(f"{self.seed}:{index}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
     def clone(self, **changes) -> SamplingParams:
         """A copy with `changes` applied (validated again)."""
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         values.update(changes)
         return SamplingParams(**values)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a request gets for the sampling fields it leaves unset: the model's own
+    generation config where it has one, else OpenAI's defaults. `max_tokens` is not
+    here: an omitted max_tokens stays None and the engine caps it (default_max_tokens)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> SamplingDefaults:
+        """Defaults from a generation config (unknown keys ignored, like transformers')."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names and v is not None})
+
+    def params(self, **given: Any) -> SamplingParams:
+        """SamplingParams from `given`, where a None or absent sampling field takes this
+        default. Raises InvalidRequestError for invalid values."""
+        for f in fields(self):
+            if given.get(f.name) is None:
+                given[f.name] = getattr(self, f.name)
+        return SamplingParams(**given)

@@ -6,6 +6,7 @@ import pytest
 
 from tokenmill.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
 from tokenmill.engine.async_engine import AsyncEngine
+from tokenmill.engine.request import GenerationRequest
 from tokenmill.errors import ContextLengthError, QueueFullError
 from tokenmill.sampling_params import SamplingParams
 
@@ -15,7 +16,7 @@ def engine():
     config = EngineConfig(
         ModelConfig(dtype="bfloat16", max_model_len=1024),
         CacheConfig(memory_gib=0.1),
-        SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=256, max_waiting=2),
+        SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=256, max_queue=2),
     )
     return AsyncEngine.from_config(config)
 
@@ -40,7 +41,9 @@ def test_stream_then_abort_then_errors(engine):
         # 1. Streaming deltas add up to the final text and token ids.
         params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
         texts, ids, last = [], [], None
-        async for out in engine.generate("s1", params, prompt="Tell me about the sea."):
+        async for out in engine.generate(
+            GenerationRequest("s1", params, prompt="Tell me about the sea.")
+        ):
             for d in out.deltas:
                 texts.append(d.text)
                 ids.extend(d.token_ids)
@@ -51,7 +54,9 @@ def test_stream_then_abort_then_errors(engine):
 
         # 2. Leaving the stream early aborts the request and frees its blocks.
         long = SamplingParams(temperature=0.0, max_tokens=500, ignore_eos=True)
-        agen = engine.generate("s2", long, prompt="Count slowly to one thousand.")
+        agen = engine.generate(
+            GenerationRequest("s2", long, prompt="Count slowly to one thousand.")
+        )
         seen = 0
         async for out in agen:
             seen += 1
@@ -68,8 +73,8 @@ def test_stream_then_abort_then_errors(engine):
         reasons = []
 
         async def consume():
-            async for out in engine.generate("s3", long, prompt="Go on and on."):
-                reasons.append(out.outputs[0].finish_reason)
+            async for out in engine.generate(GenerationRequest("s3", long, prompt="Go on and on.")):
+                reasons.extend(d.finish_reason for d in out.deltas)
 
         task = asyncio.create_task(consume())
         while not reasons:
@@ -80,8 +85,9 @@ def test_stream_then_abort_then_errors(engine):
 
         # 4. Admission errors arrive at the first iteration.
         with pytest.raises(ContextLengthError, match="1024"):
-            async for _ in engine.generate("s4", long.clone(max_tokens=1000),
-                                           prompt="word " * 100):
+            async for _ in engine.generate(
+                GenerationRequest("s4", long.clone(max_tokens=1000), prompt="word " * 100)
+            ):
                 pass
         return True
 
@@ -92,7 +98,10 @@ def test_queue_full_is_refused(engine):
     async def scenario():
         params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
         # Four may run and two wait: of eight requests sent at once, some are refused.
-        gens = [engine.generate(f"q{i}", params, prompt="Hello there") for i in range(8)]
+        gens = [
+            engine.generate(GenerationRequest(f"q{i}", params, prompt="Hello there"))
+            for i in range(8)
+        ]
         first = [asyncio.ensure_future(g.__anext__()) for g in gens]
         done = await asyncio.gather(*first, return_exceptions=True)
         errors = [d for d in done if isinstance(d, QueueFullError)]

@@ -99,7 +99,7 @@ def test_bytes_stream_equals_full_decode_without_partial_characters(bytes_tokeni
 @pytest.mark.parametrize("text", TEXTS)
 def test_smollm2_stream_equals_full_decode_without_partial_characters(smollm2, text):
     ids = smollm2.encode(text)
-    detok, deltas = stream(smollm2, smollm2.encode("You said:"), ids)
+    _detok, deltas = stream(smollm2, smollm2.encode("You said:"), ids)
     assert "".join(deltas) == smollm2.decode(ids) == text
     assert not any("\ufffd" in d for d in deltas)
 

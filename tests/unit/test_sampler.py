@@ -231,7 +231,7 @@ def mixed_batch_logits(vocab: int = 64) -> torch.Tensor:
 
 def test_seeded_row_is_independent_of_batch_composition_and_position():
     logits = mixed_batch_logits()
-    target = dict(seed=1234, temperature=0.9, top_p=0.95)
+    target = {"seed": 1234, "temperature": 0.9, "top_p": 0.95}
     alone = Sampler().sample(logits[5:6].clone(), [make_row(**target)]).token_ids[0]
     rows = []
     for i in range(16):

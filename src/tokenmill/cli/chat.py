@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from tokenmill.cli.generate import load_core, run_to_completion, sampling_params
+from tokenmill.cli.generate import load_llm, sampling_params
 from tokenmill.config import EngineConfig
 from tokenmill.engine.outputs import Delta
 from tokenmill.errors import TokenmillError
@@ -18,8 +18,8 @@ class ChatSession:
     """The conversation so far and how to extend it. `reply` mutates the history only
     when a reply completes, so a failed or interrupted turn leaves it as it was."""
 
-    def __init__(self, core, params, system: str | None = None):
-        self.core = core
+    def __init__(self, llm, params, system: str | None = None):
+        self.llm = llm
         self.params = params
         self.system = system
         self.history: list[dict[str, str]] = []
@@ -31,16 +31,13 @@ class ChatSession:
 
     def reply(self, user_text: str, out: TextIO) -> str:
         """Streams the model's answer to `user_text` onto `out` and records the turn."""
-        tok = self.core.tokenizer
         messages = [*self.history, {"role": "user", "content": user_text}]
-        rendered = tok.apply_chat_template(messages, add_generation_prompt=True)
-        ids = tok.encode(rendered, add_special_tokens=False)
 
         def show(_: int, delta: Delta) -> None:
             out.write(delta.text)
             out.flush()
 
-        (result,) = run_to_completion(self.core, [ids], self.params, on_delta=show)
+        (result,) = self.llm.chat(messages, self.params, on_delta=show)
         text = result.outputs[0].text
         self.history = [*messages, {"role": "assistant", "content": text}]
         return text
@@ -53,11 +50,11 @@ def chat(
     out: TextIO = sys.stdout,
 ) -> int:
     """Runs the read-reply loop until /exit or end of input. Returns the exit code."""
-    params = sampling_params(args)
-    core = load_core(config)
-    session = ChatSession(core, params, args.system)
+    llm = load_llm(config)
+    params = sampling_params(args, llm)
+    session = ChatSession(llm, params, args.system)
     interactive = stdin.isatty()
-    out.write(f"tokenmill chat with {core.model_name}. {HELP}\n")
+    out.write(f"tokenmill chat with {llm.engine.model_name}. {HELP}\n")
     while True:
         line = _read_line(stdin, interactive)
         if line is None:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-from collections.abc import Callable
 from typing import TextIO
 
 from tokenmill.config import EngineConfig
-from tokenmill.engine.outputs import Delta, RequestOutput
+from tokenmill.engine.outputs import Delta
 from tokenmill.sampling_params import SamplingParams
-
-_ids = itertools.count()
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None:
-    """Sampling flags shared by `generate` and `chat`."""
-    group = parser.add_argument_group("sampling")
+    """Sampling flags shared by `generate` and `chat`. Unset ones take the model's
+    defaults, as a server request that leaves them out does."""
+    group = parser.add_argument_group("sampling (unset: the model's defaults, as the server)")
     group.add_argument(
         "--max-tokens",
         type=int,
@@ -28,23 +25,23 @@ def add_sampling_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None
     group.add_argument(
         "--temperature",
         type=float,
-        default=0.7,
+        default=None,
         metavar="T",
-        help="0 always picks the most likely token [default: 0.7].",
+        help="0 always picks the most likely token.",
     )
     group.add_argument(
         "--top-p",
         type=float,
-        default=0.9,
+        default=None,
         metavar="P",
-        help="Sample from the smallest set of tokens holding this much probability [default: 0.9].",
+        help="Sample from the smallest set of tokens holding this much probability.",
     )
     group.add_argument(
         "--top-k",
         type=int,
-        default=0,
+        default=None,
         metavar="K",
-        help="Sample from the K most likely tokens; 0 disables [default: 0].",
+        help="Sample from the K most likely tokens; 0 disables.",
     )
     group.add_argument(
         "--seed", type=int, default=None, metavar="N", help="Makes sampling reproducible."
@@ -58,9 +55,10 @@ def add_sampling_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None
     )
 
 
-def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    """SamplingParams from the sampling flags (raises InvalidRequestError when invalid)."""
-    return SamplingParams(
+def sampling_params(args: argparse.Namespace, llm) -> SamplingParams:
+    """SamplingParams from the flags over the model's defaults (raises
+    InvalidRequestError when invalid)."""
+    return llm.default_sampling_params(
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -70,69 +68,46 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
     )
 
 
-def run_to_completion(
-    core,
-    prompts: list[list[int]],
-    params: SamplingParams,
-    on_delta: Callable[[int, Delta], None] | None = None,
-) -> list[RequestOutput]:
-    """Adds every prompt to the engine core, steps until all finish, and returns the final
-    outputs in prompt order. `on_delta(prompt_index, delta)` sees text as it is produced.
-    Ctrl-C aborts what is unfinished, then re-raises."""
-    ids = [f"cli-{next(_ids)}" for _ in prompts]
-    index = {rid: i for i, rid in enumerate(ids)}
-    final: dict[str, RequestOutput] = {}
-    try:
-        for rid, token_ids in zip(ids, prompts):
-            core.add_request(rid, params, prompt_token_ids=token_ids)
-        while len(final) < len(ids) and core.has_unfinished():
-            for out in core.step():
-                if on_delta is not None:
-                    for delta in out.deltas:
-                        on_delta(index[out.request_id], delta)
-                if out.finished:
-                    final[out.request_id] = out
-    except BaseException:
-        for rid in ids:
-            if rid not in final:
-                core.abort(rid)
-        raise
-    return [final[rid] for rid in ids]
-
-
-def load_core(config: EngineConfig, err: TextIO = sys.stderr):
-    """Loads the model (a few seconds) and returns an EngineCore driven on this thread."""
-    from tokenmill.engine.core import EngineCore
+def load_llm(config: EngineConfig, err: TextIO = sys.stderr):
+    """Loads the model (a few seconds) into an offline LLM driven on this thread."""
+    from tokenmill.engine.llm import LLM
 
     print("tokenmill: loading the model...", file=err, flush=True)
-    return EngineCore(config)
+    return LLM.from_config(config)
+
+
+def read_prompt(text: str, stdin: TextIO = sys.stdin) -> str:
+    """The prompt for a PROMPT argument: "-" reads stdin, without the final newline that
+    terminals and `echo` add (it would become a token of the prompt)."""
+    if text != "-":
+        return text
+    data = stdin.read()
+    return data.removesuffix("\n")
 
 
 def generate(args: argparse.Namespace, config: EngineConfig, out: TextIO = sys.stdout) -> int:
     """Completes each prompt; one prompt streams as it is produced. Returns the exit code."""
-    params = sampling_params(args)
-    texts = [sys.stdin.read() if p == "-" else p for p in args.prompts]
-    core = load_core(config)
-    tok = core.tokenizer
+    texts = [read_prompt(p) for p in args.prompts]
+    llm = load_llm(config)
+    params = sampling_params(args, llm)
     if args.chat:
-        prompts = []
+        convs = []
         for text in texts:
             messages = [{"role": "system", "content": args.system}] if args.system else []
-            messages.append({"role": "user", "content": text})
-            rendered = tok.apply_chat_template(messages, add_generation_prompt=True)
-            prompts.append(tok.encode(rendered, add_special_tokens=False))
+            convs.append([*messages, {"role": "user", "content": text}])
+        run = lambda on_delta=None: llm.chat(convs, params, on_delta)
     else:
-        prompts = [tok.encode(text, add_special_tokens=True) for text in texts]
+        run = lambda on_delta=None: llm.generate(texts, params, on_delta)
 
-    if len(prompts) == 1:
+    if len(texts) == 1:
 
         def show(_: int, delta: Delta) -> None:
             out.write(delta.text)
             out.flush()
 
-        run_to_completion(core, prompts, params, on_delta=show)
+        run(show)
         out.write("\n")
         return 0
-    results = run_to_completion(core, prompts, params)
+    results = run()
     out.writelines(f"--- [{i}] {texts[i]!r}\n{r.outputs[0].text}\n" for i, r in enumerate(results))
     return 0

@@ -8,20 +8,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from tokenmill import __version__
 from tokenmill.bench.cli import add_bench_parser
 from tokenmill.cli.generate import add_sampling_flags
-from tokenmill.cli.settings import (
-    ENGINE_OPTIONS,
-    SERVER_OPTIONS,
-    SettingsError,
-    add_options,
-    check_file_keys,
-    engine_config,
-    load_config_file,
-    resolve,
-    server_config,
-)
-from tokenmill.errors import TokenmillError
+from tokenmill.cli.settings import AppConfig, EngineConfig, add_settings, config_from_args
+from tokenmill.errors import ConfigError, TokenmillError
+from tokenmill.optimize.cli import add_optimize_parser
 
 DESCRIPTION = """\
 tokenmill: an LLM inference server with an OpenAI-compatible API.
@@ -55,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="store_true", help="Print the version and exit.")
+    parser.add_argument("--version", action="version", version=f"tokenmill {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -65,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
-    add_options(serve, ENGINE_OPTIONS, "model and engine")
-    add_options(serve, SERVER_OPTIONS, "server")
+    add_settings(serve, AppConfig)
 
     gen = commands.add_parser(
         "generate",
@@ -83,9 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Wrap each prompt as a user message in the model's chat template.",
     )
     gen.add_argument("--system", metavar="TEXT", help="System prompt (with --chat).")
-    gen.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
     add_sampling_flags(gen, max_tokens=128)
-    add_options(gen, ENGINE_OPTIONS, "model and engine")
+    add_settings(gen, EngineConfig)
 
     chat = commands.add_parser(
         "chat",
@@ -95,32 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
         "/exit (or Ctrl-D) quits, Ctrl-C interrupts a reply.",
     )
     chat.add_argument("--system", metavar="TEXT", help="System prompt for the conversation.")
-    chat.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
     add_sampling_flags(chat, max_tokens=512)
-    add_options(chat, ENGINE_OPTIONS, "model and engine")
+    add_settings(chat, EngineConfig)
     add_bench_parser(commands)
+    add_optimize_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Parses arguments, resolves settings and runs the command; returns the exit code."""
+    """Parses arguments, resolves settings and runs the command; returns the exit code
+    (2 for bad settings, 1 for a failure to load or serve)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     env = dict(os.environ) if env is None else env
-    if args.version:
-        from tokenmill.server.app import tokenmill_version
-
-        print(f"tokenmill {tokenmill_version()}")
-        return 0
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "bench":
+    if args.command in ("bench", "optimize"):
         return args.func(args)
     try:
         return _run(args, env)
-    except SettingsError as exc:
-        print(f"tokenmill: error: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"tokenmill: error: {exc.message}", file=sys.stderr)
         return 2
     except TokenmillError as exc:
         print(f"tokenmill: error: {exc.message}", file=sys.stderr)
@@ -130,24 +115,20 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    options = ENGINE_OPTIONS + (SERVER_OPTIONS if args.command == "serve" else [])
-    file_values = load_config_file(args.config)
-    check_file_keys(file_values, options)
-    values = resolve(options, args, env, file_values)
     if args.command == "serve":
-        server = server_config(values)
-        engine = engine_config(values)
+        config = config_from_args(AppConfig, args, env)
         logging.basicConfig(
-            level=server.log_level.upper(),
+            level=config.server.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from tokenmill.cli.serve import serve
-        from tokenmill.model.registry import resolve_model
 
-        resolve_model(engine.model.model)  # an unknown model fails before binding the port
-        return serve(engine, server)
+        return serve(config)
+    engine = config_from_args(EngineConfig, args, env)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    engine = engine_config(values)
+    from tokenmill.model.registry import resolve_model
+
+    resolve_model(engine.model.model)  # an unknown model fails before the slow imports
     if args.command == "generate":
         from tokenmill.cli.generate import generate
 

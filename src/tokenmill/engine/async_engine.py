@@ -18,19 +18,11 @@ from dataclasses import dataclass
 from tokenmill.config import EngineConfig
 from tokenmill.engine.core import EngineCore, EngineStats
 from tokenmill.engine.outputs import RequestOutput
+from tokenmill.engine.request import GenerationRequest
 from tokenmill.errors import EngineDeadError, InvalidRequestError
 from tokenmill.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Add:
-    request_id: str
-    params: SamplingParams
-    prompt: str | None
-    prompt_token_ids: list[int] | None
-    priority: int
 
 
 @dataclass
@@ -58,6 +50,8 @@ class AsyncEngine:
         self._closing = False
         self._dead: BaseException | None = None
         self._stats = core.stats()
+        self.sampling_defaults = core.sampling_defaults
+        self.precision = core.precision
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> AsyncEngine:
@@ -73,33 +67,30 @@ class AsyncEngine:
         self._thread.start()
         if warmup:
             params = SamplingParams(max_tokens=2, temperature=0.0)
-            ids = list(range(1, 33))
-            async for _ in self.generate("warmup", params, prompt_token_ids=ids):
+            warm = GenerationRequest("warmup", params, prompt_token_ids=list(range(1, 33)))
+            async for _ in self.generate(warm):
                 pass
         self.is_ready = True
 
     # -- requests ------------------------------------------------------------------------
 
-    async def generate(
-        self,
-        request_id: str,
-        params: SamplingParams,
-        prompt: str | None = None,
-        prompt_token_ids: list[int] | None = None,
-        priority: int = 0,
-    ) -> AsyncIterator[RequestOutput]:
-        """Submit a request and yield its outputs as they progress; the last one has
-        `finished=True`. Validation errors raise at the first iteration. Leaving the
-        loop early (break, aclose, cancellation) aborts the request."""
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs as they progress (deltas; the last one
+        has `finished=True` and the whole completions). Validation errors raise at the
+        first iteration. Leaving the loop early (break, aclose, cancellation) aborts the
+        request."""
+        request_id = req.request_id
         if self._dead is not None:
             raise EngineDeadError(f"The engine stopped after an error: {self._dead}")
         if self._closing:
             raise EngineDeadError("The server is shutting down and accepts no new requests.")
         if request_id in self._queues:
-            raise InvalidRequestError(f"Request id {request_id!r} is already in use.")
+            raise InvalidRequestError(
+                f"Request id {request_id!r} is already in use.", code="duplicate_request_id"
+            )
         q: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = q
-        self._commands.put(_Add(request_id, params, prompt, prompt_token_ids, priority))
+        self._commands.put(req)
         finished = False
         try:
             while True:
@@ -142,20 +133,13 @@ class AsyncEngine:
     # -- worker thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        core = self.core
-        while True:
-            try:
-                if not self._drain(block=not core.has_unfinished()):
-                    return
-                if core.has_unfinished():
-                    self._deliver(core.step())
-                self._stats = core.stats()
-            except Exception as exc:  # an engine bug: fail every request loudly
-                log.exception("engine step failed")
-                self._dead = exc
-                err = EngineDeadError(f"The engine failed: {exc!r}")
-                self._loop.call_soon_threadsafe(self._fail_all, err)
-                return
+        try:
+            self.core.run(self._drain, self._deliver)
+        except Exception as exc:  # an engine bug: fail every request loudly
+            log.exception("engine step failed")
+            self._dead = exc
+            err = EngineDeadError(f"The engine failed: {exc!r}")
+            self._loop.call_soon_threadsafe(self._fail_all, err)
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands; False once asked to stop."""
@@ -167,16 +151,16 @@ class AsyncEngine:
             block = False
             if isinstance(cmd, _Stop):
                 return False
-            if isinstance(cmd, _Add):
+            if isinstance(cmd, GenerationRequest):
                 try:
-                    self.core.add_request(cmd.request_id, cmd.params, cmd.prompt,
-                                          cmd.prompt_token_ids, cmd.priority)
-                except Exception as exc:
+                    self.core.add_request(cmd)
+                except Exception as exc:  # noqa: BLE001 - any refusal goes to its caller
                     self._loop.call_soon_threadsafe(self._put, cmd.request_id, exc)
             elif isinstance(cmd, _Abort):
                 self._deliver(self.core.abort(cmd.request_id))
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
+        self._stats = self.core.stats()
         if outputs:
             self._loop.call_soon_threadsafe(self._dispatch, outputs)
 

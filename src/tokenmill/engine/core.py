@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.input_processor import InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.model_runner import ModelRunner
 from tokenmill.engine.output_processor import OutputProcessor
 from tokenmill.engine.outputs import RequestOutput
-from tokenmill.engine.request import Request, RequestStatus
+from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
-from tokenmill.errors import ContextLengthError, InvalidRequestError, QueueFullError
+from tokenmill.errors import InvalidRequestError, QueueFullError
 from tokenmill.model.loader import LoadedModel, load_model
-from tokenmill.sampling_params import SamplingParams
+from tokenmill.sampling_params import SamplingDefaults
 
 
 @dataclass
@@ -36,6 +38,23 @@ class EngineStats:
     generation_tokens: int
     num_preemptions: int
     num_steps: int
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What the precision settings resolved to on this machine; logged at start-up and
+    shown in /version and /v1/models, so `auto` is never a silent choice."""
+
+    dtype: str
+    """Weights' compute dtype ("float32", "bfloat16")."""
+    quantization: str | None
+    kv_cache_dtype: str
+    kernels: str
+    """Which code runs the hot loops (the loaded model's `kernel_path`)."""
+
+    def describe(self) -> str:
+        quant = f", {self.quantization} weights" if self.quantization else ""
+        return f"{self.dtype}{quant}, KV cache {self.kv_cache_dtype}, {self.kernels} kernels"
 
 
 def default_num_threads() -> int:
@@ -58,15 +77,31 @@ class EngineCore:
         self.num_threads = config.num_threads or default_num_threads()
         torch.set_num_threads(self.num_threads)
         mc = config.model
-        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len,
-                                           mc.quantization)
+        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len, mc.quantization)
         self.config = config
         self.tokenizer = self.loaded.tokenizer
-        self.model_name = mc.served_name or self.loaded.name
+        self.model_name = mc.served_model_name or self.loaded.name
         self.max_model_len = self.loaded.max_model_len
+        self.sampling_defaults = (
+            SamplingDefaults.from_mapping(self.loaded.sampling_defaults)
+            if mc.generation_config == "auto"
+            else SamplingDefaults()
+        )
+        self.inputs = InputProcessor(
+            self.tokenizer, self.loaded.arch.vocab_size, self.max_model_len, mc.default_max_tokens
+        )
         self.runner = ModelRunner(
-            self.loaded.model, self.loaded.arch, self._kv_dtype(), config.cache,
+            self.loaded.model,
+            self.loaded.arch,
+            self._kv_dtype(),
+            config.cache,
             self.max_model_len,
+        )
+        self.precision = Precision(
+            dtype=str(self.loaded.dtype).removeprefix("torch."),
+            quantization=mc.quantization,
+            kv_cache_dtype=str(self.runner.dtype).removeprefix("torch."),
+            kernels=getattr(self.loaded, "kernel_path", None) or "pytorch and native attention",
         )
         self.kv = KVCacheManager(
             self.runner.num_blocks, config.cache.block_size, config.cache.enable_prefix_caching
@@ -87,90 +122,28 @@ class EngineCore:
     def _kv_dtype(self) -> torch.dtype:
         choice = self.config.cache.dtype
         if choice == "auto":
-            if self.config.model.quantization == "int8":
+            if self.loaded.quantization == "int8":
                 return torch.bfloat16
             return self.loaded.dtype
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
 
     # -- admission ---------------------------------------------------------------------
 
-    def tokenize_prompt(self, prompt: str | None, prompt_token_ids: list[int] | None) -> list[int]:
-        """The prompt's token ids, validated against the vocabulary and context."""
-        if prompt_token_ids is None:
-            if prompt is None:
-                raise InvalidRequestError("Either a prompt or prompt token ids is required.",
-                                          param="prompt")
-            prompt_token_ids = self.tokenizer.encode(prompt, add_special_tokens=True)
-        if not prompt_token_ids:
-            raise InvalidRequestError("The prompt is empty: send at least one token.",
-                                      param="prompt")
-        vocab = self.loaded.arch.vocab_size
-        bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
-        if bad:
-            raise InvalidRequestError(
-                f"Token id {bad[0]} is outside the vocabulary [0, {vocab}).", param="prompt"
-            )
-        return list(prompt_token_ids)
-
-    def resolve_max_tokens(self, num_prompt: int, params: SamplingParams) -> int:
-        """New tokens allowed; raises ContextLengthError instead of truncating."""
-        limit = self.max_model_len
-        if params.max_tokens is None:
-            if num_prompt >= limit:
-                raise ContextLengthError(
-                    f"This model's maximum context length is {limit} tokens, and the prompt "
-                    f"has {num_prompt} tokens, leaving no room for a completion. Shorten the "
-                    "prompt."
-                )
-            return limit - num_prompt
-        if num_prompt + params.max_tokens > limit:
-            raise ContextLengthError(
-                f"This model's maximum context length is {limit} tokens. However, you "
-                f"requested {num_prompt + params.max_tokens} tokens ({num_prompt} in the "
-                f"prompt, {params.max_tokens} for the completion). Reduce the prompt or "
-                "max_tokens."
-            )
-        if params.max_tokens == 0 and params.prompt_logprobs is None:
-            raise InvalidRequestError(
-                "max_tokens must be at least 1 (0 is only allowed with echo/prompt_logprobs).",
-                param="max_tokens",
-            )
-        return params.max_tokens
-
-    def _check_param_token_ids(self, params: SamplingParams) -> None:
-        """Token ids in the params index the logits: one outside the vocabulary would
-        fail (or, if negative, silently wrap) inside a step, taking every request down."""
-        vocab = self.loaded.arch.vocab_size
-        for name, ids in (("logit_bias", params.logit_bias or {}),
-                          ("stop_token_ids", params.stop_token_ids)):
-            bad = [t for t in ids if not 0 <= t < vocab]
-            if bad:
-                raise InvalidRequestError(
-                    f"{name} has token id {bad[0]}, outside the vocabulary [0, {vocab}).",
-                    param=name,
-                )
-
-    def add_request(
-        self,
-        request_id: str,
-        params: SamplingParams,
-        prompt: str | None = None,
-        prompt_token_ids: list[int] | None = None,
-        priority: int = 0,
-    ) -> None:
-        """Validate and queue a request with `params.n` sequences. Raises
+    def add_request(self, req: GenerationRequest) -> None:
+        """Validate and queue a request with `req.params.n` sequences. Raises
         InvalidRequestError, ContextLengthError or QueueFullError; on error nothing is
         queued."""
-        if request_id in self._children:
-            raise InvalidRequestError(f"Request id {request_id!r} is already in use.")
-        ids = self.tokenize_prompt(prompt, prompt_token_ids)
-        max_tokens = self.resolve_max_tokens(len(ids), params)
-        self._check_param_token_ids(params)
+        if req.request_id in self._children:
+            raise InvalidRequestError(
+                f"Request id {req.request_id!r} is already in use.", code="duplicate_request_id"
+            )
+        admitted = self.inputs.process(req)
+        params = req.params
         # Requests that can start at the next step do not count as queued.
         sc = self.config.scheduler
         free_seats = max(0, sc.max_num_seqs - len(self.scheduler.running))
-        limit = sc.max_waiting
-        if self.scheduler.num_waiting >= limit + free_seats:
+        limit = sc.max_queue
+        if limit is not None and self.scheduler.num_waiting >= limit + free_seats:
             raise QueueFullError(
                 f"The server is busy: {self.scheduler.num_waiting} requests are waiting "
                 f"(limit {limit}). Retry shortly."
@@ -179,23 +152,23 @@ class EngineCore:
         for i in range(params.n):
             gen = None
             if params.seed is not None and not params.greedy:
-                gen = torch.Generator().manual_seed(params.seed + i)
+                gen = torch.Generator().manual_seed(params.choice_seed(i))
             children.append(
                 Request(
-                    request_id=f"{request_id}#{i}",
-                    parent_id=request_id,
+                    request_id=f"{req.request_id}#{i}",
+                    parent_id=req.request_id,
                     index=i,
-                    prompt_token_ids=ids,
+                    prompt_token_ids=admitted.token_ids,
                     params=params,
-                    max_tokens=max_tokens,
-                    priority=priority,
+                    max_tokens=admitted.max_tokens,
+                    priority=req.priority,
                     arrival_seq=next(self._arrivals),
                     generator=gen,
                     wants_prompt_logprobs=(i == 0 and params.prompt_logprobs is not None),
                 )
             )
-        self.outputs.add(request_id, prompt, children)
-        self._children[request_id] = children
+        self.outputs.add(req.request_id, req.prompt, children)
+        self._children[req.request_id] = children
         for child in children:
             self.scheduler.add(child)
 
@@ -217,6 +190,17 @@ class EngineCore:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    def run(
+        self, inbox: Callable[[bool], bool], deliver: Callable[[list[RequestOutput]], None]
+    ) -> None:
+        """The one drive loop; the offline LLM, the CLI and the async engine all use it.
+        `inbox(idle)` applies the caller's pending commands (add, abort), blocking for
+        one when `idle`, and returns False to stop; `deliver` receives each step's
+        outputs (possibly none)."""
+        while inbox(not self.has_unfinished()):
+            if self.has_unfinished():
+                deliver(self.step())
+
     def step(self) -> list[RequestOutput]:
         """One iteration: schedule -> run model -> postprocess. Returns the outputs of
         requests that progressed."""
@@ -235,12 +219,14 @@ class EngineCore:
         for s, lr in zip(sched.scheduled, step.per_request):
             req = s.request
             start = req.num_computed_tokens - s.num_new_tokens
-            self.prompt_tokens_computed += max(0, min(req.num_computed_tokens,
-                                                      req.num_prompt_tokens) - start)
+            self.prompt_tokens_computed += max(
+                0, min(req.num_computed_tokens, req.num_prompt_tokens) - start
+            )
             if lr.prompt_rows is not None:
                 a, b = lr.prompt_rows
-                tops = prompt_logprobs(step.logits[a:b], torch.tensor(lr.prompt_targets),
-                                       req.params.prompt_logprobs)
+                tops = prompt_logprobs(
+                    step.logits[a:b], torch.tensor(lr.prompt_targets), req.params.prompt_logprobs
+                )
                 self.outputs.add_prompt_logprobs(req, start + 1, tops)
                 touched.append(req.parent_id)
             if req.num_computed_tokens >= req.num_tokens and req.max_tokens == 0:
@@ -250,8 +236,9 @@ class EngineCore:
                 rows.append(lr.sample_row)
                 row_reqs.append(req)
         if rows:
-            sampled = self.sampler.sample(step.logits[torch.tensor(rows)],
-                                          [self._sampling_row(r) for r in row_reqs])
+            sampled = self.sampler.sample(
+                step.logits[torch.tensor(rows)], [self._sampling_row(r) for r in row_reqs]
+            )
             for req, tok, top in zip(row_reqs, sampled.token_ids, sampled.logprobs):
                 self.outputs.mark_prompt_done(req)
                 self.generation_tokens += 1

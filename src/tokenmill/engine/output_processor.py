@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tokenmill.engine.detokenizer import IncrementalDetokenizer, decode_token
 from tokenmill.engine.outputs import (
@@ -28,6 +28,8 @@ class _Completion:
     delta_text: str = ""
     delta_ids: list[int] = field(default_factory=list)
     delta_logprobs: list[PositionLogprobs] = field(default_factory=list)
+    text_parts: list[str] = field(default_factory=list)
+    """The text emitted so far, joined once at the end (not copied every step)."""
     changed: bool = False
 
 
@@ -87,8 +89,9 @@ class OutputProcessor:
                 out[tok] = Logprob(lp, rank, decode_token(self.tokenizer, tok))
         return out
 
-    def add_prompt_logprobs(self, request: Request, first_position: int,
-                            tops: list[TopLogprobs]) -> None:
+    def add_prompt_logprobs(
+        self, request: Request, first_position: int, tops: list[TopLogprobs]
+    ) -> None:
         """Record logprobs of prompt positions first_position, first_position+1, ...
         Positions already recorded (a recompute after preemption) are skipped."""
         state = self.parents[request.parent_id]
@@ -157,8 +160,9 @@ class OutputProcessor:
         return True
 
     def collect(self, parent_ids: list[str] | None = None) -> list[RequestOutput]:
-        """RequestOutputs for every parent that changed since the last call; finished
-        parents are forgotten."""
+        """RequestOutputs for every parent that changed since the last call. Each carries
+        only its deltas, so a step's cost does not grow with output length; a finished
+        parent's output also carries the whole completions, and is then forgotten."""
         results = []
         ids = list(self.parents) if parent_ids is None else parent_ids
         for pid in ids:
@@ -170,35 +174,38 @@ class OutputProcessor:
                 continue
             deltas = []
             for c in changed:
-                c.output.text += c.delta_text
+                if c.delta_text:
+                    c.text_parts.append(c.delta_text)
                 deltas.append(
-                    Delta(c.output.index, c.delta_text, c.delta_ids,
-                          c.delta_logprobs if c.output.logprobs is not None else None,
-                          c.output.finish_reason, c.output.stop_reason)
+                    Delta(
+                        c.output.index,
+                        c.delta_text,
+                        c.delta_ids,
+                        c.delta_logprobs if c.output.logprobs is not None else None,
+                        c.output.finish_reason,
+                        c.output.stop_reason,
+                    )
                 )
                 c.delta_text, c.delta_ids, c.delta_logprobs, c.changed = "", [], [], False
+            finished = state.finished
+            outputs = []
+            if finished:
+                for c in state.completions:
+                    c.output.text = "".join(c.text_parts)
+                    outputs.append(c.output)
             results.append(
                 RequestOutput(
                     request_id=pid,
                     prompt=state.prompt,
                     prompt_token_ids=state.prompt_token_ids,
-                    outputs=[_snapshot(c.output) for c in state.completions],
-                    finished=state.finished,
+                    outputs=outputs,
+                    finished=finished,
                     prompt_logprobs=state.prompt_logprobs,
                     num_cached_tokens=state.completions[0].request.num_cached_tokens,
                     deltas=deltas,
                 )
             )
             state.emitted_prompt_logprobs = True
-            if state.finished:
+            if finished:
                 del self.parents[pid]
         return results
-
-
-def _snapshot(out: CompletionOutput) -> CompletionOutput:
-    """A copy the engine will not mutate later (outputs cross to the event loop)."""
-    return replace(
-        out,
-        token_ids=list(out.token_ids),
-        logprobs=list(out.logprobs) if out.logprobs is not None else None,
-    )

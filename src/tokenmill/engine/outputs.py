@@ -40,12 +40,13 @@ class CompletionOutput:
 
 @dataclass
 class RequestOutput:
-    """A request's state: the prompt and its `n` completions.
+    """What changed in a request since its previous output.
 
-    From the offline API it is final. From the async engine each yielded value carries
-    the whole text so far in `outputs[i].text` and `token_ids`, plus the new part since
-    the previous yield in `outputs[i].delta_text` / `delta_token_ids` semantics exposed
-    through `deltas`.
+    Every output carries `deltas`: per completion, the text, token ids and logprobs new
+    since the previous one. Only the final output (`finished=True`) carries `outputs`,
+    the whole completions; intermediate ones leave it empty, so that streaming costs
+    time linear in the output's length. `prompt_logprobs` (a shared reference, not a
+    copy) is complete from the first output on.
     """
 
     request_id: str

@@ -1,4 +1,5 @@
-"""One sequence the engine computes: a prompt and the tokens generated after it."""
+"""What callers submit (GenerationRequest) and what the scheduler runs (Request: one
+sequence, a prompt and the tokens generated after it)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,27 @@ class RequestStatus(enum.Enum):
             RequestStatus.FINISHED_LENGTH,
             RequestStatus.FINISHED_ABORTED,
         )
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt and how to complete it: the one type every caller hands the engine
+    (the offline LLM, the CLI, the async engine and, through it, the gateway).
+
+    Give `prompt_token_ids`, or `prompt` text for the engine to tokenize (with special
+    tokens). Validation happens at admission, in the engine's InputProcessor.
+    """
+
+    request_id: str
+    params: SamplingParams
+    prompt_token_ids: list[int] | None = None
+    prompt: str | None = None
+    """The prompt's text when the caller has it (echo, logs); tokenized if ids are absent."""
+    priority: int = 0
+    """Lower is served first; ties go to the earlier arrival."""
+    prompt_param: str = "prompt"
+    """The API field that held the prompt ("messages", "prompt", "input"): errors about
+    the prompt name it."""
 
 
 @dataclass

@@ -35,7 +35,7 @@ class SamplingRow:
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     generator: torch.Generator | None
-    """Set for seeded requests: the engine creates `torch.Generator().manual_seed(seed + i)`
+    """Set for seeded requests: the engine seeds it with `params.choice_seed(i)`
     for completion i, and the sampler advances it once per sampled token."""
     banned_token_ids: list[int]
     """Masked to -inf before anything else samples (EOS and stop ids below min_tokens)."""

@@ -11,7 +11,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 
 ROPE_SCALING_KINDS = ("linear", "llama3", "freq_factors")
 
@@ -38,11 +38,11 @@ class RopeScaling:
 
     def __post_init__(self) -> None:
         if self.kind not in ROPE_SCALING_KINDS:
-            raise InvalidRequestError(
+            raise ModelLoadError(
                 f"RoPE scaling {self.kind!r} is not supported; supported: {ROPE_SCALING_KINDS}."
             )
         if self.factor <= 0:
-            raise InvalidRequestError("RoPE scaling factor must be positive.")
+            raise ModelLoadError("RoPE scaling factor must be positive.")
 
     @classmethod
     def from_hf(cls, params: Mapping[str, Any] | None) -> RopeScaling | None:
@@ -89,15 +89,31 @@ class ArchConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     """Every id that ends a generation (EOS, end-of-turn)."""
+    layer_num_heads: tuple[int, ...] = ()
+    """Query heads of each layer where a pruned model has fewer in some layers; empty:
+    every layer has `num_heads`. Key/value heads stay `num_kv_heads` everywhere, so the
+    KV cache keeps one shape."""
+    layer_intermediate_sizes: tuple[int, ...] = ()
+    """MLP width of each layer where a pruned model varies it; empty: `intermediate_size`
+    everywhere."""
 
     def __post_init__(self) -> None:
-        if self.num_heads % self.num_kv_heads:
-            raise InvalidRequestError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                f"({self.num_kv_heads})."
-            )
+        for heads in self.layer_num_heads or (self.num_heads,):
+            if heads < 1 or heads % self.num_kv_heads:
+                raise ModelLoadError(
+                    f"a layer's query heads ({heads}) must be a positive multiple of "
+                    f"num_kv_heads ({self.num_kv_heads})."
+                )
+        for name, values in (
+            ("layer_num_heads", self.layer_num_heads),
+            ("layer_intermediate_sizes", self.layer_intermediate_sizes),
+        ):
+            if values and len(values) != self.num_layers:
+                raise ModelLoadError(
+                    f"{name} has {len(values)} entries for {self.num_layers} layers."
+                )
         if self.head_dim % 2:
-            raise InvalidRequestError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+            raise ModelLoadError(f"head_dim must be even for RoPE, got {self.head_dim}.")
 
     @property
     def q_size(self) -> int:
@@ -106,6 +122,16 @@ class ArchConfig:
     @property
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    def heads_of(self, layer: int) -> int:
+        """Query heads of `layer` (0-based)."""
+        return self.layer_num_heads[layer] if self.layer_num_heads else self.num_heads
+
+    def intermediate_size_of(self, layer: int) -> int:
+        """MLP width of `layer` (0-based)."""
+        if self.layer_intermediate_sizes:
+            return self.layer_intermediate_sizes[layer]
+        return self.intermediate_size
 
     @classmethod
     def from_gguf(
@@ -177,6 +203,8 @@ class ArchConfig:
             eos_ids.extend([eos] if isinstance(eos, int) else (eos or []))
         bos = config.get("bos_token_id")
         return cls(
+            layer_num_heads=tuple(config.get("num_attention_heads_per_layer") or ()),
+            layer_intermediate_sizes=tuple(config.get("intermediate_size_per_layer") or ()),
             architecture=arch.lower(),
             vocab_size=int(config["vocab_size"]),
             hidden_size=hidden,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -30,7 +30,7 @@ def resolve_dtype(name: str) -> torch.dtype:
         native = "AVX512" in torch.backends.cpu.get_cpu_capability()
         return torch.bfloat16 if native and "avx512_bf16" in _cpu_flags() else torch.float32
     if name not in _DTYPES:
-        raise InvalidRequestError(
-            f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}.", param="dtype"
+        raise ConfigError(
+            f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}.", setting="dtype"
         )
     return _DTYPES[name]

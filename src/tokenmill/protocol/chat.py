@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.sampling_params import SamplingParams
 from tokenmill.protocol.common import (
     DropNoneModel,
     OpenAIModel,
@@ -17,6 +16,7 @@ from tokenmill.protocol.common import (
     UsageInfo,
     check_response_format,
 )
+from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
 
 class ContentPart(OpenAIModel):
@@ -53,8 +53,9 @@ class ChatCompletionRequest(SamplingFields):
     )
     add_generation_prompt: bool = True
 
-    def to_sampling_params(self) -> SamplingParams:
-        """The engine's view of this request; raises InvalidRequestError on conflicts."""
+    def to_sampling_params(self, defaults: SamplingDefaults) -> SamplingParams:
+        """The engine's view of this request, unset sampling fields taken from
+        `defaults`; raises InvalidRequestError on conflicts."""
         check_response_format(self.response_format)
         if self.tools:
             raise InvalidRequestError(
@@ -70,7 +71,7 @@ class ChatCompletionRequest(SamplingFields):
             if self.max_completion_tokens is not None
             else self.max_tokens
         )
-        return SamplingParams(
+        return defaults.params(
             max_tokens=max_tokens,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             **self.sampling_kwargs(),

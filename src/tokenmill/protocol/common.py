@@ -29,7 +29,8 @@ class ErrorDetail(ResponseModel):
     message: str
     type: str
     param: str | None = None
-    code: str | int | None = None
+    code: str
+    """A snake_case string, e.g. "context_length_exceeded", "invalid_value"."""
 
 
 class ErrorResponse(ResponseModel):
@@ -73,13 +74,15 @@ class SamplingFields(OpenAIModel):
 
     model: str | None = Field(None, description="Served model name; omitted means the one model.")
     n: int = Field(1, ge=1, le=MAX_N, description="Completions to generate per prompt.")
-    temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 means greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1, description="0 or -1 disables.")
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=100.0, description="0 means greedy; unset: the model's default."
+    )
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Unset: the model's default.")
+    top_k: int | None = Field(None, ge=-1, description="0 or -1 disables.")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=100.0)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
         None,
         description="Token id (as a string) -> bias in [-100, 100].",
@@ -100,7 +103,8 @@ class SamplingFields(OpenAIModel):
     priority: int = Field(0, ge=-1000, le=1000, description="Lower values are scheduled first.")
 
     def sampling_kwargs(self) -> dict[str, Any]:
-        """The SamplingParams arguments these fields set."""
+        """The SamplingParams arguments these fields set; None where the client left a
+        field for the model's defaults to fill (SamplingDefaults.params)."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return {
             "n": self.n,
@@ -125,6 +129,20 @@ class SamplingFields(OpenAIModel):
     def include_usage(self) -> bool:
         """Whether a stream ends with a usage chunk."""
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def unknown_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted paths of every field the client sent that the API does not define, in
+    nested objects too (`messages[0].foo`)."""
+    found = [f"{prefix}{name}" for name in (model.model_extra or {})]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, BaseModel):
+                where = f"{prefix}{name}[{i}]." if isinstance(value, list) else f"{prefix}{name}."
+                found += unknown_fields(item, where)
+    return found
 
 
 def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:

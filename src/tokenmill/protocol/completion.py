@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.sampling_params import SamplingParams
 from tokenmill.protocol.common import (
     ResponseFormat,
     ResponseModel,
@@ -15,6 +14,7 @@ from tokenmill.protocol.common import (
     UsageInfo,
     check_response_format,
 )
+from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
 Prompt = str | list[str] | list[int] | list[list[int]]
 
@@ -36,8 +36,9 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
 
-    def to_sampling_params(self) -> SamplingParams:
-        """The engine's view of this request; raises InvalidRequestError on conflicts."""
+    def to_sampling_params(self, defaults: SamplingDefaults) -> SamplingParams:
+        """The engine's view of this request, unset sampling fields taken from
+        `defaults`; raises InvalidRequestError on conflicts."""
         check_response_format(self.response_format)
         if self.suffix:
             raise InvalidRequestError("suffix (insertion) is not supported.", param="suffix")
@@ -53,7 +54,7 @@ class CompletionRequest(SamplingFields):
             # Echo alone with nothing to generate: the engine runs the prompt only when
             # prompt logprobs are asked for, so ask for the cheapest kind.
             prompt_logprobs = 0
-        return SamplingParams(
+        return defaults.params(
             max_tokens=self.max_tokens,
             logprobs=self.logprobs,
             prompt_logprobs=prompt_logprobs,

@@ -10,12 +10,22 @@ from tokenmill.protocol.chat import ChatMessage
 from tokenmill.protocol.common import OpenAIModel, ResponseModel
 
 
+class PrecisionInfo(ResponseModel):
+    """What the precision settings resolved to on this machine."""
+
+    dtype: str
+    quantization: str | None = None
+    kv_cache_dtype: str
+    kernels: str
+
+
 class ModelCard(ResponseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "tokenmill"
     max_model_len: int | None = None
+    precision: PrecisionInfo | None = None
 
 
 class ModelList(ResponseModel):
@@ -66,3 +76,6 @@ class StatusResponse(ResponseModel):
 
 class VersionResponse(ResponseModel):
     version: str
+    model: str | None = None
+    """The served model, once loaded."""
+    precision: PrecisionInfo | None = None

@@ -11,18 +11,17 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
-from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from tokenmill.server.config import ServerConfig
-from tokenmill.server.engine_client import EngineClient
-from tokenmill.server.errors import install_error_handlers
-from tokenmill.server.middleware import BodySizeLimit
-from tokenmill.server.openapi import install_openapi
+from tokenmill import __version__
+from tokenmill.config import ServerConfig
+from tokenmill.gateway.auth import KeyStore
+from tokenmill.gateway.engine_client import EngineClient
+from tokenmill.gateway.pipeline import Pipeline
 from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.protocol.common import ErrorResponse
 from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
@@ -31,15 +30,19 @@ from tokenmill.protocol.misc import (
     DetokenizeResponse,
     ModelCard,
     ModelList,
+    PrecisionInfo,
     StatusResponse,
     TokenizeRequest,
     TokenizeResponse,
     TokenizerInfoResponse,
     VersionResponse,
 )
-from tokenmill.server.serving.chat import ChatService
-from tokenmill.server.serving.completion import CompletionService
-from tokenmill.server.serving.generation import ClientDisconnected
+from tokenmill.server.auth import AuthMiddleware
+from tokenmill.server.disconnect import ClientDisconnected
+from tokenmill.server.errors import install_error_handlers
+from tokenmill.server.middleware import BodySizeLimit
+from tokenmill.server.openapi import install_openapi
+from tokenmill.server.serving.generation import GenerationService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
 
@@ -57,24 +60,24 @@ _ERRORS = {
 _STREAM = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks."}}
 
 
-def tokenmill_version() -> str:
-    """The installed package's version."""
-    try:
-        return metadata.version("tokenmill")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def build_app(
     config: ServerConfig,
     engine_factory: Callable[[], EngineClient],
-    on_ready: Callable[[str, float], None] | None = None,
+    on_ready: Callable[[EngineClient, float], None] | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
+    keys: KeyStore | None = None,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
-    listens) and serves it. `on_ready(model_name, load_seconds)` and `on_fatal(error)`
+    listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
     let the caller print the startup line or exit on a failed load."""
-    state = ServerState(config, engine_factory, on_ready=on_ready, on_fatal=on_fatal)
+    state = ServerState(
+        config,
+        engine_factory,
+        on_ready=on_ready,
+        on_fatal=on_fatal,
+        pipeline_factory=pipeline_factory,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -88,12 +91,14 @@ def build_app(
 
     app = FastAPI(
         title="tokenmill",
-        version=tokenmill_version(),
+        version=__version__,
         description="An OpenAI-compatible LLM inference server.",
         lifespan=lifespan,
     )
     app.state.tokenmill = state
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    if keys is not None and keys.enabled:
+        app.add_middleware(AuthMiddleware, keys=keys)
     install_error_handlers(app)
     install_openapi(app, state)
 
@@ -101,8 +106,7 @@ def build_app(
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
         return Response(status_code=499)
 
-    chat = ChatService(state)
-    completion = CompletionService(state)
+    generation = GenerationService(state)
     tokenizer = TokenizerService(state)
 
     @app.post(
@@ -113,7 +117,7 @@ def build_app(
     )
     async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
         """Chat completion; with `stream: true`, server-sent `chat.completion.chunk` events."""
-        return await chat.create(body, raw)
+        return await generation.create("chat", body, raw)
 
     @app.post(
         "/v1/completions",
@@ -123,7 +127,7 @@ def build_app(
     )
     async def create_completion(body: CompletionRequest, raw: Request) -> Response:
         """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
-        return await completion.create(body, raw)
+        return await generation.create("completion", body, raw)
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:
@@ -139,9 +143,9 @@ def build_app(
         return _model_card(state)
 
     @app.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS, tags=["tokenizer"])
-    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+    async def tokenize(body: TokenizeRequest, response: Response) -> TokenizeResponse:
         """Token ids of a prompt, or of chat messages after the template."""
-        return await tokenizer.tokenize(body)
+        return await tokenizer.tokenize(body, response)
 
     @app.post(
         "/detokenize", response_model=DetokenizeResponse, responses=_ERRORS, tags=["tokenizer"]
@@ -178,8 +182,13 @@ def build_app(
 
     @app.get("/version", response_model=VersionResponse, tags=["operations"])
     async def version() -> VersionResponse:
-        """The tokenmill version."""
-        return VersionResponse(version=tokenmill_version())
+        """The tokenmill version, and the served model's precision once it is loaded."""
+        engine = state.loaded_engine
+        if engine is None:
+            return VersionResponse(version=__version__)
+        return VersionResponse(
+            version=__version__, model=engine.model_name, precision=_precision(engine)
+        )
 
     @app.get("/v1/engine/stats", responses=_ERRORS, tags=["operations"])
     async def engine_stats() -> dict[str, Any]:
@@ -191,6 +200,16 @@ def build_app(
     return app
 
 
+def _precision(engine: EngineClient) -> PrecisionInfo | None:
+    precision = getattr(engine, "precision", None)
+    return PrecisionInfo(**dataclasses.asdict(precision)) if precision is not None else None
+
+
 def _model_card(state: ServerState) -> ModelCard:
     engine = state.engine
-    return ModelCard(id=state.model_name, created=state.created, max_model_len=engine.max_model_len)
+    return ModelCard(
+        id=state.model_name,
+        created=state.created,
+        max_model_len=engine.max_model_len,
+        precision=_precision(engine),
+    )

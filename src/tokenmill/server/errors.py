@@ -7,6 +7,7 @@ rewritten into one readable sentence per problem.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -16,35 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenmill.errors import TokenmillError
+from tokenmill.errors import RequestTimeoutError, ServiceUnavailableError, TokenmillError
 
 logger = logging.getLogger(__name__)
-
-
-class RequestTimeoutError(TokenmillError):
-    """The request ran past the server's per-request timeout (HTTP 408)."""
-
-    status_code = 408
-    error_type = "timeout_error"
-
-    def __init__(self, timeout_s: float):
-        super().__init__(
-            f"The request did not finish within the server's request timeout of {timeout_s:g} s "
-            "and was aborted. Ask for fewer tokens (max_tokens) or start the server with a "
-            "larger --request-timeout.",
-            code="request_timeout",
-        )
-
-
-class ServiceUnavailableError(TokenmillError):
-    """The server cannot take requests right now: loading or shutting down (HTTP 503)."""
-
-    status_code = 503
-    error_type = "server_error"
-
-    def __init__(self, message: str, code: str, retry_after_s: float | None = None):
-        super().__init__(message, code=code)
-        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLargeError(TokenmillError):
@@ -61,10 +36,12 @@ class PayloadTooLargeError(TokenmillError):
         )
 
 
-def error_body(
-    message: str, error_type: str, param: str | None = None, code: str | int | None = None
-) -> dict[str, Any]:
-    """The JSON body OpenAI clients parse into an APIError."""
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+
+
+def error_body(message: str, error_type: str, param: str | None, code: str) -> dict[str, Any]:
+    """The JSON body OpenAI clients parse into an APIError. `code` is always a snake_case
+    string (OpenAI's documented codes are), never a number or null."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -75,11 +52,25 @@ def error_from_exception(exc: TokenmillError) -> dict[str, Any]:
 
 def error_response(exc: TokenmillError) -> JSONResponse:
     """A JSON response for `exc`, with Retry-After where the error says when to retry."""
-    headers = {}
+    headers = dict(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(error_from_exception(exc), status_code=exc.status_code, headers=headers)
+
+
+async def send_error(send, exc: TokenmillError, headers: dict[str, str] | None = None) -> None:
+    """Answers `exc` from a pure-ASGI middleware (before any route runs)."""
+    payload = json.dumps(error_from_exception(exc)).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+             for k, v in (headers or {}).items()]
+    await send({
+        "type": "http.response.start",
+        "status": exc.status_code,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()), *extra],
+    })
+    await send({"type": "http.response.body", "body": payload})
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -92,12 +83,14 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str |
     for err in errors[:5]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         param = _dotted(loc)
-        if first_param is None and param:
-            first_param = param
         if err.get("type") == "json_invalid":
+            # pydantic's location is a character offset, not a field: name no param.
             ctx = err.get("ctx") or {}
             parts.append(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
-        elif param:
+            continue
+        if first_param is None and param:
+            first_param = param
+        if param:
             parts.append(f"{param}: {err.get('msg', 'invalid value')}")
         else:
             parts.append(f"body: {err.get('msg', 'invalid value')}")
@@ -126,7 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_validation_errors(list(exc.errors()))
         return JSONResponse(
-            error_body(message, "invalid_request_error", param, "invalid_request"),
+            error_body(message, "invalid_request_error", param, "invalid_value"),
             status_code=400,
         )
 
@@ -139,8 +132,9 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(
-            error_body(message, error_type, None, exc.status_code),
+            error_body(message, error_type, None, code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokenmill.server.errors import PayloadTooLargeError, error_from_exception
+from tokenmill.server.errors import PayloadTooLargeError, send_error
 
 
 class BodySizeLimit:
@@ -49,19 +47,7 @@ class BodySizeLimit:
         await self.app(scope, _replay([replayed], receive), send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(error_from_exception(PayloadTooLargeError(self.max_bytes))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, PayloadTooLargeError(self.max_bytes), {"connection": "close"})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -9,9 +9,16 @@ import time
 import uuid
 from collections.abc import Callable
 
-from tokenmill.errors import ModelNotFoundError
-from tokenmill.server.config import ServerConfig
-from tokenmill.server.engine_client import EngineClient
+from pydantic import BaseModel
+
+from tokenmill.config import ServerConfig
+from tokenmill.errors import InvalidRequestError, ModelNotFoundError
+from tokenmill.gateway.backend import LocalBackend
+from tokenmill.gateway.call import Caller
+from tokenmill.gateway.engine_client import EngineClient
+from tokenmill.gateway.pipeline import Pipeline
+from tokenmill.gateway.router import SingleModelRouter
+from tokenmill.protocol.common import unknown_fields
 from tokenmill.server.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -36,10 +43,14 @@ class ServerState:
         self,
         config: ServerConfig,
         engine_factory: Callable[[], EngineClient],
-        on_ready: Callable[[str, float], None] | None = None,
+        on_ready: Callable[[EngineClient, float], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     ):
         self.config = config
+        self._pipeline_factory = pipeline_factory or self._plain_pipeline
+        self._pipeline: Pipeline | None = None
+        self.anonymous_caller = Caller()
         self.phase = Phase.LOADING
         self.created = int(time.time())
         self._factory = engine_factory
@@ -68,10 +79,19 @@ class ServerState:
                 self._on_fatal(exc)
             return
         self._engine = engine
+        try:
+            self._pipeline = await asyncio.to_thread(self._pipeline_factory, engine)
+        except Exception as exc:  # noqa: BLE001 - a policy that cannot load is fatal too
+            self.phase = Phase.FAILED
+            self.load_error = exc
+            logger.error("could not build the request pipeline: %s", exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
         if self._on_ready is not None:
-            self._on_ready(self.model_name, time.perf_counter() - started)
+            self._on_ready(engine, time.perf_counter() - started)
 
     @property
     def engine(self) -> EngineClient:
@@ -93,6 +113,18 @@ class ServerState:
         )
 
     @property
+    def pipeline(self) -> Pipeline:
+        """The request pipeline over the engine; the same 503s as `engine`."""
+        self.engine  # noqa: B018 - raises the 503 that says why there is none
+        assert self._pipeline is not None
+        return self._pipeline
+
+    def _plain_pipeline(self, engine: EngineClient) -> Pipeline:
+        """No policies: the engine, its one model, the request timeout."""
+        backend = LocalBackend(engine, timeout_s=self.config.request_timeout)
+        return Pipeline(SingleModelRouter(engine.model_name, backend))
+
+    @property
     def loaded_engine(self) -> EngineClient | None:
         """The engine if it has loaded, whatever the phase (stats during a drain)."""
         return self._engine
@@ -100,8 +132,6 @@ class ServerState:
     @property
     def model_name(self) -> str:
         """The name clients send as `model` and see in responses."""
-        if self.config.served_model_name:
-            return self.config.served_model_name
         return self._engine.model_name if self._engine is not None else "unknown"
 
     def check_model(self, requested: str | None) -> None:
@@ -113,13 +143,23 @@ class ServerState:
             f"{self.model_name!r} (see GET /v1/models)."
         )
 
-    def note_unknown_fields(self, endpoint: str, extra: dict | None) -> None:
-        """Logs each unknown request field once per endpoint; the field is ignored.
+    def unknown_fields(self, endpoint: str, body: BaseModel) -> list[str]:
+        """The fields of `body` the API does not know. Under --strict-fields they are
+        refused (400 `unknown_field`); otherwise they are ignored, named in the response's
+        x-tokenmill-ignored-fields header, and logged once per endpoint and name.
 
         At most MAX_LOGGED_FIELDS names are remembered, so clients inventing field names
         cannot grow this set without bound; past that, one last line says so.
         """
-        for name in extra or {}:
+        names = unknown_fields(body)
+        if names and self.config.strict_fields:
+            raise InvalidRequestError(
+                f"Unknown field(s) {', '.join(names)}: this server refuses fields it does not "
+                "know (--strict-fields). Remove them or check their spelling.",
+                param=names[0],
+                code="unknown_field",
+            )
+        for name in names:
             key = (endpoint, name)
             if key in self._unknown_fields_logged:
                 continue
@@ -127,9 +167,10 @@ class ServerState:
                 if not self._unknown_fields_capped:
                     self._unknown_fields_capped = True
                     logger.warning("more unknown request fields arrive; no longer logging them")
-                return
+                break
             self._unknown_fields_logged.add(key)
             logger.warning("ignoring unknown field %r in %s requests", name, endpoint)
+        return names
 
     @staticmethod
     def new_request_id(prefix: str) -> str:
@@ -143,7 +184,7 @@ class ServerState:
             return
         self.phase = Phase.DRAINING
         if self._engine is not None:
-            grace = self.config.shutdown_grace_s
+            grace = self.config.shutdown_grace
             self._drain_task = asyncio.ensure_future(self._engine.shutdown(grace_s=grace))
 
     async def close(self) -> None:

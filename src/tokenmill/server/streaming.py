@@ -35,10 +35,15 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[str], on_close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        frames: AsyncIterator[str],
+        on_close: Callable[[], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(
             frames,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
             media_type=self.media_type,
         )
         self._on_close = on_close

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tokenmill.engine.request import GenerationRequest
 from tokenmill.errors import InvalidRequestError
 from tokenmill.sampling_params import SamplingParams
 
@@ -14,7 +15,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 
 def test_scripted_core_continues_the_text():
     core = make_core("abcd")
-    core.add_request("r", GREEDY, prompt="a")
+    core.add_request(GenerationRequest("r", GREEDY, prompt="a"))
     out = run_core(core)["r"].outputs[0]
     assert out.text == "bcdabcda" and out.finish_reason == "length"
     assert core.stats().kv_blocks_used == 0
@@ -34,17 +35,17 @@ def test_token_ids_outside_the_vocabulary_are_refused_at_admission(changes, para
     # the engine thread and every other request with it.
     core = make_core()
     with pytest.raises(InvalidRequestError) as err:
-        core.add_request("bad", GREEDY.clone(**changes), prompt="a")
+        core.add_request(GenerationRequest("bad", GREEDY.clone(**changes), prompt="a"))
     assert err.value.param == param
     assert not core.has_unfinished()
-    core.add_request("ok", GREEDY, prompt="a")
+    core.add_request(GenerationRequest("ok", GREEDY, prompt="a"))
     assert run_core(core)["ok"].outputs[0].finish_reason == "length"
 
 
 def test_stop_string_waits_for_min_tokens():
     core = make_core("abcd")
     params = GREEDY.clone(stop=["b"], min_tokens=3, max_tokens=16)
-    core.add_request("r", params, prompt="a")
+    core.add_request(GenerationRequest("r", params, prompt="a"))
     out = run_core(core)["r"].outputs[0]
     # "b" is the first token, below min_tokens: the next "b" (token 5) ends it.
     assert out.text == "bcda"
@@ -62,11 +63,11 @@ def test_request_id_reused_after_an_abort_in_the_queue_runs_the_new_request():
     # to be recognised by id, so the new request with the same id was dropped in its
     # place and the aborted one ran, writing its tokens into the new request's output.
     core = make_core("abcd", max_seqs=1)
-    core.add_request("busy", GREEDY.clone(max_tokens=4), prompt="a")
+    core.add_request(GenerationRequest("busy", GREEDY.clone(max_tokens=4), prompt="a"))
     core.step()
-    core.add_request("x", GREEDY.clone(max_tokens=3), prompt="a", priority=5)
+    core.add_request(GenerationRequest("x", GREEDY.clone(max_tokens=3), prompt="a", priority=5))
     assert core.abort("x")[0].outputs[0].finish_reason == "abort"
-    core.add_request("x", GREEDY, prompt="c", priority=-5)
+    core.add_request(GenerationRequest("x", GREEDY, prompt="c", priority=-5))
     assert core.scheduler.num_waiting == 1
     out = run_core(core)["x"].outputs[0]
     assert out.text == "dabcdabc" and out.finish_reason == "length"
@@ -78,7 +79,7 @@ def test_top_k_beyond_int64_samples_like_no_top_k():
     # torch.tensor as is and overflowed inside a step, killing the engine.
     core = make_core("abcd")
     params = SamplingParams(temperature=0.1, max_tokens=4, seed=1)
-    core.add_request("big", params.clone(top_k=10**20), prompt="a")
-    core.add_request("small", params.clone(top_k=2), prompt="a")
+    core.add_request(GenerationRequest("big", params.clone(top_k=10**20), prompt="a"))
+    core.add_request(GenerationRequest("small", params.clone(top_k=2), prompt="a"))
     final = run_core(core)
     assert final["big"].outputs[0].text == final["small"].outputs[0].text == "bcda"

@@ -9,13 +9,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.unit.server.fake_engine import FakeEngine
+from tokenmill.config import ServerConfig
 from tokenmill.server.app import build_app
-from tokenmill.server.config import ServerConfig
 
 
 def make_client(engine: FakeEngine, **config) -> TestClient:
     """A TestClient (lifespan not yet entered) over an app serving `engine`."""
-    config.setdefault("max_body_bytes", 64 * 1024)
+    config.setdefault("max_body_mib", 64 / 1024)
     return TestClient(build_app(ServerConfig(**config), lambda: engine))
 
 

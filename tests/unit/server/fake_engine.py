@@ -3,7 +3,8 @@
 Tokens are UTF-8 bytes (id = byte + 3; 1 is BOS, 2 is EOS). Completion `i` of a request
 spells `script` (prefixed by `i` when n > 1), one token per step, then ends with EOS
 ("stop") unless max_tokens ends it first ("length"). It honours the engine contract the
-server relies on: validation errors at the first step, and abort when the consumer
+server relies on: the real admission checks (InputProcessor) at the first step, deltas in
+every output and whole completions only in the last, and abort when the consumer
 stops iterating early, which it records in `aborted`.
 """
 
@@ -13,9 +14,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenmill.engine.input_processor import InputProcessor
 from tokenmill.engine.outputs import CompletionOutput, Delta, Logprob, RequestOutput
-from tokenmill.errors import ContextLengthError, QueueFullError
-from tokenmill.sampling_params import SamplingParams
+from tokenmill.engine.request import GenerationRequest
+from tokenmill.errors import QueueFullError
+from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
 BOS, EOS, OFFSET = 1, 2, 3
 
@@ -77,6 +80,9 @@ class FakeEngine:
     running: set[str] = field(default_factory=set)
     aborted: list[str] = field(default_factory=list)
     shutdown_grace: float | None = None
+    default_max_tokens: int = 64
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    precision: None = None
     _closing: bool = False
 
     async def start(self) -> None:
@@ -103,25 +109,16 @@ class FakeEngine:
             out[alt] = Logprob(-2.0, 2, "#")
         return out
 
-    async def generate(
-        self,
-        request_id: str,
-        params: SamplingParams,
-        prompt: str | None = None,
-        prompt_token_ids: list[int] | None = None,
-        priority: int = 0,
-    ):
-        ids = list(prompt_token_ids or self.tokenizer.encode(prompt or ""))
-        self.calls.append(Call(request_id, params, ids, priority))
+    async def generate(self, req: GenerationRequest):
+        params, request_id, prompt = req.params, req.request_id, req.prompt
+        inputs = InputProcessor(
+            self.tokenizer, self.tokenizer.vocab_size, self.max_model_len, self.default_max_tokens
+        )
+        self.calls.append(Call(request_id, params, list(req.prompt_token_ids or []), req.priority))
         if self.queue_full:
             raise QueueFullError("The waiting queue is full (1 waiting).", retry_after_s=1.5)
-        wanted = params.max_tokens if params.max_tokens is not None else 0
-        if len(ids) + wanted > self.max_model_len:
-            raise ContextLengthError(
-                f"The prompt has {len(ids)} tokens and max_tokens is {wanted}; together they "
-                f"exceed the context length of {self.max_model_len}."
-            )
-        limit = params.max_tokens if params.max_tokens is not None else self.max_model_len
+        admitted = inputs.process(req)
+        ids, limit = admitted.token_ids, admitted.max_tokens
         texts = [(f"{i}" if params.n > 1 else "") + self.script for i in range(params.n)]
         outs = [
             CompletionOutput(index=i, logprobs=[] if params.logprobs is not None else None)
@@ -132,7 +129,6 @@ class FakeEngine:
             prompt_lps = [None] + [self._logprobs(t, params.prompt_logprobs) for t in ids[1:]]
         self.running.add(request_id)
         finished = False
-        first = True
         try:
             while True:
                 await asyncio.sleep(self.step_delay_s)
@@ -166,17 +162,11 @@ class FakeEngine:
                     request_id=request_id,
                     prompt=prompt,
                     prompt_token_ids=ids,
-                    outputs=[
-                        CompletionOutput(
-                            o.index, o.text, list(o.token_ids), o.logprobs, None, o.finish_reason
-                        )
-                        for o in outs
-                    ],
+                    outputs=outs if finished else [],
                     finished=finished,
-                    prompt_logprobs=prompt_lps if first else None,
+                    prompt_logprobs=prompt_lps,
                     deltas=deltas,
                 )
-                first = False
                 if finished:
                     return
         finally:

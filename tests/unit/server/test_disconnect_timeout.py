@@ -120,7 +120,7 @@ def test_disconnect_while_waiting_for_a_whole_response_aborts():
 
 def test_timeout_is_408_and_aborts():
     engine = slow_engine()
-    with make_client(engine, request_timeout_s=0.2) as c:
+    with make_client(engine, request_timeout=0.2) as c:
         wait_ready(c)
         started = time.monotonic()
         r = c.post("/v1/completions", json={"prompt": "a", "max_tokens": 900})
@@ -135,7 +135,7 @@ def test_timeout_is_408_and_aborts():
 
 def test_timeout_mid_stream_ends_the_stream_with_an_error_event():
     engine = slow_engine()
-    with make_client(engine, request_timeout_s=0.2) as c:
+    with make_client(engine, request_timeout=0.2) as c:
         wait_ready(c)
         r = c.post("/v1/completions", json={"prompt": "a", "max_tokens": 900, "stream": True})
         wait_for_no_running(engine)
@@ -156,7 +156,7 @@ def test_finished_requests_are_not_aborted(client: TestClient, engine: FakeEngin
 
 def test_drain_lets_in_flight_streams_finish_with_abort_after_grace():
     engine = slow_engine()
-    with make_client(engine, shutdown_grace_s=0.1) as c:
+    with make_client(engine, shutdown_grace=0.1) as c:
         wait_ready(c)
 
         async def stream_then_drain():

@@ -53,10 +53,12 @@ def test_models(client: TestClient):
     assert client.get("/v1/models/fake-model").json() == card
 
 
-def test_served_model_name_overrides_the_engine_name(engine: FakeEngine):
+def test_the_engine_name_is_the_served_name(engine: FakeEngine):
+    # --served-model-name sets the engine's model_name (ModelConfig); the server uses it.
     from tests.unit.server.conftest import make_client, wait_ready
 
-    with make_client(engine, served_model_name="my/name") as c:
+    engine.model_name = "my/name"
+    with make_client(engine) as c:
         wait_ready(c)
         assert c.get("/v1/models").json()["data"][0]["id"] == "my/name"
         assert c.get("/v1/models/my/name").status_code == 200
@@ -145,7 +147,7 @@ def test_completion_prompt_of_ids_starts_with_given_ids(client: TestClient, engi
 def test_large_text_is_tokenized_off_the_event_loop(
     client: TestClient, engine: FakeEngine, monkeypatch
 ):
-    from tokenmill.server.serving import prompts
+    from tokenmill.gateway import prompts
 
     hops = []
     real = asyncio.to_thread

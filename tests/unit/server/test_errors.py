@@ -134,12 +134,13 @@ def test_unknown_fields_are_accepted_and_logged_once(client: TestClient, caplog)
 
 
 def test_unknown_field_memory_is_bounded(client: TestClient, caplog):
+    from tokenmill.protocol.common import OpenAIModel
     from tokenmill.server.state import MAX_LOGGED_FIELDS
 
     caplog.set_level(logging.WARNING, logger="tokenmill.server.state")
     state = client.app.state.tokenmill
     for i in range(MAX_LOGGED_FIELDS + 50):
-        state.note_unknown_fields("/x", {f"f{i}": 1})
+        state.unknown_fields("/x", OpenAIModel(**{f"f{i}": 1}))
     assert len(state._unknown_fields_logged) == MAX_LOGGED_FIELDS
     assert sum("no longer logging" in r.getMessage() for r in caplog.records) == 1
 
@@ -162,8 +163,8 @@ def test_loading_is_503_then_ready():
         release.wait(5)
         return engine
 
+    from tokenmill.config import ServerConfig
     from tokenmill.server.app import build_app
-    from tokenmill.server.config import ServerConfig
 
     with TestClient(build_app(ServerConfig(), slow_factory)) as c:
         assert c.get("/health").status_code == 200
@@ -177,9 +178,9 @@ def test_loading_is_503_then_ready():
 
 
 def test_failed_load_reports_and_calls_on_fatal():
+    from tokenmill.config import ServerConfig
     from tokenmill.errors import ModelNotFoundError
     from tokenmill.server.app import build_app
-    from tokenmill.server.config import ServerConfig
 
     def factory():
         raise ModelNotFoundError("no such model 'x'")
@@ -197,10 +198,19 @@ def test_failed_load_reports_and_calls_on_fatal():
 
 
 def test_draining_refuses_new_requests(engine: FakeEngine):
-    with make_client(engine, shutdown_grace_s=0.5) as c:
+    with make_client(engine, shutdown_grace=0.5) as c:
         wait_ready(c)
         c.portal.call(c.app.state.tokenmill.begin_drain)
         assert c.get("/ready").status_code == 503
         err = error_of(c.post(CHAT, json={"messages": USER}), 503)
         assert err["code"] == "shutting_down"
     assert engine.shutdown_grace == 0.5
+
+
+def test_unknown_field_names_in_any_script_are_named_in_the_header(client: TestClient):
+    body = {"prompt": "a", "max_tokens": 1, "\U0001d413\u00e9": 1, "x" * 2000: 2}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200
+    header = r.headers["x-tokenmill-ignored-fields"]
+    assert header.startswith("%F0%9D%90%93%C3%A9,") and header.endswith(",...")
+    assert len(header) <= 1030

@@ -57,7 +57,10 @@ def source_digest() -> str:
     h = hashlib.sha256()
     for name in _SOURCES + _INCLUDED:
         h.update(name.encode() + b"\0" + (_HERE / name).read_bytes())
-    h.update(repr((_CFLAGS, torch.__version__, sys.version_info[:2], platform.machine())).encode())
+    # The recipe tag changes whenever the build recipe does, so no build directory is
+    # shared by two recipes (ninja would rebuild back and forth between them).
+    recipe = (_CFLAGS, torch.__version__, sys.version_info[:2], platform.machine(), "copies-v1")
+    h.update(repr(recipe).encode())
     return h.hexdigest()[:12]
 
 
@@ -74,10 +77,21 @@ def build(verbose: bool = False):
 
     digest = source_digest()
     out = build_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    # Build from copies inside the build directory: ninja keys its rules by source path,
+    # so two checkouts with the same sources would otherwise rebuild each other's module
+    # over and over. The included files are copied too (bindings.cpp includes them).
+    src_dir = out / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    for name in _SOURCES + _INCLUDED:
+        data = (_HERE / name).read_bytes()
+        copy = src_dir / name
+        if not copy.exists() or copy.read_bytes() != data:
+            tmp = copy.with_suffix(copy.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(copy)
     return load(
         name=f"tokenmill_kernels_{digest}",
-        sources=[str(_HERE / name) for name in _SOURCES],
+        sources=[str(src_dir / name) for name in _SOURCES],
         extra_cflags=list(_CFLAGS),
         build_directory=str(out),
         verbose=verbose,

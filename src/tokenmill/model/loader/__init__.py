@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.dtype import resolve_dtype
 from tokenmill.model.kernels import cpu_kernels, quant_isa
@@ -30,7 +30,12 @@ from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
 from tokenmill.model.models.llama import LlamaForCausalLM
 from tokenmill.model.models.registry import model_class
 from tokenmill.model.quant.blocks import install_block_weights
-from tokenmill.model.quant.int8 import QUANTIZATIONS, quantize_model_int8
+from tokenmill.model.quant.int8 import (
+    INT8_METHOD,
+    QUANTIZATIONS,
+    int8_shells,
+    quantize_model_int8,
+)
 from tokenmill.model.registry import resolve_model
 from tokenmill.model.tokenizer import Tokenizer
 
@@ -59,6 +64,10 @@ class LoadedModel:
     weight_types: dict[str, int] | None = None
     """For a GGUF: how many matrices the file holds in each type (e.g. {"Q4_1": 210,
     "Q8_0": 1}); None for other checkpoints."""
+    sampling_defaults: dict | None = None
+    """Sampling defaults from the model's generation_config.json or its package's card."""
+    quantization: str | None = None
+    """"int8" when the projections run as Int8Linear (asked for, or stored so)."""
 
 
 def load_model(
@@ -69,25 +78,31 @@ def load_model(
 ) -> LoadedModel:
     """Loads `model` (None: the default packaged model; a packaged short name; a .gguf
     path; a HF directory). Raises ModelNotFoundError for an unknown name,
-    InvalidRequestError for an unsupported architecture or a max_model_len beyond the
+    ConfigError for an unsupported architecture or a max_model_len beyond the
     model's. quantization="int8" stores every projection and the output head as int8
-    (see tokenmill.model.quant.int8); it needs float32 activations."""
+    (see tokenmill.model.quant.int8); it needs float32 activations. A directory written
+    pre-quantized by `tokenmill optimize quantize` loads as it was stored: int8 into
+    Int8Linear (float32 activations), int4 dequantized to `dtype`."""
     if quantization not in QUANTIZATIONS:
-        raise InvalidRequestError(
+        raise ConfigError(
             f"quantization must be one of {sorted(q for q in QUANTIZATIONS if q)} or unset, "
             f"got {quantization!r}.",
-            param="quantization",
+            setting="quantization",
         )
-    if quantization == "int8":
-        dtype = "float32"
     source = resolve_model(model)
-    torch_dtype = resolve_dtype(dtype)
     weight_types = None
     if source.format == "gguf":
         checkpoint: GGUFCheckpoint | SafetensorsCheckpoint = GGUFCheckpoint.open(source.path)
         weight_types = checkpoint.block_types()
     else:
         checkpoint = SafetensorsCheckpoint.open(source.path)
+    stored = getattr(checkpoint, "quantization", None) or {}
+    prequantized = stored.get("quant_method") == INT8_METHOD
+    if prequantized:
+        quantization = "int8"
+    if quantization == "int8":
+        dtype = "float32"
+    torch_dtype = resolve_dtype(dtype)
     blocks = (
         dtype == "auto"
         and quantization is None
@@ -102,13 +117,15 @@ def load_model(
     if max_model_len is None:
         max_model_len = arch.max_position_embeddings
     elif max_model_len > arch.max_position_embeddings:
-        raise InvalidRequestError(
+        raise ConfigError(
             f"max_model_len {max_model_len} exceeds the model's context length "
             f"{arch.max_position_embeddings}; lower it or leave it unset.",
-            param="max_model_len",
+            setting="max_model_len",
         )
     with torch.device("meta"):
         module = cls(arch, max_positions=max_model_len)
+    if prequantized:
+        int8_shells(module)
     if blocks:
         weights = checkpoint.weights(torch_dtype, keep_blocks=True)
     else:
@@ -121,8 +138,9 @@ def load_model(
         kernel_path = "bfloat16" if torch_dtype == torch.bfloat16 else "float32"
     module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False).eval()
-    if quantization == "int8":
+    if quantization == "int8" and not prequantized:
         quantize_model_int8(module)
+    if quantization == "int8":
         kernel_path = "int8"
     return LoadedModel(
         model=module,
@@ -134,4 +152,6 @@ def load_model(
         max_model_len=max_model_len,
         kernel_path=kernel_path,
         weight_types=weight_types,
+        sampling_defaults=checkpoint.sampling_defaults() or source.sampling,
+        quantization=quantization,
     )

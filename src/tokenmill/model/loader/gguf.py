@@ -85,6 +85,10 @@ class GGUFCheckpoint:
         arch = ArchConfig.from_gguf(metadata, names, freq_factors)
         return cls(Path(path), metadata, arch, reader)
 
+    def sampling_defaults(self) -> dict | None:
+        """GGUF files carry no generation config; packaged models have their own."""
+        return None
+
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_gguf(self.metadata)
 

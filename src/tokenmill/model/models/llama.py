@@ -29,22 +29,25 @@ _FUSED = {
     "mlp.gate_proj": ("mlp.gate_up_proj", 0),
     "mlp.up_proj": ("mlp.gate_up_proj", 1),
 }
-_SHARD = re.compile(r"(layers\.\d+)\.(self_attn\.[qkv]_proj|mlp\.(?:gate|up)_proj)\.(weight|bias)")
+# Leaves: float weights and biases, and an int8 checkpoint's per-row qweight / scale.
+_SHARD = re.compile(
+    r"(layers\.\d+)\.(self_attn\.[qkv]_proj|mlp\.(?:gate|up)_proj)\.(weight|bias|qweight|scale)"
+)
 
 
 class LlamaAttention(nn.Module):
     """Fused qkv projection, RoPE, paged attention, output projection."""
 
-    def __init__(self, arch: ArchConfig) -> None:
+    def __init__(self, arch: ArchConfig, layer: int = 0) -> None:
         super().__init__()
-        self.q_size, self.kv_size = arch.q_size, arch.kv_size
-        self.num_heads, self.num_kv_heads = arch.num_heads, arch.num_kv_heads
+        self.num_heads, self.num_kv_heads = arch.heads_of(layer), arch.num_kv_heads
         self.head_dim = arch.head_dim
+        self.q_size, self.kv_size = self.num_heads * arch.head_dim, arch.kv_size
         self.qkv_proj = nn.Linear(
             arch.hidden_size, self.q_size + 2 * self.kv_size, bias=arch.attention_bias
         )
         self.o_proj = nn.Linear(self.q_size, arch.hidden_size, bias=False)
-        self.attn = PagedAttention(arch.num_heads, arch.num_kv_heads, arch.head_dim)
+        self.attn = PagedAttention(self.num_heads, arch.num_kv_heads, arch.head_dim)
 
     def forward(self, x, cos, sin, kv_cache, attn: AttentionMetadata) -> torch.Tensor:
         """x: (T, hidden); cos, sin: (T, 1, hd // 2). Writes this step's K/V into
@@ -72,11 +75,11 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     """SwiGLU feed-forward with the gate and up projections fused."""
 
-    def __init__(self, arch: ArchConfig) -> None:
+    def __init__(self, arch: ArchConfig, layer: int = 0) -> None:
         super().__init__()
-        self.intermediate_size = arch.intermediate_size
-        self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * arch.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(arch.intermediate_size, arch.hidden_size, bias=False)
+        self.intermediate_size = arch.intermediate_size_of(layer)
+        self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * self.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(self.intermediate_size, arch.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, hidden). Returns (T, hidden)."""
@@ -91,12 +94,13 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm block; the residual add is fused into the next norm."""
 
-    def __init__(self, arch: ArchConfig) -> None:
+    def __init__(self, arch: ArchConfig, layer: int = 0) -> None:
+        """layer: this block's index, which picks its shape in a pruned model."""
         super().__init__()
         self.input_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
-        self.self_attn = LlamaAttention(arch)
+        self.self_attn = LlamaAttention(arch, layer)
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
-        self.mlp = LlamaMLP(arch)
+        self.mlp = LlamaMLP(arch, layer)
 
     def forward(self, x, residual, cos, sin, kv_cache, attn):
         """x: (T, hidden) output of the previous layer, residual: (T, hidden) or None for
@@ -121,7 +125,7 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.arch = arch
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(arch) for _ in range(arch.num_layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(arch, i) for i in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.rotary = RotaryEmbedding(
             arch.head_dim,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ModelLoadError
 from tokenmill.model.models.llama import LlamaForCausalLM
 
 # Keys are GGUF `general.architecture` values and HF `model_type` values.
@@ -16,13 +16,13 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
 
 
 def model_class(architecture: str) -> type[LlamaForCausalLM]:
-    """The class implementing `architecture`; InvalidRequestError naming the supported
+    """The class implementing `architecture`; ModelLoadError naming the supported
     ones when there is none."""
     try:
         return MODEL_CLASSES[architecture]
     except KeyError:
-        raise InvalidRequestError(
+        raise ModelLoadError(
             f"Model architecture {architecture!r} is not supported; supported: "
             f"{sorted(MODEL_CLASSES)}.",
-            param="model",
+            setting="model",
         ) from None

@@ -18,6 +18,9 @@ from torch import nn
 from tokenmill.model.kernels import cpu_kernels
 
 QUANTIZATIONS = (None, "int8")
+INT8_METHOD = "tokenmill-w8a8"
+"""`quant_method` in a checkpoint's `quantization_config` whose linears are stored as
+`X.qweight` int8 (N, K) and `X.scale` float32 (N,): loaded straight into Int8Linear."""
 
 
 def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +42,10 @@ def int8_matmul(x: torch.Tensor, qweight_t: torch.Tensor, scale: torch.Tensor) -
 
 
 class Int8Linear(nn.Module):
-    """Drop-in for nn.Linear (float32 activations in and out)."""
+    """Drop-in for nn.Linear (float32 activations in and out).
+
+    Built from a float weight, or under `torch.device("meta")` as a shell whose
+    `qweight` / `scale` / `bias` buffers a pre-quantized checkpoint then assigns."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -75,6 +81,14 @@ def quantize_linears_int8(module: nn.Module) -> int:
         else:
             count += quantize_linears_int8(child)
     return count
+
+
+def int8_shells(model: nn.Module) -> None:
+    """Replace every nn.Linear of a meta-device decoder (and its output head, tied or
+    not) with an empty Int8Linear of the same shape, ready for `load_state_dict(...,
+    assign=True)` of a pre-quantized checkpoint."""
+    with torch.device("meta"):
+        quantize_model_int8(model)
 
 
 def quantize_model_int8(model: nn.Module) -> None:

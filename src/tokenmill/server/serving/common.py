@@ -1,33 +1,30 @@
-"""Pieces both generation endpoints share: usage accounting and stream error frames."""
+"""Pieces the endpoints share: the ignored-fields header and stream error frames."""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
-from tokenmill.engine.outputs import RequestOutput
 from tokenmill.errors import TokenmillError
 from tokenmill.server.errors import error_body, error_from_exception
-from tokenmill.protocol.common import PromptTokensDetails, UsageInfo
 from tokenmill.server.streaming import sse_frame
 
 logger = logging.getLogger(__name__)
 
 
-def usage_for(outputs: list[RequestOutput | None]) -> UsageInfo:
-    """Token counts over every prompt of a request and all `n` completions of each."""
-    prompt = completion = cached = 0
-    for out in outputs:
-        if out is None:
-            continue
-        prompt += len(out.prompt_token_ids)
-        cached += out.num_cached_tokens
-        completion += sum(len(c.token_ids) for c in out.outputs)
-    return UsageInfo(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-    )
+IGNORED_FIELDS_HEADER = "x-tokenmill-ignored-fields"
+
+
+def ignored_fields_headers(names: list[str]) -> dict[str, str]:
+    """The header that tells a client which of its fields were ignored. Names are
+    percent-encoded (a header is Latin-1, a JSON key any Unicode) and at most 1 KiB of
+    them is listed."""
+    if not names:
+        return {}
+    value = ",".join(quote(n, safe="._-[]") for n in names)
+    if len(value) > 1024:
+        value = value[:1024].rsplit(",", 1)[0] + ",..."
+    return {IGNORED_FIELDS_HEADER: value}
 
 
 def error_frame(exc: BaseException) -> str:

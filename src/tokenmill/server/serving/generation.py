@@ -1,194 +1,86 @@
-"""One API request's trip through the engine: one engine request per prompt, merged.
+"""POST /v1/chat/completions and /v1/completions: HTTP in front of the gateway pipeline.
 
-The run owns the engine streams. It is closed in every exit path (finished, error,
-timeout, client gone, server cancelling); closing an unfinished stream aborts its
-engine request, which frees its KV blocks.
+All the work (routing, policies, the model, usage) is the pipeline's; this adapter
+turns the HTTP request into a Call, and the handle's result or deltas into OpenAI's
+JSON or server-sent events, with the headers the policies set.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from tokenmill.engine.outputs import PositionLogprobs, RequestOutput
-from tokenmill.sampling_params import SamplingParams
-from tokenmill.server.engine_client import EngineClient
-from tokenmill.server.errors import RequestTimeoutError
+from tokenmill.gateway.call import Body, Call, CallKind
+from tokenmill.gateway.formats.chat import chat_chunks, chat_response
+from tokenmill.gateway.formats.completion import completion_chunks, completion_response
+from tokenmill.gateway.pipeline import CallHandle
+from tokenmill.server.disconnect import cancel_on_disconnect
+from tokenmill.server.serving.common import error_frame, ignored_fields_headers
+from tokenmill.server.state import ServerState
+from tokenmill.server.streaming import DONE_FRAME, SSEResponse, sse_frame
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# The loop holds tasks weakly; cleanup tasks outlive the request that started them.
-_cleanup_tasks: set[asyncio.Task] = set()
-
-
-@dataclass
-class EnginePrompt:
-    """A prompt ready for the engine: token ids, and the text when the client sent text."""
-
-    token_ids: list[int]
-    text: str | None = None
+ENDPOINTS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 
-class ClientDisconnected(Exception):
-    """The client went away before the response was ready."""
+class GenerationService:
+    """Serves both generation endpoints through the state's pipeline."""
 
+    def __init__(self, state: ServerState):
+        self.state = state
 
-class GenerationRun:
-    """Streams of one API request, one engine request per prompt, merged as they arrive.
-
-    `start()` waits for every prompt's first output, so that engine validation errors
-    (context length, queue full) surface before any response byte is sent. `outputs()`
-    then yields `(prompt_index, RequestOutput)` until every prompt has finished.
-    """
-
-    def __init__(
-        self,
-        engine: EngineClient,
-        request_id: str,
-        prompts: list[EnginePrompt],
-        params: SamplingParams,
-        priority: int = 0,
-        timeout_s: float | None = None,
-    ):
-        self.request_id = request_id
-        self.prompts = prompts
-        self.params = params
-        self.final: list[RequestOutput | None] = [None] * len(prompts)
-        # The engine sends prompt logprobs once, with a prompt's first output.
-        self.prompt_logprobs: list[list[PositionLogprobs | None] | None] = [None] * len(prompts)
-        self._timeout_s = timeout_s
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + timeout_s if timeout_s else None
-        self._streams = [
-            engine.generate(
-                f"{request_id}-{i}", params, prompt_token_ids=p.token_ids, priority=priority
-            )
-            for i, p in enumerate(prompts)
-        ]
-        self._pending: dict[asyncio.Future, int] = {}
-        self._buffered: list[tuple[int, RequestOutput]] = []
-        self._started = False
-        self._closed = False
-
-    async def start(self) -> None:
-        """Waits for each prompt's first output; re-raises the first engine error."""
-        if self._started:
-            return
-        self._started = True
-        try:
-            for i in range(len(self._streams)):
-                self._schedule(i)
-            seen: set[int] = set()
-            while len(seen) < len(self._streams) and self._pending:
-                for i, out in await self._next_ready():
-                    seen.add(i)
-                    self._buffered.append((i, out))
-        except BaseException:
-            self.close()
-            raise
-
-    async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """Yields `(prompt_index, output)` in arrival order; closes the run at the end."""
-        try:
-            await self.start()
-            for item in self._buffered:
-                yield item
-            self._buffered.clear()
-            while self._pending:
-                for item in await self._next_ready():
-                    yield item
-        finally:
-            self.close()
-
-    async def collect(self) -> list[RequestOutput]:
-        """Runs every prompt to the end; returns the final output of each, in prompt order."""
-        async for _ in self.outputs():
-            pass
-        return [out for out in self.final if out is not None]
-
-    def close(self) -> None:
-        """Aborts what is unfinished. Never blocks, so it is safe in a cancelled task."""
-        if self._closed:
-            return
-        self._closed = True
-        pending = list(self._pending)
-        self._pending.clear()
-        for fut in pending:
-            fut.cancel()
-        task = asyncio.ensure_future(self._close_streams(pending))
-        _cleanup_tasks.add(task)
-        task.add_done_callback(_cleanup_tasks.discard)
-
-    async def _close_streams(self, pending: list[asyncio.Future]) -> None:
-        await asyncio.gather(*pending, return_exceptions=True)
-        for stream in self._streams:
-            try:
-                await stream.aclose()
-            except Exception:
-                logger.exception("closing an engine stream of %s failed", self.request_id)
-
-    def _schedule(self, index: int) -> None:
-        fut = asyncio.ensure_future(_anext(self._streams[index]))
-        self._pending[fut] = index
-
-    async def _next_ready(self) -> list[tuple[int, RequestOutput]]:
-        """Waits for at least one stream to produce; schedules each one's next step."""
-        timeout = None
-        if self._deadline is not None:
-            timeout = max(0.0, self._deadline - asyncio.get_running_loop().time())
-        done, _ = await asyncio.wait(
-            self._pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    async def create(self, kind: CallKind, body: Body, raw: Request) -> Response:
+        """Runs the call; streams if asked to. Raises TokenmillError subclasses (400,
+        401, 404, 429, 503...) before any byte is sent."""
+        state = self.state
+        pipeline = state.pipeline
+        headers = ignored_fields_headers(state.unknown_fields(ENDPOINTS[kind], body))
+        call = Call.new(
+            kind,
+            body,
+            caller=raw.scope.get("tokenmill.caller") or state.anonymous_caller,
+            use_cache="no-cache" not in raw.headers.get("cache-control", "").lower(),
         )
-        if not done:
-            raise RequestTimeoutError(self._timeout_s or 0.0)
-        ready = []
-        for fut in sorted(done, key=lambda f: self._pending[f]):
-            index = self._pending.pop(fut)
-            out = fut.result()
-            if out is None:
-                continue
-            self.final[index] = out
-            if out.prompt_logprobs is not None and self.prompt_logprobs[index] is None:
-                self.prompt_logprobs[index] = out.prompt_logprobs
-            ready.append((index, out))
-            if not out.finished:
-                self._schedule(index)
-        return ready
+        handle = await cancel_on_disconnect(raw, pipeline.start(call))
+        headers.update(handle.headers)
+        if body.stream:
+            return SSEResponse(self._frames(handle), on_close=handle.close, headers=headers)
+        result = await cancel_on_disconnect(raw, handle.collect())
+        headers.update(handle.headers)
+        tokenizer = _tokenizer(handle)
+        format_response = chat_response if kind == "chat" else completion_response
+        payload = format_response(call.request_id, handle.ctx.body, result, tokenizer)
+        return Response(payload.model_dump_json(), media_type="application/json", headers=headers)
+
+    async def _frames(self, handle: CallHandle) -> AsyncIterator[str]:
+        ctx = handle.ctx
+        body, tokenizer = ctx.body, _tokenizer(handle)
+
+        def usage():
+            return handle.result.usage
+
+        if ctx.call.kind == "chat":
+            chunks = chat_chunks(
+                ctx.call.request_id, body, ctx.model, handle.deltas(), tokenizer, usage
+            )
+        else:
+            chunks = completion_chunks(
+                ctx.call.request_id,
+                body,
+                ctx.model,
+                handle.prompts,
+                handle.deltas(),
+                tokenizer,
+                usage,
+            )
+        try:
+            async for chunk in chunks:
+                yield sse_frame(chunk)
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report it in-band
+            yield error_frame(exc)
+        yield DONE_FRAME
 
 
-async def _anext(stream: AsyncIterator[RequestOutput]) -> RequestOutput | None:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Awaits `work`; if the client disconnects first, cancels it and raises
-    ClientDisconnected (the cancelled work closes its engine requests)."""
-    work_task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        work_task.cancel()
-        watcher.cancel()
-        raise
-    watcher.cancel()
-    if work_task.done():
-        return work_task.result()
-    work_task.cancel()
-    raise ClientDisconnected()
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+def _tokenizer(handle: CallHandle):
+    return getattr(handle.ctx.route.backend, "tokenizer", None)

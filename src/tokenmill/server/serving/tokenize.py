@@ -5,7 +5,10 @@ lm-evaluation-harness's remote tokenizer uses exactly these three.
 
 from __future__ import annotations
 
+from starlette.responses import Response
+
 from tokenmill.errors import InvalidRequestError
+from tokenmill.gateway.prompts import check_token_ids, off_loop_if_large, render_chat
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -13,7 +16,7 @@ from tokenmill.protocol.misc import (
     TokenizeResponse,
     TokenizerInfoResponse,
 )
-from tokenmill.server.serving.prompts import check_token_ids, off_loop_if_large, render_chat
+from tokenmill.server.serving.common import ignored_fields_headers
 from tokenmill.server.state import ServerState
 
 
@@ -23,11 +26,14 @@ class TokenizerService:
     def __init__(self, state: ServerState):
         self.state = state
 
-    async def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
-        """Token ids of `prompt`, or of `messages` rendered with the chat template."""
+    async def tokenize(self, body: TokenizeRequest, response: Response) -> TokenizeResponse:
+        """Token ids of `prompt`, or of `messages` rendered with the chat template; names
+        ignored fields in `response`'s headers."""
         self.state.check_model(body.model)
         engine = self.state.engine
-        self.state.note_unknown_fields("/tokenize", body.model_extra)
+        response.headers.update(
+            ignored_fields_headers(self.state.unknown_fields("/tokenize", body))
+        )
         if (body.prompt is None) == (body.messages is None):
             raise InvalidRequestError(
                 "Send exactly one of `prompt` (text) or `messages` (a chat).", param="prompt"

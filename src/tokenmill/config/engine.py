@@ -1,0 +1,177 @@
+"""The engine's settings: which model and how, the KV cache, the scheduler.
+
+Values discovered at run time (the number of KV blocks, the EOS id) live on the objects
+that discover them, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tokenmill.config.setting import setting
+from tokenmill.errors import ConfigError
+
+DTYPES = ("auto", "float32", "bfloat16")
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which weights to serve, in which precision, under which name."""
+
+    model: str | None = setting(
+        None,
+        "A packaged model's short name, a .gguf file or a Hugging Face model directory. "
+        "Default: the packaged smollm2-135m-instruct.",
+        metavar="NAME|PATH",
+    )
+    dtype: str = setting(
+        "auto",
+        "Weights and activations precision; auto picks the fastest exact path on this CPU "
+        "(the startup line, /version and /v1/models say which).",
+        choices=DTYPES,
+    )
+    quantization: str | None = setting(
+        None,
+        "Lossy weight quantization: int8 stores weights as int8 and computes with per-row "
+        "int8 activations (+3.7% perplexity on the default model); none keeps the "
+        "model's own weights.",
+        choices=QUANTIZATIONS,
+        none_words=("none", ""),
+    )
+    max_model_len: int | None = setting(
+        None,
+        "Context length to serve (prompt + output tokens). Default: the model's own.",
+        metavar="TOKENS",
+    )
+    served_model_name: str | None = setting(
+        None,
+        "The name clients pass as `model`. Default: the model's short or file name.",
+        metavar="NAME",
+    )
+    generation_config: str = setting(
+        "auto",
+        "Default sampling for requests that leave it unset: auto takes the model's "
+        "generation_config.json or tokenmill's table of packaged models; none uses "
+        "OpenAI's defaults (temperature 1, top_p 1).",
+        choices=("auto", "none"),
+    )
+    default_max_tokens: int = setting(
+        1024,
+        "New tokens at most when a request does not say (max_tokens omitted); never more "
+        "than the context leaves.",
+        metavar="N",
+    )
+
+    def __post_init__(self) -> None:
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"quantization must be one of {', '.join(QUANTIZATIONS)} or none, got "
+                f"{self.quantization!r}.",
+                setting="quantization",
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.", setting="dtype"
+            )
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise ConfigError("max_model_len must be at least 16.", setting="max_model_len")
+        if self.default_max_tokens < 1:
+            raise ConfigError(
+                "default_max_tokens must be at least 1.", setting="default_max_tokens"
+            )
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The paged KV cache."""
+
+    block_size: int = setting(
+        16,
+        "Tokens per KV block; also the prefix cache's granularity (a power of two).",
+        metavar="TOKENS",
+    )
+    memory_gib: float = setting(
+        1.0,
+        "Memory for the KV cache; it bounds how many tokens can be in flight at once.",
+        name="kv_cache_memory_gib",
+        metavar="GIB",
+    )
+    num_blocks: int | None = setting(
+        None,
+        "Exact KV block count, overriding the memory budget.",
+        name="num_kv_blocks",
+        hidden=True,
+    )
+    enable_prefix_caching: bool = setting(
+        True, "Reuse the KV cache of shared prompt prefixes (true/false)."
+    )
+    dtype: str = setting(
+        "auto",
+        "K/V storage precision; auto is bfloat16 under int8 quantization (it halves what "
+        "decode attention reads), else the model's dtype.",
+        name="kv_cache_dtype",
+        choices=DTYPES,
+    )
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ConfigError("block_size must be a power of two.", setting="block_size")
+        if self.memory_gib <= 0:
+            raise ConfigError(
+                "kv_cache_memory_gib must be positive.", setting="kv_cache_memory_gib"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(
+                f"kv_cache_dtype must be one of {', '.join(DTYPES)}.", setting="kv_cache_dtype"
+            )
+        if self.num_blocks is not None and self.num_blocks < 2:
+            raise ConfigError("num_kv_blocks must be at least 2.", setting="num_kv_blocks")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Continuous batching limits."""
+
+    max_num_seqs: int = setting(64, "Most sequences decoded together in one batch.", metavar="N")
+    max_num_batched_tokens: int = setting(
+        512,
+        "Most tokens computed in one engine step (long prompts are prefilled in chunks of "
+        "this size beside the running decodes).",
+        metavar="N",
+    )
+    max_queue: int | None = setting(
+        256,
+        "Requests allowed to wait for a batch slot; more are refused with HTTP 429 and "
+        "Retry-After. none: no limit (the offline LLM's default).",
+        metavar="N",
+        none_words=("none",),
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ConfigError("max_num_seqs must be at least 1.", setting="max_num_seqs")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ConfigError(
+                "max_num_batched_tokens must be >= max_num_seqs.", setting="max_num_batched_tokens"
+            )
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ConfigError("max_queue must be >= 0.", setting="max_queue")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs; each component takes only its slice."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    num_threads: int | None = setting(
+        None,
+        "CPU threads for model compute. Default: all cores but one, left to the HTTP side.",
+        metavar="N",
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError("num_threads must be at least 1.", setting="num_threads")
