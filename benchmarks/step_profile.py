@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from tokenmill import LLM, SamplingParams
+from tokenmill.engine.request import GenerationRequest
 from tokenmill.model.kernels import cpu_kernels
 
 # The heavy arithmetic: the native kernels (recorded under "native::" by this script)
@@ -92,7 +93,7 @@ def profile(args, batch: int) -> dict:
     params = SamplingParams(temperature=0, max_tokens=args.steps * 3 + 64, ignore_eos=True)
     for i in range(batch):
         ids = [rng.randrange(17, 49152) for _ in range(args.prompt_len)]
-        engine.add_request(f"r{i}", params, prompt_token_ids=ids)
+        engine.add_request(GenerationRequest(f"r{i}", params, ids))
     while any(r.num_computed_tokens < r.num_prompt_tokens for r in engine.scheduler.running) or (
         engine.scheduler.num_waiting
     ):
