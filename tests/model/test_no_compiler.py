@@ -51,6 +51,7 @@ def test_install_step_exits_zero_and_says_why(no_compiler_env):
     assert "not built" in run.stderr and "PyTorch path" in run.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu_kernels() is None, reason="compares with the native block path")
 def test_default_model_serves_without_kernels_and_agrees(no_compiler_env):
     child = subprocess.run(
