@@ -20,9 +20,9 @@ from tokenmill import LLM, SamplingParams
 TEXT = (Path(__file__).parent / "data" / "gpl3_excerpt.txt").read_text()
 
 VARIANTS = {
-    "float32": dict(dtype="float32"),
-    "bfloat16": dict(dtype="bfloat16"),
-    "int8 (W8A8, per-row)": dict(quantization="int8"),
+    "float32": {"dtype": "float32"},
+    "bfloat16": {"dtype": "bfloat16"},
+    "int8 (W8A8, per-row)": {"quantization": "int8"},
 }
 
 

@@ -33,11 +33,28 @@ def tokenize(server: ServerProcess, **body) -> list[int]:
     return server.http.post("/tokenize", json=body).json()["tokens"]
 
 
-def test_chat_greedy_stream_equals_non_stream(server: ServerProcess, model_name: str):
+def test_chat_greedy_stream_equals_non_stream_at_length(server: ServerProcess, model_name: str):
+    # Past EOS to a fixed max_tokens: the length is the only way this one ends.
     client = server.client()
-    args = {"messages": CHAT, "max_tokens": 12, "temperature": 0}
+    args = {
+        "messages": CHAT,
+        "max_tokens": 12,
+        "temperature": 0,
+        "extra_body": {"ignore_eos": True},
+    }
     whole = chat_text(client, model_name, **args)
-    assert whole[0] and whole[1] in ("stop", "length")
+    assert whole[0] and whole[1] == "length"
+    assert streamed_chat(client, model_name, **args) == whole
+
+
+def test_chat_greedy_stream_equals_non_stream_at_eos(server: ServerProcess, model_name: str):
+    # Greedy, the packaged model answers this and emits EOS well inside 32 tokens in
+    # every precision (tests/model/test_smollm_parity.py::test_capital_of_france).
+    client = server.client()
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    args = {"messages": question, "max_tokens": 32, "temperature": 0}
+    whole = chat_text(client, model_name, **args)
+    assert whole == ("The capital of France is Paris.", "stop")
     assert streamed_chat(client, model_name, **args) == whole
 
 
@@ -59,6 +76,7 @@ def test_n3_with_seed_is_deterministic_and_streams_by_index(server: ServerProces
         "n": 3,
         "seed": 1234,
         "temperature": 1.0,
+        "extra_body": {"ignore_eos": True},
     }
     first = client.completions.create(**args)
     second = client.completions.create(**args)
@@ -71,7 +89,8 @@ def test_n3_with_seed_is_deterministic_and_streams_by_index(server: ServerProces
         for choice in chunk.choices:
             streamed[choice.index] += choice.text
     assert [streamed[i] for i in range(3)] == texts
-    assert first.usage.completion_tokens == 3 * 8 or first.choices[0].finish_reason == "stop"
+    assert first.usage.completion_tokens == 3 * 8
+    assert [c.finish_reason for c in first.choices] == ["length"] * 3
 
 
 def test_echo_logprobs_shaped_as_lm_eval_reads_them(server: ServerProcess, model_name: str):
@@ -178,25 +197,23 @@ def test_stop_string_is_never_partly_emitted(server: ServerProcess, model_name: 
 
 def test_usage_counts_equal_the_tokenizer(server: ServerProcess, model_name: str):
     client = server.client()
-    r = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=5, temperature=0)
+    fixed = {"max_tokens": 5, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    r = client.chat.completions.create(model=model_name, messages=CHAT, **fixed)
     assert r.usage.prompt_tokens == len(tokenize(server, messages=CHAT))
-    assert r.usage.completion_tokens == 5 or r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
-    c = client.completions.create(
-        model=model_name, prompt=PROMPT, max_tokens=5, logprobs=0, temperature=0
-    )
+    c = client.completions.create(model=model_name, prompt=PROMPT, logprobs=0, **fixed)
     assert c.usage.prompt_tokens == len(tokenize(server, prompt=PROMPT))
-    assert c.usage.completion_tokens == len(c.choices[0].logprobs.tokens)
+    assert c.usage.completion_tokens == len(c.choices[0].logprobs.tokens) == 5
 
     chunks = list(
         client.chat.completions.create(
             model=model_name,
             messages=CHAT,
-            max_tokens=5,
-            temperature=0,
             stream=True,
             stream_options={"include_usage": True},
+            **fixed,
         )
     )
     usage = chunks[-1].usage

@@ -15,7 +15,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
 def test_preempted_requests_finish_with_the_same_greedy_output(llm32):
     reference = llm32.chat([chat(c) for c in CHATS[:4]], GREEDY)
     # 39 usable blocks of 4 tokens hold 156 tokens: four ~70-token sequences must fight.
-    small = LLM(dtype="float32", num_blocks=40, block_size=4, enable_prefix_caching=False,
+    small = LLM(dtype="float32", num_kv_blocks=40, block_size=4, enable_prefix_caching=False,
                 max_model_len=128)
     squeezed = small.chat([chat(c) for c in CHATS[:4]], GREEDY)
     assert small.stats().num_preemptions > 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.model.reference import import_transformers
 from tokenmill.model.loader import load_model
 from tokenmill.model.registry import PACKAGED_MODELS
 
@@ -22,26 +23,21 @@ def smollm_file() -> Path:
     return SMOLLM.find()
 
 
-@pytest.fixture(scope="session", params=["auto", "float32"], ids=["default", "float32"])
-def smollm(request, smollm_file):
-    """The packaged model as served by default (its Q4_1/Q8_0 blocks, native kernels,
-    when they are built) and with dequantized float32 weights: every golden test runs
-    on both."""
-    return load_model(None, dtype=request.param)
+@pytest.fixture(scope="session")
+def smollm(smollm_file):
+    return load_model(None, dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def hf_tokenizer(smollm_file):
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(
+    return import_transformers().AutoTokenizer.from_pretrained(
         smollm_file.parent, gguf_file=smollm_file.name
     )
 
 
 @pytest.fixture(scope="session")
 def hf_smollm(smollm_file):
-    transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
+    model = import_transformers().AutoModelForCausalLM.from_pretrained(
         smollm_file.parent, gguf_file=smollm_file.name, dtype=torch.float32
     )
     return model.eval()

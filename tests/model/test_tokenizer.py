@@ -79,3 +79,13 @@ def test_chat_template_matches_transformers(ours, hf_tokenizer, messages, add_ge
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
     assert ours.apply_chat_template(messages, add_generation_prompt) == expected
+
+
+def test_sentencepiece_merges_follow_piece_rank():
+    """Merges come from the vocabulary's own order: a piece made earlier merges first,
+    and a piece's longer left split comes before its shorter one."""
+    from tokenmill.model.sentencepiece import implied_merges, spelled_pieces
+
+    pieces = spelled_pieces(["a", "b", "c", "ab", "bc", "abc", "  "])
+    assert pieces[-1] == "\u2581\u2581"
+    assert implied_merges(pieces) == [("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")]

@@ -169,3 +169,73 @@ def save_gguf(model, tokenizer: Tokenizer, path: Path) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+_GEMMA3_GGUF_NAMES = {
+    **_GGUF_NAMES,
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+}
+
+
+def save_gemma3_gguf(model, tokenizer: Tokenizer, path: Path, pattern=None) -> Path:
+    """A HF Gemma3ForCausalLM as an F32 gemma3 GGUF, laid out as llama.cpp's converter
+    does: norm weights stored as 1 + w, no q/k permutation, the layer pattern and local
+    RoPE base left out (readers know them for gemma3) unless `pattern` is given. The
+    query scale is written, since the tiny model's differs from Gemma 3's defaults."""
+    import gguf
+
+    config = model.config
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_block_count(config.num_hidden_layers)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_attention_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_key_length(config.head_dim)
+    w.add_value_length(config.head_dim)
+    w.add_rope_freq_base(config.rope_parameters["full_attention"]["rope_theta"])
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    w.add_sliding_window(config.sliding_window)
+    w.add_attention_scale(config.query_pre_attn_scalar**-0.5)
+    if pattern is not None:
+        w.add_sliding_window_pattern(pattern)
+        w.add_rope_freq_base_swa(config.rope_parameters["sliding_attention"]["rope_theta"])
+
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    w.add_bos_token_id(vocab["<|im_start|>"])
+    w.add_eos_token_id(vocab["<|im_end|>"])
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+
+    for name, tensor in model.state_dict().items():
+        array = tensor.detach().float().numpy()
+        if name == "lm_head.weight":
+            continue  # tied
+        if name.endswith("norm.weight"):
+            array = array + np.float32(1.0)
+        if name == "model.embed_tokens.weight":
+            w.add_tensor("token_embd.weight", array)
+            continue
+        if name == "model.norm.weight":
+            w.add_tensor("output_norm.weight", array)
+            continue
+        _, _, layer, rest = name.split(".", 3)
+        part, _, leaf = rest.rpartition(".")
+        w.add_tensor(f"blk.{layer}.{_GEMMA3_GGUF_NAMES[part]}.{leaf}", array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

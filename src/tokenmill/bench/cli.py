@@ -15,6 +15,8 @@ from tokenmill.bench.load import LoadLevel
 from tokenmill.bench.metrics import SLO
 from tokenmill.bench.serve import DATASETS, MeasureConfig, WorkloadConfig
 
+DEFAULT_VARIANTS = (("int8", ("--quantization", "int8")),)
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -134,29 +136,106 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
+def _variant(text: str) -> tuple[str, tuple[str, ...]]:
+    name, sep, args = text.partition("=")
+    if not sep or not name.strip() or " " in name.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=ARGS, e.g. 'int8=--quantization int8', got {text!r}"
+        )
+    return name.strip(), tuple(args.split())
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from tokenmill.bench.compare import CompareConfig, run_compare
+    from tokenmill.bench.gate import GateConfig
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
+    variants = () if args.no_variants else tuple(args.variant or DEFAULT_VARIANTS)
     cfg = CompareConfig(
         concurrency=tuple(args.concurrency),
+        prompt_lens=tuple(args.prompt_lens),
+        ttft_requests=args.ttft_requests,
+        ttft_output_len=args.ttft_output_len,
+        repeats=args.repeats,
         workload=_workload(args),
         measure=_measure(args),
         peers=tuple(args.peers),
+        variants=variants,
+        plans=tuple(args.plans),
+        suites=tuple(args.suites),
+        gate=GateConfig(
+            max_foreign_cores=args.busy_cores,
+            max_steal=args.busy_steal,
+            probe_s=args.probe_s,
+            max_wait_s=args.max_wait_s,
+            retries=args.retries,
+        ),
         out=args.out,
         llama_server=args.llama_server,
         llama_version=args.llama_version,
-        threads=args.threads,
-        tokenmill_args=tuple(args.tokenmill_args.split()),
         startup_timeout_s=args.startup_timeout_s,
     )
     given = sys.argv[sys.argv.index("compare") + 1 :] if "compare" in sys.argv else []
-    reports = run_compare(cfg, command=" ".join(["tokenmill bench compare", *given]))
-    missing = [r.name for r in reports if not r.levels]
-    if missing:
-        print(f"not measured: {', '.join(missing)} (see {cfg.out})", file=sys.stderr)
+    record = run_compare(cfg, command=" ".join(["tokenmill bench compare", *given]))
+    failed = [
+        f"{p.name} ({plan.plan.name}: {', '.join(p.failures)})"
+        for plan in record.plans
+        for p in plan.peers
+        if p.failures
+    ]
+    if failed:
+        print(f"peers that failed: {'; '.join(failed)} (see {cfg.out})", file=sys.stderr)
     return 0
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# flag, type, default, help: each gets "(default: ...)" appended.
+COMPARE_FLAGS = (
+    ("--concurrency", _ints, [1, 8, 32, 64, 128], "throughput suite levels"),
+    ("--prompt-lens", _ints, [128, 512, 2048, 8176], "TTFT suite prompt lengths"),
+    ("--ttft-requests", int, 3, "prompts per repeat of each TTFT level"),
+    ("--ttft-output-len", int, 16, "output tokens per TTFT request"),
+    ("--repeats", int, 3, "runs of each level; tables show the median and range"),
+    ("--peers", _names, ["tokenmill", "llama-server", "transformers"], "which peers"),
+    ("--plans", _names, ["single", "all"], "single: 1 core, 1 thread; all: all but the client's"),
+    ("--suites", _names, ["throughput", "ttft"], "concurrency levels, and/or prompt lengths"),
+    ("--out", Path, Path("docs/benchmarks.md"), "report path; its .png and .json go beside it"),
+    ("--llama-server", Path, None, "a llama-server binary to use instead of building one"),
+    ("--llama-version", str, "0.3.36", "llama-cpp-python sdist whose llama.cpp to build"),
+    ("--startup-timeout-s", float, 900.0, "how long a peer may take to start (first builds)"),
+)  # fmt: skip
+GATE_FLAGS = (
+    ("--busy-cores", float, 0.1, "other work, in cores, that makes the machine busy"),
+    ("--busy-steal", float, 0.05, "stolen CPU fraction that makes the machine busy"),
+    ("--probe-s", float, 2.0, "length of the quiet probe before each run, s"),
+    ("--max-wait-s", float, 900.0, "wait this long for a quiet machine, then run marked busy"),
+    ("--retries", int, 2, "reruns of a run that other work disturbed"),
+)
+
+
+def _add_flags(group, flags: tuple) -> None:
+    for flag, kind, default, text in flags:
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        note = "" if default is None else f" (default: {shown})"
+        group.add_argument(flag, type=kind, default=default, help=text + note)
+
+
+def _add_compare_args(compare: argparse.ArgumentParser) -> None:
+    _add_flags(compare, COMPARE_FLAGS)
+    compare.add_argument(
+        "--variant",
+        action="append",
+        type=_variant,
+        metavar="NAME=ARGS",
+        help="an opt-in tokenmill row, e.g. 'int8=--quantization int8'; repeat for more "
+        "(default: int8=--quantization int8)",
+    )
+    compare.add_argument("--no-variants", action="store_true", help="only tokenmill's defaults")
+    _add_flags(compare.add_argument_group("busy-machine gate"), GATE_FLAGS)
+    _add_workload_args(compare, "requests per throughput repeat (default: max(8, 2 x concurrency))")
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -196,47 +275,14 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
     compare = sub.add_parser(
         "compare",
-        help="tokenmill vs llama-server vs transformers",
-        description="Start tokenmill, llama.cpp's llama-server and a transformers static-batching "
-        "baseline one after another on 127.0.0.1, run the same workload on each, and write "
-        "a markdown report with a plot.",
+        help="tokenmill vs llama-server vs transformers, on equal pinned CPUs",
+        description="Start tokenmill (defaults and opt-in variants), llama.cpp's llama-server "
+        "and a transformers static-batching baseline on 127.0.0.1, each pinned to the same "
+        "CPUs with the same threads and the load generator on its own core; run every level "
+        "several times, interleaved, on a quiet machine; write a markdown report with the "
+        "targets, a plot and the JSON record.",
     )
-    compare.add_argument(
-        "--concurrency", type=_ints, default=[1, 8, 32, 64], help="levels (default: 1,8,32,64)"
-    )
-    compare.add_argument(
-        "--peers",
-        type=lambda t: t.split(","),
-        default=["tokenmill", "llama-server", "transformers"],
-        help="which peers, comma-separated (default: all three)",
-    )
-    compare.add_argument(
-        "--out",
-        type=Path,
-        default=Path("docs/benchmarks.md"),
-        help="report path; the .png and .json go beside it (default: docs/benchmarks.md)",
-    )
-    compare.add_argument(
-        "--llama-server", type=Path, help="use this llama-server binary instead of building one"
-    )
-    compare.add_argument(
-        "--llama-version",
-        default="0.3.36",
-        help="llama-cpp-python sdist whose llama.cpp to build (default: 0.3.36)",
-    )
-    compare.add_argument(
-        "--threads", type=int, default=2, help="threads for llama-server and transformers"
-    )
-    compare.add_argument(
-        "--tokenmill-args", default="", help="extra arguments for `tokenmill serve`"
-    )
-    compare.add_argument(
-        "--startup-timeout-s",
-        type=float,
-        default=300.0,
-        help="how long a server may take to become ready (default: 300)",
-    )
-    _add_workload_args(compare, "requests per level (default: max(8, 2 x concurrency))")
+    _add_compare_args(compare)
     compare.set_defaults(func=_run_compare)
     return bench
 

@@ -4,7 +4,8 @@ Requests are taken in fixed batches of B (B = the concurrency level); a batch st
 when the previous one has finished, every sequence runs to the batch's max_new_tokens,
 and prompts are left-padded to the longest in the batch. Each request's TTFT is the time
 from its batch's start to the batch's first generated token; ITL is the gap between the
-batch's decode steps. Runs in-process, after the servers have been stopped.
+batch's decode steps. `bench compare` runs it in a pinned worker process
+(tokenmill.bench.hf_worker), like a server.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokenmill.bench.load import LevelResult, LoadLevel
-from tokenmill.bench.metrics import SLO, RequestResult, summarize
+from tokenmill.bench.metrics import RequestResult
 from tokenmill.bench.tokenizer import smollm2_gguf_path
 from tokenmill.bench.workload import BenchRequest
 
@@ -39,12 +39,15 @@ class StepClock:
 
 
 class HFStaticBatcher:
-    """A transformers causal LM and tokenizer, loaded from a GGUF (dequantized to float32)."""
+    """A transformers causal LM and tokenizer, loaded from a GGUF (dequantized to `dtype`:
+    "float32" or "bfloat16")."""
 
-    def __init__(self, gguf: Path | None = None, threads: int = 2) -> None:
+    def __init__(self, gguf: Path | None = None, threads: int = 2, dtype: str = "float32") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}.")
         gguf = gguf or smollm2_gguf_path()
         torch.set_num_threads(threads)
         self._torch = torch
@@ -53,7 +56,7 @@ class HFStaticBatcher:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
         ).eval()
 
     def run_batch(self, batch: list[BenchRequest]) -> list[RequestResult]:
@@ -96,8 +99,11 @@ class HFStaticBatcher:
         """Generate two tokens once, so lazy initialisation is not timed in a level."""
         self.run_batch([BenchRequest(request.prompt, request.prompt_len, output_len=2)])
 
-    def run_level(self, requests: list[BenchRequest], batch_size: int, slo: SLO) -> LevelResult:
-        """Run `requests` in static batches of `batch_size`; summarize like a server level."""
+    def run_requests(
+        self, requests: list[BenchRequest], batch_size: int
+    ) -> tuple[list[RequestResult], float]:
+        """Run `requests` in static batches of `batch_size`; returns every request's result
+        and the wall time in seconds. A batch that raises fails its requests."""
         results: list[RequestResult] = []
         start = time.perf_counter()
         for i in range(0, len(requests), batch_size):
@@ -111,6 +117,4 @@ class HFStaticBatcher:
                 file=sys.stderr,
                 flush=True,
             )
-        level = LoadLevel(concurrency=batch_size)
-        metrics = summarize(results, time.perf_counter() - start, slo)
-        return LevelResult(level=level, metrics=metrics, results=results)
+        return results, time.perf_counter() - start

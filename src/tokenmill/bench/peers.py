@@ -1,8 +1,9 @@
-"""Servers that `bench compare` starts: tokenmill and llama.cpp's llama-server.
+"""Server processes that `bench compare` starts: tokenmill, llama-server, the HF worker.
 
-Each runs as a subprocess on 127.0.0.1 on a free port, with its output in a log file,
-and is stopped (SIGTERM, then SIGKILL) when the comparison leaves it. Anything that keeps
-a peer from running raises PeerUnavailable with a message the report can show as is.
+Each runs as a subprocess on 127.0.0.1 on a free port, pinned to its plan's CPUs, with
+its output in a log file, and is stopped (SIGTERM, then SIGKILL) when the comparison
+leaves it. Anything that keeps a peer from running raises PeerUnavailable with a message
+the report can show as is, exit status included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tokenmill.bench.pinning import pinned_argv
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -28,12 +31,27 @@ READY_PATHS = ("/ready", "/health")
 POLL_S = 0.5
 STOP_GRACE_S = 15.0
 LOG_TAIL_CHARS = 1500
-LLAMA_CPP_VERSION = "0.3.36"
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build_llama_server.sh"
 
 
 class PeerUnavailable(RuntimeError):
-    """A peer could not be built or started; the message says why and what to do."""
+    """A peer could not be built or started; the message says why and what to do.
+    `returncode` is the process's exit status when it exited (negative: killed by that
+    signal), else None."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def describe_exit(returncode: int) -> str:
+    """ "status 3", or "signal 11 (SIGSEGV)" for a process a signal killed."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown"
+        return f"signal {-returncode} ({name})"
+    return f"status {returncode}"
 
 
 def free_port() -> int:
@@ -51,6 +69,10 @@ class ServerSpec:
     argv: list[str]
     port: int
     startup_timeout_s: float = 300.0
+    cpus: tuple[int, ...] | None = None
+    """CPUs the process and all its threads are restricted to; None: unrestricted."""
+    env: dict[str, str] | None = None
+    """Variables added to this process's environment."""
 
     @property
     def url(self) -> str:
@@ -64,19 +86,33 @@ class ServerProcess:
 
     def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
         self.spec = spec
-        self.log_path = log_dir / f"{spec.name}.log"
+        self.log_path = log_dir / f"{spec.name.replace(' ', '-')}.log"
         self._proc: subprocess.Popen | None = None
+        self.argv = list(spec.argv)
+        """The command actually run (with its `taskset` prefix when pinned)."""
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (it leads its own process group)."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        preexec = None
+        if self.spec.cpus is not None:
+            self.argv, preexec = pinned_argv(self.spec.argv, self.spec.cpus)
+        env = {**os.environ, **(self.spec.env or {})}
         log = self.log_path.open("wb")
         try:
             self._proc = subprocess.Popen(
-                self.spec.argv,
+                self.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=env,
+                preexec_fn=preexec,  # noqa: PLW1509 - only sets the child's CPU affinity
             )
         except OSError as exc:
             raise PeerUnavailable(f"{self.spec.name} did not start: {exc}") from exc
@@ -97,10 +133,12 @@ class ServerProcess:
         paths = list(READY_PATHS)
         while time.monotonic() < deadline:
             assert self._proc is not None
-            if self._proc.poll() is not None:
+            code = self._proc.poll()
+            if code is not None:
                 raise PeerUnavailable(
-                    f"{self.spec.name} exited with status {self._proc.returncode} while "
-                    f"starting; log {self.log_path}:\n{self.log_tail()}"
+                    f"{self.spec.name} exited with {describe_exit(code)} while starting; "
+                    f"log {self.log_path}:\n{self.log_tail()}",
+                    returncode=code,
                 )
             for path in list(paths):
                 try:
@@ -118,12 +156,19 @@ class ServerProcess:
             f"log {self.log_path}:\n{self.log_tail()}"
         )
 
+    def poll(self) -> int | None:
+        """The exit status if the server has exited (negative: killed by that signal)."""
+        return None if self._proc is None else self._proc.poll()
+
     def log_tail(self) -> str:
-        """The end of the server's log, for error messages."""
+        """The end of the server's log, for error messages, without the lines our own
+        readiness polls left (they would crowd out why the server did not come up)."""
         try:
-            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        kept = [x for x in lines if not any(f'"GET {p} ' in x for p in READY_PATHS)]
+        return "\n".join(kept)[-LOG_TAIL_CHARS:]
 
     def stop(self) -> None:
         """Stop the server and its process group: SIGTERM, then SIGKILL after a grace period."""
@@ -138,70 +183,18 @@ class ServerProcess:
             proc.wait()
 
 
-def ensure_llama_server(version: str = LLAMA_CPP_VERSION, log_dir: Path | None = None) -> Path:
-    """The llama-server binary, built by scripts/build_llama_server.sh on first use (into
-    ~/.cache/tokenmill, outside the repository) and reused afterwards."""
-    if not BUILD_SCRIPT.is_file():
-        raise PeerUnavailable(
-            f"{BUILD_SCRIPT} is missing (not a source checkout); pass --llama-server PATH."
-        )
-    log = (log_dir or Path.cwd()) / "llama-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"llama-server: building or reusing llama.cpp {version} (log {log}) ...", flush=True)
-    with log.open("wb") as f:
-        done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), version],
-            stdout=subprocess.PIPE,
-            stderr=f,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    lines = done.stdout.decode(errors="replace").strip().splitlines()
-    if done.returncode != 0 or not lines or not Path(lines[-1]).is_file():
-        tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        raise PeerUnavailable(f"llama-server could not be built (log {log}):\n{tail}")
-    return Path(lines[-1])
-
-
-def llama_server_spec(
-    binary: Path,
-    gguf: Path,
-    parallel: int,
-    ctx_per_slot: int,
-    threads: int = 2,
+def tokenmill_spec(
+    name: str,
+    extra_args: list[str],
+    threads: int,
+    cpus: tuple[int, ...] | None = None,
     startup_timeout_s: float = 300.0,
 ) -> ServerSpec:
-    """llama-server on the GGUF with continuous batching, `parallel` slots of
-    `ctx_per_slot` tokens each, and `threads` threads for both decode and prompt batches."""
-    port = free_port()
-    argv = [
-        str(binary),
-        "-m",
-        str(gguf),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "-t",
-        str(threads),
-        "-tb",
-        str(threads),
-        "--parallel",
-        str(parallel),
-        "-c",
-        str(parallel * ctx_per_slot),
-        "--cont-batching",
-        "--no-webui",
-    ]
-    return ServerSpec("llama-server", argv, port, startup_timeout_s)
-
-
-def tokenmill_spec(
-    extra_args: list[str] | None = None, startup_timeout_s: float = 300.0
-) -> ServerSpec:
-    """`tokenmill serve` from this environment on a free port."""
+    """`tokenmill serve` from this environment on a free port, with `threads` compute
+    threads (its default, all CPUs but one, would give it one fewer than its peers)."""
     port = free_port()
     exe = Path(sys.executable).with_name("tokenmill")
     head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "tokenmill.cli.main"]
-    argv = [*head, "serve", "--host", HOST, "--port", str(port), *(extra_args or [])]
-    return ServerSpec("tokenmill", argv, port, startup_timeout_s)
+    argv = [*head, "serve", "--host", HOST, "--port", str(port), "--num-threads", str(threads)]
+    env = {"OMP_NUM_THREADS": str(threads)}
+    return ServerSpec(name, [*argv, *extra_args], port, startup_timeout_s, cpus, env)

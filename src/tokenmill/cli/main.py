@@ -9,10 +9,14 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from tokenmill import __version__
+from tokenmill.batch.cli import add_batch_parser
 from tokenmill.bench.cli import add_bench_parser
+from tokenmill.cli.drift import add_drift_parser
+from tokenmill.cli.feedback import add_feedback_parser
 from tokenmill.cli.generate import add_sampling_flags
 from tokenmill.cli.settings import AppConfig, EngineConfig, add_settings, config_from_args
 from tokenmill.errors import ConfigError, TokenmillError
+from tokenmill.kafka.cli import add_kafka_parser
 from tokenmill.optimize.cli import add_optimize_parser
 
 DESCRIPTION = """\
@@ -21,6 +25,8 @@ tokenmill: an LLM inference server with an OpenAI-compatible API.
   tokenmill serve                  start the HTTP server (default model, 127.0.0.1:8000)
   tokenmill generate "Once upon"   complete a prompt in this process and print it
   tokenmill chat                   chat with the model in the terminal
+  tokenmill batch IN -o OUT        run a Batch API file of requests in this process
+  tokenmill kafka ...              serve requests from a Kafka topic
   tokenmill bench compare          tokenmill against llama.cpp and transformers
 
 Run `tokenmill COMMAND --help` for a command's options.
@@ -41,7 +47,7 @@ GET /ready answers 200 once the model is loaded; SIGTERM or Ctrl-C drains and ex
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its three subcommands."""
+    """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="tokenmill",
         description=DESCRIPTION,
@@ -86,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="System prompt for the conversation.")
     add_sampling_flags(chat, max_tokens=512)
     add_settings(chat, EngineConfig)
+    add_batch_parser(commands)
+    add_kafka_parser(commands)
     add_bench_parser(commands)
     add_optimize_parser(commands)
+    add_drift_parser(commands)
+    add_feedback_parser(commands)
     return parser
 
 
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("bench", "optimize"):
+    if args.command in ("bench", "optimize", "drift", "feedback"):
         return args.func(args)
     try:
         return _run(args, env)
@@ -115,12 +125,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.command in ("batch", "kafka"):
+        return args.func(args, env)
     if args.command == "serve":
         config = config_from_args(AppConfig, args, env)
-        logging.basicConfig(
-            level=config.server.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from tokenmill.observability.log_records import configure_logging
+
+        configure_logging(config.server.log_level, config.observability.log_format)
         from tokenmill.cli.serve import serve
 
         return serve(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tokenmill.config.batch import BatchConfig
 from tokenmill.config.drift import MIN_DRIFT_WINDOW, DriftConfig
 from tokenmill.config.embedding import EmbeddingConfig
 from tokenmill.config.engine import (
@@ -16,10 +17,13 @@ from tokenmill.config.engine import (
     QUANTIZATIONS,
     CacheConfig,
     EngineConfig,
+    LimitsConfig,
     ModelConfig,
     SchedulerConfig,
 )
 from tokenmill.config.gateway import GatewayConfig
+from tokenmill.config.observability import ObservabilityConfig
+from tokenmill.config.registry import RegistryConfig
 from tokenmill.config.server import ServerConfig
 
 
@@ -30,7 +34,11 @@ class AppConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 __all__ = [
@@ -38,12 +46,16 @@ __all__ = [
     "MIN_DRIFT_WINDOW",
     "QUANTIZATIONS",
     "AppConfig",
+    "BatchConfig",
     "CacheConfig",
     "DriftConfig",
     "EmbeddingConfig",
     "EngineConfig",
     "GatewayConfig",
+    "LimitsConfig",
     "ModelConfig",
+    "ObservabilityConfig",
+    "RegistryConfig",
     "SchedulerConfig",
     "ServerConfig",
 ]

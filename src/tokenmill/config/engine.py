@@ -142,8 +142,9 @@ class SchedulerConfig:
     )
     max_queue: int | None = setting(
         256,
-        "Requests allowed to wait for a batch slot; more are refused with HTTP 429 and "
-        "Retry-After. none: no limit (the offline LLM's default).",
+        "Sequences allowed to wait for a batch slot (a request with n=4 counts 4); more are "
+        "refused with HTTP 429 and Retry-After, and a request that could never fit with "
+        "HTTP 400. none: no limit (the offline LLM's default).",
         metavar="N",
         none_words=("none",),
     )
@@ -159,6 +160,34 @@ class SchedulerConfig:
             raise ConfigError("max_queue must be >= 0.", setting="max_queue")
 
 
+MAX_N = 128
+"""The API's own bound on n (OpenAI's); --max-n may only lower it."""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one request may ask of the engine. Past these it gets HTTP 400 naming the
+    limit, before any work is done for it."""
+
+    max_n: int = setting(
+        16,
+        "Most completions one prompt may ask for (n, and best_of). Each is a sequence that "
+        "takes a batch slot.",
+        metavar="N",
+    )
+    max_stop_strings: int = setting(32, "Most stop strings one request may give.", metavar="N")
+    max_stop_string_chars: int = setting(
+        256, "Longest stop string allowed, in characters.", metavar="CHARS"
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_n <= MAX_N:
+            raise ConfigError(f"max_n must be in [1, {MAX_N}].", setting="max_n")
+        for name in ("max_stop_strings", "max_stop_string_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1.", setting=name)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine needs; each component takes only its slice."""
@@ -166,6 +195,7 @@ class EngineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     num_threads: int | None = setting(
         None,
         "CPU threads for model compute. Default: all cores but one, left to the HTTP side.",

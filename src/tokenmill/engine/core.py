@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.engine.input_processor import InputProcessor
+from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.model_runner import ModelRunner
 from tokenmill.engine.output_processor import OutputProcessor
@@ -87,9 +87,6 @@ class EngineCore:
             if mc.generation_config == "auto"
             else SamplingDefaults()
         )
-        self.inputs = InputProcessor(
-            self.tokenizer, self.loaded.arch.vocab_size, self.max_model_len, mc.default_max_tokens
-        )
         self.runner = ModelRunner(
             self.loaded.model,
             self.loaded.arch,
@@ -107,6 +104,15 @@ class EngineCore:
             self.runner.num_blocks, config.cache.block_size, config.cache.enable_prefix_caching
         )
         self.scheduler = Scheduler(config.scheduler, self.kv)
+        sc = config.scheduler
+        self.inputs = InputProcessor(
+            self.tokenizer,
+            self.loaded.arch.vocab_size,
+            self.max_model_len,
+            mc.default_max_tokens,
+            config.limits,
+            Capacity(None if sc.max_queue is None else sc.max_num_seqs + sc.max_queue),
+        )
         eos = set(self.loaded.arch.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -139,14 +145,17 @@ class EngineCore:
             )
         admitted = self.inputs.process(req)
         params = req.params
-        # Requests that can start at the next step do not count as queued.
+        # The queue counts sequences (n of them per request), and sequences that can
+        # start at the next step do not count as queued. A request that could never fit
+        # was refused above (400); this one could, once others finish (429).
         sc = self.config.scheduler
         free_seats = max(0, sc.max_num_seqs - len(self.scheduler.running))
         limit = sc.max_queue
-        if limit is not None and self.scheduler.num_waiting >= limit + free_seats:
+        waiting = self.scheduler.num_waiting
+        if limit is not None and waiting + params.n > limit + free_seats:
             raise QueueFullError(
-                f"The server is busy: {self.scheduler.num_waiting} requests are waiting "
-                f"(limit {limit}). Retry shortly."
+                f"The server is busy: {waiting} sequences are waiting and this request "
+                f"adds {params.n} (limit {limit}). Retry shortly."
             )
         children = []
         for i in range(params.n):
@@ -163,6 +172,7 @@ class EngineCore:
                     max_tokens=admitted.max_tokens,
                     priority=req.priority,
                     arrival_seq=next(self._arrivals),
+                    caller=req.caller,
                     generator=gen,
                     wants_prompt_logprobs=(i == 0 and params.prompt_logprobs is not None),
                 )

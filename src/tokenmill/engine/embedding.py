@@ -128,6 +128,12 @@ class EmbeddingService:
         vectors = await asyncio.wrap_future(future)
         return EmbeddingResult(vectors, [len(s) for s in prepared.token_ids], prepared.truncated)
 
+    async def embed_prepared(self, token_ids: list[list[int]]) -> np.ndarray:
+        """Embeds sequences the encoder's `prepare` made ([CLS]/[SEP] included), batched
+        with other callers: the gateway prepares once (usage, rate limits) and embeds
+        that. Raises as `embed` does after its preparation."""
+        return await asyncio.wrap_future(self._submit(token_ids))
+
     def embed_sync(
         self,
         inputs: Sequence[EmbeddingInput],

@@ -34,8 +34,9 @@ class StepLogits:
     """Parallel to SchedulerOutput.scheduled."""
 
 
-def kv_cache_block_bytes(num_layers: int, num_kv_heads: int, head_dim: int,
-                         block_size: int, dtype: torch.dtype) -> int:
+def kv_cache_block_bytes(
+    num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype
+) -> int:
     """Bytes one KV block takes across all layers (keys and values)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     return 2 * num_layers * block_size * num_kv_heads * head_dim * itemsize
@@ -49,8 +50,14 @@ class ModelRunner:
     null block 0 is zeroed because padded attention reads point at it.
     """
 
-    def __init__(self, model: torch.nn.Module, arch, dtype: torch.dtype, cache: CacheConfig,
-                 max_model_len: int):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        arch,
+        dtype: torch.dtype,
+        cache: CacheConfig,
+        max_model_len: int,
+    ):
         """dtype: the KV cache's storage dtype (the model casts into it)."""
         self.model = model
         self.arch = arch

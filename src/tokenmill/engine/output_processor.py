@@ -14,7 +14,7 @@ from tokenmill.engine.outputs import (
 )
 from tokenmill.engine.request import Request, RequestStatus
 from tokenmill.engine.sampler import TopLogprobs
-from tokenmill.engine.stop_checker import StopChecker
+from tokenmill.engine.stop_checker import StopAutomaton, StopChecker
 
 
 @dataclass
@@ -62,6 +62,8 @@ class OutputProcessor:
 
     def add(self, request_id: str, prompt: str | None, children: list[Request]) -> ParentState:
         comps = []
+        # One automaton per request: its n sequences share the stop strings.
+        automaton = StopAutomaton(children[0].params.stop)
         for child in children:
             p = child.params
             comps.append(
@@ -73,7 +75,7 @@ class OutputProcessor:
                     detok=IncrementalDetokenizer(
                         self.tokenizer, child.prompt_token_ids, p.skip_special_tokens
                     ),
-                    stop=StopChecker(p.stop, p.include_stop_str_in_output),
+                    stop=StopChecker(p.stop, p.include_stop_str_in_output, automaton),
                 )
             )
         state = ParentState(request_id, prompt, children[0].prompt_token_ids, comps)
@@ -203,6 +205,8 @@ class OutputProcessor:
                     prompt_logprobs=state.prompt_logprobs,
                     num_cached_tokens=state.completions[0].request.num_cached_tokens,
                     deltas=deltas,
+                    queue_time_s=state.completions[0].request.queue_time_s,
+                    scheduled_at=state.completions[0].request.first_scheduled_time,
                 )
             )
             state.emitted_prompt_logprobs = True

@@ -59,6 +59,10 @@ class RequestOutput:
     """Prompt tokens served from the prefix cache instead of computed."""
     deltas: list[Delta] = field(default_factory=list)
     """Per completion, what is new since the previous output of this request."""
+    queue_time_s: float | None = None
+    """Seconds the request waited before the scheduler first admitted it."""
+    scheduled_at: float | None = None
+    """When the scheduler first admitted it (time.monotonic), for trace spans."""
 
 
 @dataclass

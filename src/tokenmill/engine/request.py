@@ -4,6 +4,7 @@ sequence, a prompt and the tokens generated after it)."""
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -47,11 +48,14 @@ class GenerationRequest:
     prompt_param: str = "prompt"
     """The API field that held the prompt ("messages", "prompt", "input"): errors about
     the prompt name it."""
+    caller: str = ""
+    """Who sent it (an API key's name): the scheduler shares batch slots fairly between
+    callers, then between requests."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
-    """A single sequence. A client request with `n` completions becomes `n` of these,
+    """A single sequence (compared by identity: ids may be reused after a request ends). A client request with `n` completions becomes `n` of these,
     sharing `parent_id` and told apart by `index`.
 
     The scheduler closes the gap between `num_computed_tokens` and `num_tokens`; the
@@ -67,8 +71,10 @@ class Request:
     max_tokens: int
     """New tokens allowed, already resolved against the context length."""
     priority: int = 0
-    """Lower is served first; ties go to the earlier arrival."""
+    """Lower is served first; ties go to the fairer share, then the earlier arrival."""
     arrival_seq: int = 0
+    caller: str = ""
+    """Who sent it; batch slots are shared fairly between callers (see Scheduler)."""
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
@@ -78,6 +84,15 @@ class Request:
     num_preemptions: int = 0
     wants_prompt_logprobs: bool = False
     """True for the one sequence of a parent that reports prompt logprobs."""
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_scheduled_time: float | None = None
+    """When the scheduler first admitted it (time.monotonic): queue time for metrics."""
+
+    @property
+    def queue_time_s(self) -> float | None:
+        if self.first_scheduled_time is None:
+            return None
+        return self.first_scheduled_time - self.arrival_time
 
     @property
     def num_tokens(self) -> int:
@@ -95,11 +110,6 @@ class Request:
         if start >= n_prompt:
             return self.output_token_ids[start - n_prompt : end - n_prompt]
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - n_prompt]
-
-    @property
-    def sort_key(self) -> tuple[int, int]:
-        """Order in the waiting queue and (reversed) preemption order."""
-        return (self.priority, self.arrival_seq)
 
     @property
     def is_finished(self) -> bool:

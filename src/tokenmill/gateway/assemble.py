@@ -8,6 +8,8 @@ hit skips the model but still counts against the limits), then the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tokenmill.config import AppConfig
 from tokenmill.errors import ConfigError
 from tokenmill.gateway.auth import ModelAccessPolicy
@@ -82,10 +84,13 @@ def guard_policies(config: AppConfig) -> list[Policy]:
     return policies
 
 
-def build_policies(config: AppConfig, redis=None, embedder=None) -> list[Policy]:
-    """The policies the settings turn on, in the order they must run."""
+def build_policies(
+    config: AppConfig, redis=None, embedder=None, observers: Sequence[Policy] = ()
+) -> list[Policy]:
+    """The policies the settings turn on, in the order they must run; `observers`
+    (metrics, drift) come first, so they see every call however it ends."""
     gw = config.gateway
-    policies: list[Policy] = [ModelAccessPolicy(), *guard_policies(config)]
+    policies: list[Policy] = [*observers, ModelAccessPolicy(), *guard_policies(config)]
     buckets = RedisBuckets(redis) if redis is not None else MemoryBuckets()
     from tokenmill.gateway.rate_limit import RateLimitPolicy
 
@@ -108,7 +113,14 @@ def build_policies(config: AppConfig, redis=None, embedder=None) -> list[Policy]
     return policies
 
 
-def build_pipeline(engine: EngineClient, config: AppConfig, redis=None, embedder=None) -> Pipeline:
+def build_pipeline(
+    engine: EngineClient,
+    config: AppConfig,
+    redis=None,
+    embedder=None,
+    observers: Sequence[Policy] = (),
+    tracer=None,
+) -> Pipeline:
     """The pipeline over one local engine, with the configured fallbacks and policies."""
     gw = config.gateway
     backend = LocalBackend(engine, timeout_s=config.server.request_timeout)
@@ -122,4 +134,26 @@ def build_pipeline(engine: EngineClient, config: AppConfig, redis=None, embedder
         ]
         chained = FallbackBackend(backend, targets, gw.breaker_failures, gw.breaker_cooldown)
         router = SingleModelRouter(engine.model_name, chained)
-    return Pipeline(router, build_policies(config, redis, embedder))
+    return Pipeline(router, build_policies(config, redis, embedder, observers), tracer)
+
+
+def build_registry_pipeline(
+    registry,
+    config: AppConfig,
+    redis=None,
+    embedder=None,
+    observers: Sequence[Policy] = (),
+    tracer=None,
+) -> Pipeline:
+    """The pipeline over a model registry (--models): the version policy first (it
+    gives each call's in-flight count back to its version), then the usual policies,
+    then shadow traffic (it replays finished calls on a shadow version).
+    Fallback targets are not chained under --models (versions replace them)."""
+    from tokenmill.gateway.shadow import ShadowPolicy
+    from tokenmill.gateway.versions import VersionPolicy
+
+    if config.gateway.fallback:
+        raise ConfigError("--fallback is not supported with --models yet.", "fallback")
+    policies = [VersionPolicy(registry), *build_policies(config, redis, embedder, observers)]
+    policies.append(ShadowPolicy(registry, config.registry.shadow_sample))
+    return Pipeline(registry, policies, tracer)

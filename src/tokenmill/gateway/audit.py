@@ -55,7 +55,7 @@ def audit_record(ctx: CallContext, log_prompts: bool) -> dict:
     }
     if log_prompts:
         record["prompt"] = _prompt_text(ctx)
-        if ctx.result is not None:
+        if ctx.result is not None and ctx.result.output is None:
             record["output"] = [c.text for cs in ctx.result.choices for c in cs]
     return record
 
@@ -67,7 +67,8 @@ def _prompt_text(ctx: CallContext) -> str | list:
             {"role": m.role, "content": m.content if isinstance(m.content, str) else str(m.content)}
             for m in body.messages
         ]
-    return body.prompt if isinstance(body.prompt, str) else str(body.prompt)
+    text = body.prompt if ctx.call.kind == "completion" else body.input
+    return text if isinstance(text, str) else str(text)
 
 
 class AuditLog(Policy):

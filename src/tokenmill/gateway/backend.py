@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from tokenmill.errors import InvalidRequestError
 from tokenmill.gateway.call import ChoiceDelta, PromptInfo
 from tokenmill.gateway.engine_client import EngineClient
 from tokenmill.gateway.generation import GenerationRun
 from tokenmill.gateway.policy import CallContext, Prepared
-from tokenmill.gateway.prompts import chat_prompt, completion_prompts
+from tokenmill.gateway.prompts import chat_prompt, completion_items, completion_prompts
 
 
 class BackendStream(Protocol):
@@ -53,13 +54,32 @@ class LocalBackend:
         return self.engine.tokenizer
 
     async def prepare(self, ctx: CallContext) -> Prepared:
+        """The cheap admission checks first (n, stop strings, how many sequences the
+        call makes, each prompt's length in characters), then the tokenization."""
         body = ctx.body
         tokenizer = self.engine.tokenizer
+        inputs = getattr(self.engine, "inputs", None)
         params = body.to_sampling_params(self.engine.sampling_defaults)
+        check = None
+        if inputs is not None:
+            inputs.check_params(params)
+            count = 1 if ctx.call.kind == "chat" else len(completion_items(body.prompt))
+            cap = inputs.capacity.max_sequences
+            if cap is not None and count * params.n > cap:
+                raise InvalidRequestError(
+                    f"This request makes {count * params.n} sequences ({count} prompts x "
+                    f"n={params.n}); this server runs and queues at most {cap} at once "
+                    "(--max-num-seqs plus --max-queue). Split it into smaller requests.",
+                    param="prompt" if count > 1 else "n",
+                    code="exceeds_capacity",
+                )
+            check = inputs.check_prompt_text
         if ctx.call.kind == "chat":
-            prompts = [await chat_prompt(tokenizer, body.messages, body.add_generation_prompt)]
+            prompts = [
+                await chat_prompt(tokenizer, body.messages, body.add_generation_prompt, check)
+            ]
         else:
-            prompts = await completion_prompts(tokenizer, body.prompt)
+            prompts = await completion_prompts(tokenizer, body.prompt, check)
         return Prepared(prompts, params)
 
     async def start(self, ctx: CallContext, prepared: Prepared | None = None) -> BackendStream:
@@ -74,6 +94,7 @@ class LocalBackend:
             prompt_param="messages" if ctx.call.kind == "chat" else "prompt",
             priority=priority,
             timeout_s=self.timeout_s,
+            caller=ctx.call.caller.name,
         )
         await run.start()
         return _LocalStream(run)
@@ -90,6 +111,8 @@ class _LocalStream:
                 text=p.text,
                 prompt_logprobs=run.prompt_logprobs[i],
                 num_cached_tokens=run.final[i].num_cached_tokens if run.final[i] else 0,
+                queue_time_s=run.final[i].queue_time_s if run.final[i] else None,
+                scheduled_at=run.final[i].scheduled_at if run.final[i] else None,
             )
             for i, p in enumerate(run.prompts)
         ]

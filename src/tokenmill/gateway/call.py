@@ -17,8 +17,11 @@ from tokenmill.engine.outputs import Logprob, PositionLogprobs
 from tokenmill.protocol.chat import ChatCompletionRequest
 from tokenmill.protocol.completion import CompletionRequest
 
-CallKind = Literal["chat", "completion"]
-Body = ChatCompletionRequest | CompletionRequest
+CallKind = Literal["chat", "completion", "embed", "classify", "ner"]
+GENERATION_KINDS = ("chat", "completion")
+"""Calls that generate text; the others are task calls (`Pipeline.run_task`), which
+generation-only policies (guardrails, response cache) let pass."""
+Body = ChatCompletionRequest | CompletionRequest | Any
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Call:
 
     @classmethod
     def new(cls, kind: CallKind, body: Body, **kwargs: Any) -> Call:
-        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        prefix = {"chat": "chatcmpl", "completion": "cmpl"}.get(kind, kind)
         kwargs.setdefault("request_id", f"{prefix}-{uuid.uuid4().hex}")
         return cls(kind, body, **kwargs)
 
@@ -83,6 +86,10 @@ class PromptInfo:
     text: str | None = None
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     num_cached_tokens: int = 0
+    queue_time_s: float | None = None
+    """Seconds the engine kept it waiting before its first step (None: no local engine)."""
+    scheduled_at: float | None = None
+    """When the engine first scheduled it (time.monotonic; None: no local engine)."""
 
 
 @dataclass
@@ -119,6 +126,8 @@ class CallResult:
     model: str
     reported_usage: Usage | None = None
     """Usage as a remote backend counted it (its token ids stay remote)."""
+    output: Any = None
+    """A task call's answer (embeddings, label probabilities, entities); None for text."""
 
     @property
     def usage(self) -> Usage:

@@ -41,6 +41,7 @@ class GenerationRun:
         prompt_param: str = "prompt",
         priority: int = 0,
         timeout_s: float | None = None,
+        caller: str = "",
     ):
         self.request_id = request_id
         self.prompts = prompts
@@ -54,7 +55,13 @@ class GenerationRun:
         self._streams = [
             engine.generate(
                 GenerationRequest(
-                    f"{request_id}-{i}", params, p.token_ids, p.text, priority, prompt_param
+                    f"{request_id}-{i}",
+                    params,
+                    p.token_ids,
+                    p.text,
+                    priority,
+                    prompt_param,
+                    caller=caller,
                 )
             )
             for i, p in enumerate(prompts)

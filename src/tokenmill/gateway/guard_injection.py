@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.gateway.call import Body
+from tokenmill.gateway.call import GENERATION_KINDS, Body
 from tokenmill.gateway.guardrails import InjectionClassifier
 from tokenmill.gateway.policy import CallContext, Policy
 
@@ -52,6 +52,8 @@ class InjectionPolicy(Policy):
         self.mode = mode
 
     async def pre_call(self, ctx: CallContext) -> None:
+        if ctx.call.kind not in GENERATION_KINDS:
+            return
         texts = user_texts(ctx.call.kind, ctx.call.body)
         if not texts:
             return

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.gateway.call import ChoiceDelta
+from tokenmill.gateway.call import GENERATION_KINDS, ChoiceDelta
 from tokenmill.gateway.guard_injection import ContentPolicyError
 from tokenmill.gateway.guardrails import PiiDetector, StreamRedactor
 from tokenmill.gateway.policy import CallContext, Policy
@@ -36,6 +36,8 @@ class PiiPolicy(Policy):
         self.mode = mode
 
     async def pre_call(self, ctx: CallContext) -> None:
+        if ctx.call.kind not in GENERATION_KINDS:
+            return
         body = ctx.body
         wants_logprobs = body.logprobs is True or (
             ctx.call.kind == "completion" and body.logprobs is not None

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Sequence
 from tokenmill.gateway.call import Call, CallResult, ChoiceDelta, ResultAssembler
 from tokenmill.gateway.policy import CallContext, Policy
 from tokenmill.gateway.router import Router
+from tokenmill.protocol.common import check_unicode
 
 logger = logging.getLogger(__name__)
 SERVED_BY_HEADER = "x-tokenmill-served-by"
+VERSION_HEADER = "x-tokenmill-model-version"
 
 # The loop holds tasks weakly; a finishing task may outlive the call that started it.
 _finishing: set[asyncio.Task] = set()
@@ -26,9 +28,12 @@ _finishing: set[asyncio.Task] = set()
 class Pipeline:
     """Runs calls through its policies, in order, to the model the router picks."""
 
-    def __init__(self, router: Router, policies: Sequence[Policy] = ()):
+    def __init__(self, router: Router, policies: Sequence[Policy] = (), tracer=None):
+        """`tracer` (OpenTelemetry's, or None when tracing is off) spans each policy's
+        pre_call."""
         self.router = router
         self.policies = list(policies)
+        self.tracer = tracer
 
     async def start(self, call: Call) -> CallHandle:
         """Routes `call`, runs every pre_call hook and starts the model. Raises a
@@ -36,9 +41,15 @@ class Pipeline:
         the post_call hooks have then already run with the error."""
         ctx = CallContext(call, call.body, route=None)  # type: ignore[arg-type]
         try:
+            check_unicode(call.body)
             ctx.route = self.router.route(call)
+            ctx.headers[VERSION_HEADER] = ctx.route.version
             for policy in self.policies:
-                await policy.pre_call(ctx)
+                if self.tracer is None or not _spanned(policy):
+                    await policy.pre_call(ctx)
+                    continue
+                with self.tracer.start_as_current_span(f"policy {policy.name}"):
+                    await policy.pre_call(ctx)
             if ctx.result is not None:
                 stream = _Replay(ctx.result)
             else:
@@ -52,6 +63,25 @@ class Pipeline:
             raise
         return CallHandle(self, ctx, stream)
 
+    async def run_task(self, call: Call) -> CallContext:
+        """Serves a task call (embed, classify, ner) through the same routing and
+        policies: the route's backend `run(ctx)` returns its CallResult (usage in its
+        prompts, the answer in `output`). Raises what `start` raises, or the backend's
+        error; the post_call hooks have run either way."""
+        ctx = CallContext(call, call.body, route=None)  # type: ignore[arg-type]
+        try:
+            ctx.route = self.router.route(call)
+            ctx.headers[VERSION_HEADER] = ctx.route.version
+            for policy in self.policies:
+                await policy.pre_call(ctx)
+            ctx.result = await ctx.route.backend.run(ctx)
+        except BaseException as exc:
+            ctx.error = exc
+            raise
+        finally:
+            await self._post_call(ctx)
+        return ctx
+
     async def run(self, call: Call) -> CallHandle:
         """`start` then run to the end: the handle's `result` is the whole answer."""
         handle = await self.start(call)
@@ -59,11 +89,40 @@ class Pipeline:
         return handle
 
     async def _post_call(self, ctx: CallContext) -> None:
+        _log_call(ctx)
         for policy in self.policies:
             try:
                 await policy.post_call(ctx)
             except Exception:
                 logger.exception("post_call of policy %s failed", policy.name)
+
+
+def _spanned(policy: Policy) -> bool:
+    return policy.spanned and type(policy).pre_call is not Policy.pre_call
+
+
+def _log_call(ctx: CallContext) -> None:
+    """One line per call, linking its completion id to the request id on the line;
+    counts and timings only, never prompt or output text."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    call = ctx.call
+    if ctx.error is not None:
+        code = getattr(ctx.error, "code", None) or type(ctx.error).__name__
+        logger.info(
+            "%s %s failed after %.3f s: %s", call.kind, call.request_id, ctx.latency_s, code
+        )
+        return
+    usage = ctx.result.usage if ctx.result is not None else None
+    logger.info(
+        "%s %s done in %.3f s: %d prompt + %d completion tokens%s",
+        call.kind,
+        call.request_id,
+        ctx.latency_s,
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+        f", served by {ctx.served_by}" if ctx.served_by else "",
+    )
 
 
 class CallHandle:

@@ -91,6 +91,8 @@ class Policy:
     """Base class: every hook does nothing. Subclasses override what they need."""
 
     name = "policy"
+    spanned = True
+    """Whether the pipeline traces this policy's pre_call in a span of its own."""
 
     async def pre_call(self, ctx: CallContext) -> None:
         """Runs before the model; see the module docstring for what it may do."""

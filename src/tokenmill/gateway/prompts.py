@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,12 +33,43 @@ INLINE_CHARS = 16_384
 on a loaded 2-core box, so ~10 ms at this size); larger text goes to a worker thread so
 that other requests' streams keep flowing while it is encoded."""
 
+TOKENIZE_THREADS = 2
+"""Large texts are tokenized by at most this many threads at once; more wait their turn,
+so a burst of huge prompts cannot take every core (or a thread's memory arena each)."""
+
+TRIM_AFTER_CHARS = 1 << 20
+"""After tokenizing a text this large, free memory is handed back to the system."""
+
+CheckText = Callable[[str, str], None]
+"""`check(text, param)`: raises a 400 naming `param` if the text cannot be a prompt."""
+
+
+@functools.cache
+def _tokenize_pool() -> ThreadPoolExecutor:
+    """The threads that tokenize large texts; created on first use, shared by every loop."""
+    return ThreadPoolExecutor(TOKENIZE_THREADS, thread_name_prefix="tokenmill-tokenize")
+
+
+def _trim_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it per thread arena otherwise)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
 
 async def off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)`, inline when `size` (characters) is small, else on a worker thread."""
+    """`fn(*args)`, inline when `size` (characters) is small, else on the tokenizing
+    threads (at most TOKENIZE_THREADS at once)."""
     if size <= INLINE_CHARS:
         return fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_tokenize_pool(), functools.partial(fn, *args))
+    finally:
+        if size >= TRIM_AFTER_CHARS:
+            _trim_memory()
 
 
 def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -72,18 +107,32 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
 
 
 async def chat_prompt(
-    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool = True
+    tokenizer: TokenizerClient,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    check: CheckText | None = None,
 ) -> EnginePrompt:
     """Renders the model's chat template, then tokenizes without adding special tokens
-    (the template already wrote them)."""
+    (the template already wrote them). `check` sees the messages' text, then the rendered
+    prompt, before anything is tokenized."""
     size = sum(len(str(m.content or "")) for m in messages)
-    return await off_loop_if_large(size, _chat_prompt, tokenizer, messages, add_generation_prompt)
+    if check is not None and size > INLINE_CHARS:
+        # The template only adds text: content alone over the bound is over it.
+        check("".join(str(m.content or "") for m in messages), "messages")
+    return await off_loop_if_large(
+        size, _chat_prompt, tokenizer, messages, add_generation_prompt, check
+    )
 
 
 def _chat_prompt(
-    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool
+    tokenizer: TokenizerClient,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool,
+    check: CheckText | None,
 ) -> EnginePrompt:
     text = render_chat(tokenizer, messages, add_generation_prompt)
+    if check is not None:
+        check(text, "messages")
     return EnginePrompt(tokenizer.encode(text, add_special_tokens=False), text=text)
 
 
@@ -100,21 +149,31 @@ def render_chat(
         ) from exc
 
 
-async def completion_prompts(
-    tokenizer: TokenizerClient, prompt: str | list[str] | list[int] | list[list[int]]
-) -> list[EnginePrompt]:
-    """One engine prompt per prompt in the request, tokenized with special tokens."""
+def completion_items(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Any]:
+    """The prompts of a completions request: a string, a token id list, or a list of
+    either."""
     if isinstance(prompt, str):
-        items: list[Any] = [prompt]
-    elif prompt and all(isinstance(p, int) for p in prompt):
-        items = [prompt]
-    else:
-        items = list(prompt)
+        return [prompt]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [prompt]
+    return list(prompt)
+
+
+async def completion_prompts(
+    tokenizer: TokenizerClient,
+    prompt: str | list[str] | list[int] | list[list[int]],
+    check: CheckText | None = None,
+) -> list[EnginePrompt]:
+    """One engine prompt per prompt in the request, tokenized with special tokens.
+    `check` sees each text before it is tokenized."""
+    items = completion_items(prompt)
     if not items:
         raise InvalidRequestError("prompt must not be an empty list.", param="prompt")
     out = []
-    for item in items:
+    for i, item in enumerate(items):
         if isinstance(item, str):
+            if check is not None:
+                check(item, "prompt" if isinstance(prompt, str) else f"prompt[{i}]")
             ids = await off_loop_if_large(len(item), tokenizer.encode, item, True)
             out.append(EnginePrompt(ids, text=item))
         else:

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from tokenmill.gateway.cache_store import CacheStore
-from tokenmill.gateway.call import CallResult
+from tokenmill.gateway.call import GENERATION_KINDS, CallResult
 from tokenmill.gateway.policy import CallContext, Policy
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class ResponseCachePolicy(Policy):
         self._pending: dict[int, tuple[str, str | None, np.ndarray | None]] = {}
 
     async def pre_call(self, ctx: CallContext) -> None:
+        if ctx.call.kind not in GENERATION_KINDS:
+            return
         prepared = await ctx.prepared()
         params = prepared.params
         if not (params.greedy or params.seed is not None):
@@ -66,6 +68,7 @@ class ResponseCachePolicy(Policy):
             result.model = ctx.model
             ctx.result = result
             ctx.decisions[self.name] = "hit"
+            ctx.decisions["cache_kind"] = "exact" if vector is None else "semantic"
             ctx.headers[CACHE_HEADER] = "hit"
             ctx.served_by = "cache"
             return
@@ -74,6 +77,8 @@ class ResponseCachePolicy(Policy):
         self._pending[id(ctx)] = (key, bucket if self.embedder else None, vector)
 
     async def post_call(self, ctx: CallContext) -> None:
+        if ctx.call.kind not in GENERATION_KINDS:
+            return
         pending = self._pending.pop(id(ctx), None)
         if pending is None or ctx.result is None or ctx.error is not None:
             return

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tokenmill.errors import ModelNotFoundError
 from tokenmill.gateway.backend import Backend
-from tokenmill.gateway.call import Call
+from tokenmill.gateway.call import GENERATION_KINDS, Call
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Route:
     """The name responses report."""
     version: str
     backend: Backend
+    deployment: Any = None
+    """The registry's Deployment, when a registry routed the call (in-flight counting)."""
 
 
 class Router(Protocol):
@@ -38,6 +40,12 @@ class SingleModelRouter:
         self._route = Route(model, version, backend)
 
     def route(self, call: Call) -> Route:
+        if call.kind not in GENERATION_KINDS:
+            raise ModelNotFoundError(
+                f"This server serves one generative model, {self._route.model!r}, and no "
+                f"model for {call.kind!r} calls: start it with --models FILE listing one "
+                "(see docs/registry.md)."
+            )
         requested = call.body.model
         if requested is not None and requested != self._route.model:
             raise ModelNotFoundError(

@@ -14,6 +14,13 @@ from typing import Any
 from tokenmill.errors import ModelLoadError
 
 ROPE_SCALING_KINDS = ("linear", "llama3", "freq_factors")
+# Gemma GGUFs name no end-of-turn id, yet chat turns end with this token and HF's
+# generation_config stops on it.
+_END_OF_TURN_TOKENS = ("<end_of_turn>",)
+# Gemma 3 interleaves five sliding-window layers with one global layer. llama.cpp
+# hard-codes this (and the local RoPE base) rather than writing it into the file.
+_GEMMA3_GLOBAL_EVERY = 6
+_GEMMA3_LOCAL_ROPE_THETA = 10000.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,16 @@ class RopeScaling:
         )
 
 
+def _window_pattern(period: int, num_layers: int) -> tuple[bool, ...]:
+    """Every `period`-th layer global, the rest sliding-window (llama.cpp's reading of an
+    integer pattern; 0 means every layer slides)."""
+    return tuple(period == 0 or (i + 1) % period != 0 for i in range(num_layers))
+
+
 @dataclass(frozen=True)
 class ArchConfig:
-    """Hyperparameters of a Llama-family decoder (Llama, SmolLM, Mistral, Qwen2)."""
+    """Hyperparameters of a decoder: the Llama family (Llama, SmolLM, Mistral, Qwen2) and
+    Gemma 3."""
 
     architecture: str
     """Lower-case family name ("llama", "qwen2"); picks the model class."""
@@ -89,6 +103,17 @@ class ArchConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     """Every id that ends a generation (EOS, end-of-turn)."""
+    sliding_window: int | None = None
+    """In a sliding-window layer a query at position p sees keys at positions
+    p - sliding_window + 1 .. p (HF's convention)."""
+    sliding_window_layers: tuple[bool, ...] = ()
+    """One entry per layer: True where the layer attends within `sliding_window`. Empty:
+    every layer is global."""
+    rope_local_theta: float | None = None
+    """RoPE base of the sliding-window layers when it differs from `rope_theta` (Gemma 3);
+    those layers use no RoPE scaling."""
+    query_scale: float | None = None
+    """Multiplier of q.k before the softmax; None means head_dim ** -0.5."""
     layer_num_heads: tuple[int, ...] = ()
     """Query heads of each layer where a pruned model has fewer in some layers; empty:
     every layer has `num_heads`. Key/value heads stay `num_kv_heads` everywhere, so the
@@ -114,6 +139,19 @@ class ArchConfig:
                 )
         if self.head_dim % 2:
             raise ModelLoadError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+        if self.sliding_window_layers and len(self.sliding_window_layers) != self.num_layers:
+            raise ModelLoadError(
+                f"sliding_window_layers has {len(self.sliding_window_layers)} entries for "
+                f"{self.num_layers} layers."
+            )
+        if any(self.sliding_window_layers) and not (self.sliding_window or 0) > 0:
+            raise ModelLoadError("Sliding-window layers need a positive sliding_window.")
+
+    def layer_window(self, layer: int) -> int | None:
+        """The attention window of layer `layer`, or None for a global layer."""
+        if self.sliding_window_layers and self.sliding_window_layers[layer]:
+            return self.sliding_window
+        return None
 
     @property
     def q_size(self) -> int:
@@ -165,16 +203,33 @@ class ArchConfig:
             for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
             if metadata.get(k) is not None
         ]
+        tokens = metadata.get("tokenizer.ggml.tokens") or []
+        eos_ids += [tokens.index(t) for t in _END_OF_TURN_TOKENS if t in tokens]
         bos = metadata.get("tokenizer.ggml.bos_token_id")
+        layers = int(key("block_count"))
+        head_dim = int(key("attention.key_length", hidden // heads))
+        window = key("attention.sliding_window")
+        pattern = key("attention.sliding_window_pattern")
+        local_theta = key("rope.freq_base_swa")
+        scale = key("attention.scale")
+        if arch == "gemma3":
+            pattern = _GEMMA3_GLOBAL_EVERY if pattern is None else pattern
+            local_theta = _GEMMA3_LOCAL_ROPE_THETA if local_theta is None else local_theta
+            if scale is None:
+                # Gemma 3 scales by query_pre_attn_scalar ** -0.5, which the file omits:
+                # hidden / heads for the 27B (62 layers), head_dim otherwise (as llama.cpp).
+                scale = (hidden // heads if layers == 62 else head_dim) ** -0.5
+        if isinstance(pattern, int):
+            pattern = _window_pattern(pattern, layers)
         return cls(
             architecture=arch,
             vocab_size=int(vocab),
             hidden_size=hidden,
             intermediate_size=int(key("feed_forward_length")),
-            num_layers=int(key("block_count")),
+            num_layers=layers,
             num_heads=heads,
             num_kv_heads=int(key("attention.head_count_kv", heads)),
-            head_dim=int(key("attention.key_length", hidden // heads)),
+            head_dim=head_dim,
             rope_theta=float(key("rope.freq_base", 10000.0)),
             rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-6)),
             max_position_embeddings=int(key("context_length", 2048)),
@@ -183,6 +238,10 @@ class ArchConfig:
             rope_scaling=rope_scaling,
             bos_token_id=None if bos is None else int(bos),
             eos_token_ids=tuple(dict.fromkeys(eos_ids)),
+            sliding_window=None if not window else int(window),
+            sliding_window_layers=tuple(bool(x) for x in pattern) if window and pattern else (),
+            rope_local_theta=None if local_theta is None else float(local_theta),
+            query_scale=None if scale is None else float(scale),
         )
 
     @classmethod
@@ -196,7 +255,25 @@ class ArchConfig:
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
         rope_params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        local_params: Mapping[str, Any] = {}
+        if "full_attention" in rope_params:  # per layer type (transformers 5, Gemma 3)
+            local_params = rope_params.get("sliding_attention") or {}
+            rope_params = rope_params["full_attention"] or {}
         rope_theta = config.get("rope_theta", rope_params.get("rope_theta", 10000.0))
+        local_theta = config.get("rope_local_base_freq", local_params.get("rope_theta"))
+        layers = int(config["num_hidden_layers"])
+        window = config.get("sliding_window")
+        layer_types = config.get("layer_types")
+        if layer_types:
+            pattern = tuple(t == "sliding_attention" for t in layer_types)
+        elif arch.lower().startswith("gemma3"):
+            period = config.get("sliding_window_pattern") or _GEMMA3_GLOBAL_EVERY
+            pattern = _window_pattern(int(period), layers)
+        else:
+            pattern = ()
+        if not any(pattern):
+            window, pattern = None, ()
+        scalar = config.get("query_pre_attn_scalar")
         eos_ids: list[int] = []
         for source in (config, generation_config or {}):
             eos = source.get("eos_token_id")
@@ -209,7 +286,7 @@ class ArchConfig:
             vocab_size=int(config["vocab_size"]),
             hidden_size=hidden,
             intermediate_size=int(config["intermediate_size"]),
-            num_layers=int(config["num_hidden_layers"]),
+            num_layers=layers,
             num_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
@@ -221,4 +298,8 @@ class ArchConfig:
             rope_scaling=RopeScaling.from_hf(rope_params),
             bos_token_id=None if bos is None else int(bos),
             eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos_ids)),
+            sliding_window=None if window is None else int(window),
+            sliding_window_layers=pattern,
+            rope_local_theta=None if local_theta is None else float(local_theta),
+            query_scale=None if scalar is None else float(scalar) ** -0.5,
         )

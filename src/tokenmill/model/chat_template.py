@@ -60,3 +60,49 @@ class ChatTemplate:
             raise InvalidRequestError(
                 f"The chat template rejected the messages: {exc}", param="messages"
             ) from exc
+
+
+# Gemma's turn format: BOS, then "<start_of_turn>{user|model}\n{text}<end_of_turn>\n" per
+# message. There is no system turn: a system message's text and a blank line open the
+# first user turn. Roles must alternate starting with the user; text is trimmed.
+GEMMA_TEMPLATE = """\
+{%- macro render(content) -%}
+  {%- if content is string -%}
+    {{- content | trim -}}
+  {%- elif content is iterable -%}
+    {%- for part in content -%}
+      {%- if part['type'] == 'image' -%}
+        {{- '<start_of_image>' -}}
+      {%- elif part['type'] == 'text' -%}
+        {{- part['text'] | trim -}}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- else -%}
+    {{- raise_exception('Message content must be a string or a list of parts.') -}}
+  {%- endif -%}
+{%- endmacro -%}
+{{- bos_token -}}
+{%- set ns = namespace(prefix='', turns=messages) -%}
+{%- if messages and messages[0]['role'] == 'system' -%}
+  {%- set system = messages[0]['content'] -%}
+  {%- set ns.prefix = (system if system is string else system[0]['text']) + '\\n\\n' -%}
+  {%- set ns.turns = messages[1:] -%}
+{%- endif -%}
+{%- for message in ns.turns -%}
+  {%- if (message['role'] == 'user') != (loop.index0 is even) -%}
+    {{- raise_exception('Gemma needs turns to alternate user/assistant, starting with user.') -}}
+  {%- endif -%}
+  {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+  {{- '<start_of_turn>' + role + '\\n' + (ns.prefix if loop.first else '') -}}
+  {{- render(message['content']) -}}
+  {{- '<end_of_turn>\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<start_of_turn>model\\n' -}}
+{%- endif -%}
+"""
+
+FALLBACK_TEMPLATES = {"gemma3": GEMMA_TEMPLATE}
+"""Templates by architecture, used only when a GGUF carries none: llama.cpp's converter
+misses templates that newer HF repos keep in chat_template.jinja (the packaged Gemma 3
+file has none)."""

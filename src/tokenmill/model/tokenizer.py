@@ -16,7 +16,8 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as RustTokenizer
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.model.chat_template import ChatTemplate
+from tokenmill.model.chat_template import FALLBACK_TEMPLATES, ChatTemplate
+from tokenmill.model.sentencepiece import sentencepiece_backend
 
 # GGUF token types (llama.cpp's llama_token_type).
 _CONTROL, _USER_DEFINED = 3, 4
@@ -59,6 +60,21 @@ def _pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
     if pre == "smollm":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     return byte_level
+
+
+def _byte_level_backend(metadata: Mapping[str, Any]) -> RustTokenizer:
+    """GPT-2 style byte-level BPE from a GGUF's vocabulary and merges (no added tokens)."""
+    spelling = _bytes_to_unicode()
+    alphabet = set(spelling.values())
+    tokens = [
+        t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))
+        for t in metadata["tokenizer.ggml.tokens"]
+    ]
+    merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
+    backend = RustTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    backend.pre_tokenizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre"))
+    backend.decoder = decoders.ByteLevel()
+    return backend
 
 
 class Tokenizer:
@@ -119,46 +135,37 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, metadata: Mapping[str, Any]) -> Tokenizer:
-        """From a GGUF's `tokenizer.*` key/values. Only byte-level BPE ("gpt2") is
-        supported; control tokens become special added tokens, user-defined ones plain
-        added tokens, so text containing them maps to their ids."""
+        """From a GGUF's `tokenizer.*` key/values: byte-level BPE ("gpt2") or SentencePiece
+        BPE ("llama", see tokenmill.model.sentencepiece). Control tokens become special
+        added tokens, user-defined ones plain added tokens, so text containing them maps
+        to their ids. A file without a chat template gets its architecture's fallback
+        (chat_template.FALLBACK_TEMPLATES), if there is one."""
         kind = metadata.get("tokenizer.ggml.model")
-        if kind != "gpt2":
+        raw = metadata["tokenizer.ggml.tokens"]
+        types = metadata.get("tokenizer.ggml.token_type") or []
+        control = [i for i, t in enumerate(types) if t == _CONTROL]
+        user = [i for i, t in enumerate(types) if t == _USER_DEFINED]
+        if kind == "gpt2":
+            backend = _byte_level_backend(metadata)
+            alphabet = set(_bytes_to_unicode().values())
+            # A control token spelled outside the byte alphabet is a llama.cpp label for a
+            # byte, not a real special token.
+            control = [i for i in control if set(raw[i]) <= alphabet]
+        elif kind == "llama":
+            backend = sentencepiece_backend(metadata)
+            # Runs of spaces are pieces the BPE reaches by merging "▁"s; added as raw text
+            # they would be given new ids past the vocabulary.
+            user = [i for i in user if " " not in raw[i]]
+        else:
             raise InvalidRequestError(
-                f"GGUF tokenizer type {kind!r} is not supported; only byte-level BPE "
-                "('gpt2') is. Use the model's HF directory instead.",
+                f"GGUF tokenizer type {kind!r} is not supported; byte-level BPE ('gpt2') and "
+                "SentencePiece BPE ('llama') are. Use the model's HF directory instead.",
                 param="model",
             )
-        spelling = _bytes_to_unicode()
-        alphabet = set(spelling.values())
-        tokens = [
-            t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))
-            for t in metadata["tokenizer.ggml.tokens"]
-        ]
-        merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
-        backend = RustTokenizer(
-            models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
-        )
-        backend.pre_tokenizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre"))
-        backend.decoder = decoders.ByteLevel()
-        types = metadata.get("tokenizer.ggml.token_type") or []
-        raw = metadata["tokenizer.ggml.tokens"]
         backend.add_special_tokens(
-            [
-                AddedToken(raw[i], normalized=False, special=True)
-                for i, kind in enumerate(types)
-                # A control token spelled outside the byte alphabet is a llama.cpp label
-                # for a byte, not a real special token.
-                if kind == _CONTROL and set(raw[i]) <= alphabet
-            ]
+            [AddedToken(raw[i], normalized=False, special=True) for i in control]
         )
-        backend.add_tokens(
-            [
-                AddedToken(raw[i], normalized=False, special=False)
-                for i, kind in enumerate(types)
-                if kind == _USER_DEFINED
-            ]
-        )
+        backend.add_tokens([AddedToken(raw[i], normalized=False, special=False) for i in user])
 
         def token(key: str) -> str | None:
             i = metadata.get(f"tokenizer.ggml.{key}")
@@ -170,7 +177,10 @@ class Tokenizer:
             backend.post_processor = processors.TemplateProcessing(
                 single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
             )
-        return cls(backend, bos, token("eos_token_id"), metadata.get("tokenizer.chat_template"))
+        template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATES.get(
+            metadata.get("general.architecture", "")
+        )
+        return cls(backend, bos, token("eos_token_id"), template)
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:

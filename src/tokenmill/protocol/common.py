@@ -14,9 +14,13 @@ MAX_N = 128
 
 class OpenAIModel(BaseModel):
     """Base of request models: unknown fields are kept (and logged once), never refused,
-    because clients send fields of newer API versions; NaN and infinity are refused."""
+    because clients send fields of newer API versions; NaN and infinity are refused.
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    Types are strict, as OpenAI's are: "10" is not an integer, "yes" not a boolean and
+    true not a token id (an integer is still a valid number).
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 class ResponseModel(BaseModel):
@@ -143,6 +147,50 @@ def unknown_fields(model: BaseModel, prefix: str = "") -> list[str]:
                 where = f"{prefix}{name}[{i}]." if isinstance(value, list) else f"{prefix}{name}."
                 found += unknown_fields(item, where)
     return found
+
+
+def lone_surrogate_path(value: Any, path: str = "") -> str | None:
+    """The dotted path (`messages[0].content[1].text`) of the first string in `value`, a
+    request model or anything inside one (extra fields and keys too), that holds a lone
+    UTF-16 surrogate. JSON can spell one ("\\ud800") but it is not text: no tokenizer,
+    header or log encoder takes it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, BaseModel):
+        items = [(name, getattr(value, name)) for name in type(value).model_fields]
+        items += list((value.model_extra or {}).items())
+        for name, item in items:
+            found = lone_surrogate_path(name, path or "body") or lone_surrogate_path(
+                item, f"{path}.{name}" if path else name
+            )
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = lone_surrogate_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = lone_surrogate_path(key, path) or lone_surrogate_path(item, f"{path}.{key}")
+            if found:
+                return found
+    return None
+
+
+def check_unicode(body: BaseModel) -> None:
+    """Refuses (400, the field named) a request holding a lone surrogate anywhere."""
+    path = lone_surrogate_path(body)
+    if path is not None:
+        raise InvalidRequestError(
+            f"{path} contains a lone UTF-16 surrogate (such as \\ud800), which is not valid "
+            "Unicode text. Send well-formed UTF-8.",
+            param=path,
+        )
 
 
 def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:

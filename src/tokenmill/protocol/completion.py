@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -16,7 +16,15 @@ from tokenmill.protocol.common import (
 )
 from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
-Prompt = str | list[str] | list[int] | list[list[int]]
+_Text = Annotated[str, Field(min_length=1)]
+_Ids = Annotated[list[int], Field(min_length=1)]
+Prompt = (
+    _Text
+    | Annotated[list[_Text], Field(min_length=1)]
+    | _Ids
+    | Annotated[list[_Ids], Field(min_length=1)]
+)
+"""A prompt is never empty: an empty string, list or token list has nothing to continue."""
 
 
 class CompletionRequest(SamplingFields):

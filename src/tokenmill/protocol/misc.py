@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from tokenmill.protocol.chat import ChatMessage
 from tokenmill.protocol.common import OpenAIModel, ResponseModel
@@ -26,6 +26,19 @@ class ModelCard(ResponseModel):
     owned_by: str = "tokenmill"
     max_model_len: int | None = None
     precision: PrecisionInfo | None = None
+    task: str | None = None
+    """Under --models: generate, embed, classify or ner."""
+    version: str | None = None
+    """The version a NAME@VERSION card describes; a NAME card lists them in `versions`."""
+    versions: list[str] | None = None
+    status: str | None = None
+    """loading, ready, draining or failed."""
+    traffic: float | None = None
+    """Percent of NAME's requests this version answers."""
+    shadow: bool | None = None
+    shadow_compare: dict[str, Any] | None = None
+    """How a shadow version's answers compared with the live ones."""
+    error: str | None = None
 
 
 class ModelList(ResponseModel):
@@ -34,11 +47,18 @@ class ModelList(ResponseModel):
 
 
 class TokenizeRequest(OpenAIModel):
-    """Either `prompt` (text) or `messages` (rendered with the chat template first)."""
+    """Exactly one of `prompt` (text) or `messages` (rendered with the chat template
+    first); the schema says so with oneOf."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}]}
+    )
 
     model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: str = Field(None, description="Text to tokenize.")  # type: ignore[assignment]
+    messages: list[ChatMessage] = Field(  # type: ignore[assignment]
+        None, description="A chat, rendered with the model's template first."
+    )
     add_special_tokens: bool | None = Field(
         None, description="Default: true for a prompt, false for messages (the template has them)."
     )

@@ -14,17 +14,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from tokenmill import __version__
-from tokenmill.config import ServerConfig
+from tokenmill.config import BatchConfig, ServerConfig
 from tokenmill.gateway.auth import KeyStore
 from tokenmill.gateway.engine_client import EngineClient
 from tokenmill.gateway.pipeline import Pipeline
 from tokenmill.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from tokenmill.protocol.common import ErrorResponse
 from tokenmill.protocol.completion import CompletionRequest, CompletionResponse
+from tokenmill.protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -37,12 +39,22 @@ from tokenmill.protocol.misc import (
     TokenizerInfoResponse,
     VersionResponse,
 )
+from tokenmill.protocol.tasks import ClassifyRequest, ClassifyResponse, NerRequest, NerResponse
+from tokenmill.server.admin import install_admin
 from tokenmill.server.auth import AuthMiddleware
+from tokenmill.server.batch_routes import FILES_PATH, install_batch_routes
 from tokenmill.server.disconnect import ClientDisconnected
 from tokenmill.server.errors import install_error_handlers
+from tokenmill.server.hosts import HostGuard
 from tokenmill.server.middleware import BodySizeLimit
+from tokenmill.server.observability import Observability
+from tokenmill.server.observability import install as install_observability
 from tokenmill.server.openapi import install_openapi
+from tokenmill.server.request_id import RequestId
+from tokenmill.server.serving.batches import BatchService
 from tokenmill.server.serving.generation import GenerationService
+from tokenmill.server.serving.models import registry_card, registry_cards
+from tokenmill.server.serving.tasks import TaskService
 from tokenmill.server.serving.tokenize import TokenizerService
 from tokenmill.server.state import Phase, ServerState
 
@@ -67,26 +79,42 @@ def build_app(
     on_fatal: Callable[[BaseException], None] | None = None,
     pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
     keys: KeyStore | None = None,
+    observability: Observability | None = None,
+    batch: BatchConfig | None = None,
+    deployer=None,
+    admin_open: bool = False,
 ) -> FastAPI:
     """An app that loads its engine with `engine_factory` (on a thread, once the server
     listens) and serves it. `on_ready(engine, load_seconds)` and `on_fatal(error)`
-    let the caller print the startup line or exit on a failed load."""
+    let the caller print the startup line or exit on a failed load. With `batch`, it
+    also serves the Batch API and runs its batches once the model is ready."""
     state = ServerState(
         config,
         engine_factory,
         on_ready=on_ready,
         on_fatal=on_fatal,
         pipeline_factory=pipeline_factory,
+        deployer=deployer,
     )
+    batches = BatchService(batch, state) if batch is not None else None
+
+    async def load() -> None:
+        await state.load()
+        if batches is not None and state.phase is Phase.READY:
+            await batches.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.ensure_future(state.load())
+        loader = asyncio.ensure_future(load())
         try:
             yield
         finally:
             if not loader.done():
                 loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader  # returns once the loading thread has finished
+            if batches is not None:
+                await batches.stop(timeout_s=config.shutdown_grace + 5)
             await state.close()
 
     app = FastAPI(
@@ -94,20 +122,39 @@ def build_app(
         version=__version__,
         description="An OpenAI-compatible LLM inference server.",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.tokenmill = state
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    upload_limit = {FILES_PATH: batch.max_file_bytes} if batch is not None else {}
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes, path_limits=upload_limit)
     if keys is not None and keys.enabled:
         app.add_middleware(AuthMiddleware, keys=keys)
+    if observability is not None:
+        install_observability(app, state, observability)
+    if config.cors_origins:  # outside auth: a browser's preflight carries no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+            expose_headers=["retry-after", "x-tokenmill-ignored-fields"],
+        )
+    app.add_middleware(HostGuard, patterns=config.host_patterns)
+    app.add_middleware(RequestId)  # outermost: the id covers every line of the request
     install_error_handlers(app)
     install_openapi(app, state)
+    install_admin(app, state, admin_open)
 
     @app.exception_handler(ClientDisconnected)
     async def _client_gone(_: Request, __: ClientDisconnected) -> Response:
         return Response(status_code=499)
 
+    if batches is not None:
+        install_batch_routes(app, batches)
     generation = GenerationService(state)
     tokenizer = TokenizerService(state)
+    tasks = TaskService(state)
 
     @app.post(
         "/v1/chat/completions",
@@ -129,16 +176,40 @@ def build_app(
         """Text completion; `echo` with `logprobs` scores the prompt (lm-eval)."""
         return await generation.create("completion", body, raw)
 
+    @app.post(
+        "/v1/embeddings", response_model=EmbeddingResponse, responses=_ERRORS, tags=["openai"]
+    )
+    async def create_embedding(body: EmbeddingRequest, raw: Request) -> Response:
+        """Sentence embeddings from a registered `task = "embed"` model (--models)."""
+        return await tasks.embed(body, raw)
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, tags=["tasks"])
+    async def classify(body: ClassifyRequest, raw: Request) -> Response:
+        """Label probabilities per input: zero-shot on a generative model (each label's
+        likelihood after an instruction), or a registered classify model."""
+        return await tasks.classify(body, raw)
+
+    @app.post("/v1/ner", response_model=NerResponse, responses=_ERRORS, tags=["tasks"])
+    async def ner(body: NerRequest, raw: Request) -> Response:
+        """Named entities with character offsets, from a registered `task = "ner"` model."""
+        return await tasks.ner(body, raw)
+
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, tags=["openai"])
     async def list_models() -> ModelList:
-        """The one model this server serves."""
+        """Every served name and NAME@VERSION (one card without --models)."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return ModelList(data=registry_cards(state.deployer.registry))
         return ModelList(data=[_model_card(state)])
 
     @app.get(
         "/v1/models/{model_id:path}", response_model=ModelCard, responses=_ERRORS, tags=["openai"]
     )
     async def get_model(model_id: str) -> ModelCard:
-        """The served model's card; 404 for any other name."""
+        """A served name's or NAME@VERSION's card; 404 for any other."""
+        if state.deployer is not None:
+            state.engine  # noqa: B018 - 503 while loading
+            return registry_card(state.deployer.registry, model_id)
         state.check_model(model_id)
         return _model_card(state)
 
@@ -166,18 +237,22 @@ def build_app(
 
     @app.get("/health", response_model=StatusResponse, tags=["operations"])
     async def health() -> Response:
-        """Liveness: 200 while the process serves HTTP, 503 if the model failed to load."""
-        if state.phase is Phase.FAILED:
-            return JSONResponse({"status": "failed"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        """Liveness: 503 if the model failed to load, the engine thread is dead or
+        restarting, or work waits and the engine has not stepped within
+        --engine-stall-timeout; else 200 (loading and draining included)."""
+        healthy, status = state.health()
+        return JSONResponse({"status": status}, status_code=200 if healthy else 503)
 
     @app.get("/ready", response_model=StatusResponse, tags=["operations"])
     async def ready() -> Response:
-        """Readiness: 200 once the model is loaded and warm, 503 while loading or draining."""
+        """Readiness: 200 once the model is loaded and warm and the engine healthy; 503
+        while loading, draining or restarting, or when /health fails."""
         engine = state.loaded_engine
-        if state.phase is Phase.READY and engine is not None and engine.is_ready:
+        healthy, status = state.health()
+        if state.phase is Phase.READY and engine is not None and engine.is_ready and healthy:
             return JSONResponse({"status": "ready"})
-        status = state.phase.value if state.phase is not Phase.READY else "not_ready"
+        if healthy:
+            status = state.phase.value if state.phase is not Phase.READY else "not_ready"
         return JSONResponse({"status": status}, status_code=503)
 
     @app.get("/version", response_model=VersionResponse, tags=["operations"])

@@ -28,10 +28,10 @@ class PayloadTooLargeError(TokenmillError):
     status_code = 413
     error_type = "invalid_request_error"
 
-    def __init__(self, limit_bytes: int):
+    def __init__(self, limit_bytes: int, flag: str = "--max-body-mib"):
         super().__init__(
             f"The request body is larger than the server's limit of {limit_bytes} bytes. "
-            "Send a smaller request or start the server with a larger --max-body-mib.",
+            f"Send a smaller request or start the server with a larger {flag}.",
             code="request_too_large",
         )
 
@@ -76,27 +76,46 @@ async def send_error(send, exc: TokenmillError, headers: dict[str, str] | None =
 def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """One readable message for pydantic's errors, and the first offending field.
 
-    Input values are left out on purpose: they can be huge (a whole prompt) or private.
+    When every branch of a union fails (`prompt` is a string, or a list of strings, or
+    ...), the branch that got furthest into the value speaks for the field. Input values
+    are left out on purpose: they can be huge (a whole prompt) or private.
     """
+    chosen: dict[tuple, tuple[str, dict[str, Any]]] = {}
+    for err in errors:
+        raw = [p for p in err.get("loc", ()) if p != "body"]
+        cut = next((i for i, p in enumerate(raw) if _is_union_tag(p)), len(raw))
+        field = tuple(raw[:cut])
+        param = _dotted([str(p) for p in raw if not _is_union_tag(p)])
+        if field not in chosen or len(param) > len(chosen[field][0]):
+            chosen[field] = (param, err)
     parts = []
     first_param = None
-    for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        param = _dotted(loc)
+    for param, err in list(chosen.values())[:5]:
         if err.get("type") == "json_invalid":
             # pydantic's location is a character offset, not a field: name no param.
             ctx = err.get("ctx") or {}
             parts.append(f"the body is not valid JSON ({ctx.get('error', 'parse error')})")
             continue
+        msg = err.get("msg", "invalid value")
+        if err.get("type") == "string_unicode":
+            msg = "contains a lone UTF-16 surrogate (such as \\ud800), which is not valid text"
         if first_param is None and param:
             first_param = param
-        if param:
-            parts.append(f"{param}: {err.get('msg', 'invalid value')}")
-        else:
-            parts.append(f"body: {err.get('msg', 'invalid value')}")
-    more = len(errors) - len(parts)
+        parts.append(f"{param or 'body'}: {msg}")
+    more = len(chosen) - len(parts)
     message = "Invalid request: " + "; ".join(parts) + (f" (and {more} more)" if more else "")
     return message + ".", first_param
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the branch of a union that failed ("str", "list[int]",
+    "function-after[...]") in the error location; it is not a field."""
+    return isinstance(part, str) and (
+        "[" in part or part in _TYPE_TAGS or part.startswith(("function-", "constrained-"))
+    )
 
 
 def _dotted(loc: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -30,6 +31,13 @@ class Phase(enum.Enum):
     READY = "ready"
     FAILED = "failed"
     DRAINING = "draining"
+    RESTARTING = "restarting"
+
+
+WATCH_INTERVAL_S = 0.5
+MAX_RESTARTS = 3
+"""Engine restarts allowed within RESTART_WINDOW_S; one more and the process exits."""
+RESTART_WINDOW_S = 600.0
 
 
 class ServerState:
@@ -46,8 +54,11 @@ class ServerState:
         on_ready: Callable[[EngineClient, float], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         pipeline_factory: Callable[[EngineClient], Pipeline] | None = None,
+        deployer=None,
     ):
         self.config = config
+        self.deployer = deployer
+        """The model registry's deployer under --models (None: one model)."""
         self._pipeline_factory = pipeline_factory or self._plain_pipeline
         self._pipeline: Pipeline | None = None
         self.anonymous_caller = Caller()
@@ -58,6 +69,10 @@ class ServerState:
         self._on_fatal = on_fatal
         self._engine: EngineClient | None = None
         self._drain_task: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
+        self._restarts: list[float] = []
+        self.engine_died = False
+        """Set when the engine thread died and the process is to exit (not restart)."""
         self._unknown_fields_logged: set[tuple[str, str]] = set()
         self._unknown_fields_capped = False
         self.load_error: BaseException | None = None
@@ -69,8 +84,23 @@ class ServerState:
         """
         started = time.perf_counter()
         try:
-            engine = await asyncio.to_thread(self._factory)
-            await engine.start()
+            build = asyncio.ensure_future(asyncio.to_thread(self._factory))
+            try:
+                engine = await asyncio.shield(build)
+            except asyncio.CancelledError:
+                # Stopped while loading: the loading thread cannot be interrupted, and one
+                # still inside torch when the interpreter exits aborts the process. Wait
+                # for it, then let go of what it built.
+                with contextlib.suppress(Exception):
+                    await build
+                raise
+            try:
+                await engine.start()
+            except asyncio.CancelledError:
+                # Stopped while warming up: the engine thread must not outlive the loop
+                # (a thread killed inside torch at exit aborts the process).
+                await asyncio.shield(engine.shutdown(grace_s=0))
+                raise
         except Exception as exc:  # noqa: BLE001 - any load failure is fatal and reported
             self.phase = Phase.FAILED
             self.load_error = exc
@@ -80,16 +110,19 @@ class ServerState:
             return
         self._engine = engine
         try:
+            if self.deployer is not None:
+                await self.deployer.start(engine)
             self._pipeline = await asyncio.to_thread(self._pipeline_factory, engine)
         except Exception as exc:  # noqa: BLE001 - a policy that cannot load is fatal too
             self.phase = Phase.FAILED
             self.load_error = exc
-            logger.error("could not build the request pipeline: %s", exc)
+            logger.error("could not load the models or build the request pipeline: %s", exc)
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
+            self._watchdog = asyncio.ensure_future(self._watch_engine())
         if self._on_ready is not None:
             self._on_ready(engine, time.perf_counter() - started)
 
@@ -100,7 +133,16 @@ class ServerState:
             return self._engine
         if self.phase is Phase.DRAINING:
             raise ServiceUnavailableError(
-                "The server is shutting down and takes no new requests.", code="shutting_down"
+                "The server is shutting down and takes no new requests; retry on another "
+                "replica or once it is back.",
+                code="shutting_down",
+                retry_after_s=1.0,
+            )
+        if self.phase is Phase.RESTARTING:
+            raise ServiceUnavailableError(
+                "The engine failed and is restarting; retry shortly.",
+                code="engine_restarting",
+                retry_after_s=2.0,
             )
         if self.phase is Phase.FAILED:
             raise ServiceUnavailableError(
@@ -135,8 +177,13 @@ class ServerState:
         return self._engine.model_name if self._engine is not None else "unknown"
 
     def check_model(self, requested: str | None) -> None:
-        """Raises a 404 unless `requested` is omitted or names the served model."""
+        """Raises a 404 unless `requested` is omitted or names the served model (or,
+        under --models, one of its versions); before the model has loaded (or while
+        draining), the 503 that says why none is served."""
+        self.engine  # noqa: B018 - raises the 503 while there is no model to serve
         if requested is None or requested == self.model_name:
+            return
+        if self.deployer is not None and requested.partition("@")[0] == self.model_name:
             return
         raise ModelNotFoundError(
             f"The model {requested!r} does not exist on this server; it serves "
@@ -177,15 +224,75 @@ class ServerState:
         """A fresh id such as `chatcmpl-3f2a...`."""
         return f"{prefix}-{uuid.uuid4().hex}"
 
-    def begin_drain(self) -> None:
-        """Stops taking requests and asks the engine to finish in-flight ones within the
-        grace period (what is left after it is aborted). Safe to call more than once."""
+    def health(self) -> tuple[bool, str]:
+        """(healthy, status) for /health: unhealthy when the model failed to load, or the
+        engine thread is dead, or work waits and the engine has not stepped within
+        --engine-stall-timeout."""
+        if self.phase is Phase.FAILED:
+            return False, "failed"
+        if self.phase is Phase.RESTARTING:
+            return False, "engine_restarting"
+        probe = getattr(self._engine, "health", None)
+        if probe is None or self.phase is Phase.DRAINING:
+            return True, "ok"
+        health = probe()
+        if not health.alive:
+            return False, "engine_dead"
+        if health.stalled(self.config.engine_stall_timeout):
+            return False, "engine_stalled"
+        return True, "ok"
+
+    async def _watch_engine(self) -> None:
+        """Notices a dead engine thread and restarts it, or exits (--on-engine-failure)."""
+        engine = self._engine
+        while self.phase in (Phase.READY, Phase.RESTARTING) and engine is not None:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            probe = getattr(engine, "health", None)
+            if probe is None or self.phase is not Phase.READY or probe().alive:
+                continue
+            failure = probe().failure or "the thread ended"
+            now = time.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
+            if self.config.on_engine_failure == "exit" or len(self._restarts) >= MAX_RESTARTS:
+                logger.error("the engine thread died (%s): exiting", failure)
+                self.engine_died = True
+                self.phase = Phase.FAILED
+                self.load_error = RuntimeError(f"the engine thread died: {failure}")
+                if self._on_fatal is not None:
+                    self._on_fatal(self.load_error)
+                return
+            logger.error("the engine thread died (%s): restarting it", failure)
+            self.phase = Phase.RESTARTING
+            self._restarts.append(now)
+            try:
+                await engine.restart()
+            except Exception as exc:  # cannot restart: exit instead
+                logger.exception("could not restart the engine")
+                self.engine_died = True
+                self.phase = Phase.FAILED
+                self.load_error = exc
+                if self._on_fatal is not None:
+                    self._on_fatal(exc)
+                return
+            if self.phase is Phase.RESTARTING:
+                self.phase = Phase.READY
+                logger.info("engine restarted")
+
+    def begin_drain(self) -> asyncio.Task | None:
+        """Stops taking requests (503 with Retry-After) and asks the engine to finish
+        in-flight ones within the grace period (what is left after it is ended with an
+        error). Returns the drain task, None if there is no engine to drain. Safe to
+        call more than once."""
         if self._drain_task is not None:
-            return
-        self.phase = Phase.DRAINING
+            return self._drain_task
+        if self.phase is not Phase.FAILED:
+            self.phase = Phase.DRAINING
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._engine is not None:
             grace = self.config.shutdown_grace
             self._drain_task = asyncio.ensure_future(self._engine.shutdown(grace_s=grace))
+        return self._drain_task
 
     async def close(self) -> None:
         """Waits for the drain (or shuts the engine down at once if none began)."""
@@ -195,3 +302,5 @@ class ServerState:
                 await self._drain_task
             except Exception:
                 logger.exception("engine shutdown failed")
+        if self.deployer is not None:
+            await self.deployer.close()

@@ -51,9 +51,41 @@ def test_rates_and_concurrency_are_exclusive():
 
 def test_compare_defaults():
     args = parse("compare")
-    assert args.concurrency == [1, 8, 32, 64]
+    assert args.concurrency == [1, 8, 32, 64, 128]
+    assert args.prompt_lens == [128, 512, 2048, 8176]
     assert args.peers == ["tokenmill", "llama-server", "transformers"]
+    assert args.plans == ["single", "all"] and args.repeats == 3
+    assert (args.busy_cores, args.retries) == (0.1, 2)
     assert str(args.out) == "docs/benchmarks.md"
+
+
+def test_compare_variants_make_tokenmill_rows_after_the_defaults():
+    from tokenmill.bench.compare import CompareConfig
+
+    args = parse(
+        "compare", "--variant", "int8=--quantization int8", "--variant", "f32=--dtype float32"
+    )
+    cfg = CompareConfig(variants=tuple(args.variant))
+    rows = [(d.name, d.kind, d.args) for d in cfg.lineup]
+    assert rows == [
+        ("tokenmill", "tokenmill", ()),
+        ("tokenmill int8", "tokenmill", ("--quantization", "int8")),
+        ("tokenmill f32", "tokenmill", ("--dtype", "float32")),
+        ("llama-server", "llama-server", ()),
+        ("transformers", "transformers", ()),
+    ]
+    with pytest.raises(SystemExit):
+        parse("compare", "--variant", "no-equals-sign")
+
+
+def test_compare_refuses_what_would_make_peers_unequal():
+    from tokenmill.bench.compare import CompareConfig
+    from tokenmill.bench.serve import MeasureConfig
+
+    with pytest.raises(ValueError, match="same raw prompt"):
+        CompareConfig(measure=MeasureConfig(endpoint="chat"))
+    with pytest.raises(ValueError, match="unknown plans"):
+        CompareConfig(plans=("single", "half"))
 
 
 def test_sharegpt_without_output_len_uses_reply_lengths():

@@ -13,20 +13,41 @@ from tokenmill.sampling_params import SamplingParams
 _seq = itertools.count()
 
 
-def make_request(prompt_len: int = 10, *, prompt: list[int] | None = None, max_tokens: int = 8,
-                 priority: int = 0, request_id: str | None = None,
-                 prompt_logprobs: int | None = None) -> Request:
-    """A request with prompt tokens 1..prompt_len (or `prompt`), greedy params."""
+def make_request(
+    prompt_len: int = 10,
+    *,
+    prompt: list[int] | None = None,
+    max_tokens: int = 8,
+    priority: int = 0,
+    request_id: str | None = None,
+    prompt_logprobs: int | None = None,
+    parent_id: str | None = None,
+    index: int = 0,
+    caller: str = "",
+) -> Request:
+    """A request with prompt tokens 1..prompt_len (or `prompt`), greedy params. Give
+    `parent_id` and `index` to make one of a request's n sequences."""
     n = next(_seq)
     ids = list(prompt) if prompt is not None else [1 + i for i in range(prompt_len)]
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0,
-                            prompt_logprobs=prompt_logprobs)
-    rid = request_id or f"req-{n}"
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, prompt_logprobs=prompt_logprobs)
+    rid = request_id or (f"{parent_id}#{index}" if parent_id else f"req-{n}")
     return Request(
-        request_id=rid, parent_id=rid, index=0, prompt_token_ids=ids, params=params,
-        max_tokens=max_tokens, priority=priority, arrival_seq=n,
+        request_id=rid,
+        parent_id=parent_id or rid,
+        index=index,
+        prompt_token_ids=ids,
+        params=params,
+        max_tokens=max_tokens,
+        priority=priority,
+        arrival_seq=n,
         wants_prompt_logprobs=prompt_logprobs is not None,
+        caller=caller,
     )
+
+
+def make_parent(parent_id: str, n: int, *, caller: str = "", **kwargs) -> list[Request]:
+    """The n sequences of one request, arriving together."""
+    return [make_request(parent_id=parent_id, index=i, caller=caller, **kwargs) for i in range(n)]
 
 
 class ByteTokenizer:
@@ -70,11 +91,20 @@ class ScriptedModel(torch.nn.Module):
         return logits
 
 
-def make_core(text: str = "abcd", *, num_blocks: int = 64, block_size: int = 4,
-              max_model_len: int = 64, budget: int = 32, max_seqs: int = 8):
+def make_core(
+    text: str = "abcd",
+    *,
+    num_blocks: int = 64,
+    block_size: int = 4,
+    max_model_len: int = 64,
+    budget: int = 32,
+    max_seqs: int = 8,
+    max_queue: int | None = None,
+    limits=None,
+):
     """An EngineCore over ScriptedModel that, after any prompt ending in a byte of `text`,
     continues with the rest of `text` cyclically. Byte tokens, vocab 259."""
-    from tokenmill.config import CacheConfig, EngineConfig, SchedulerConfig
+    from tokenmill.config import CacheConfig, EngineConfig, LimitsConfig, SchedulerConfig
     from tokenmill.engine.core import EngineCore
     from tokenmill.model.arch import ArchConfig
     from tokenmill.model.loader import LoadedModel
@@ -83,19 +113,35 @@ def make_core(text: str = "abcd", *, num_blocks: int = 64, block_size: int = 4,
     script = {a: b for a, b in zip(ids, ids[1:] + ids[:1])}
     vocab = 256 + ByteTokenizer.OFFSET
     arch = ArchConfig(
-        architecture="llama", vocab_size=vocab, hidden_size=2, intermediate_size=2,
-        num_layers=1, num_heads=1, num_kv_heads=1, head_dim=2, rope_theta=10000.0,
-        rms_norm_eps=1e-6, max_position_embeddings=max_model_len, tie_word_embeddings=True,
+        architecture="llama",
+        vocab_size=vocab,
+        hidden_size=2,
+        intermediate_size=2,
+        num_layers=1,
+        num_heads=1,
+        num_kv_heads=1,
+        head_dim=2,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=max_model_len,
+        tie_word_embeddings=True,
         eos_token_ids=(ByteTokenizer.EOS,),
     )
     loaded = LoadedModel(
-        model=ScriptedModel(script, vocab), tokenizer=ByteTokenizer(), arch=arch,
-        name="scripted", path=Path("scripted"), dtype=torch.float32,
+        model=ScriptedModel(script, vocab),
+        tokenizer=ByteTokenizer(),
+        arch=arch,
+        name="scripted",
+        path=Path("scripted"),
+        dtype=torch.float32,
         max_model_len=max_model_len,
     )
     config = EngineConfig(
         cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
-        scheduler=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget),
+        scheduler=SchedulerConfig(
+            max_num_seqs=max_seqs, max_num_batched_tokens=budget, max_queue=max_queue
+        ),
+        limits=limits or LimitsConfig(),
     )
     return EngineCore(config, loaded)
 

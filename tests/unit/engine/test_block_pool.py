@@ -56,7 +56,7 @@ def test_cached_block_survives_free_until_reused_lru():
 
 def test_touch_revives_a_free_cached_block():
     pool = BlockPool(3)
-    a, = pool.allocate(1)
+    (a,) = pool.allocate(1)
     pool.cache(a, 7, (9,))
     pool.free([a])
     assert pool.num_free == 2
@@ -67,7 +67,7 @@ def test_touch_revives_a_free_cached_block():
 
 def test_hash_collision_is_rechecked_by_tokens():
     pool = BlockPool(3)
-    a, = pool.allocate(1)
+    (a,) = pool.allocate(1)
     pool.cache(a, 5, (1, 2, 3))
     assert pool.lookup(5, (1, 2, 3)) is a
     assert pool.lookup(5, (1, 2, 4)) is None

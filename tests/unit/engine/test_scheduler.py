@@ -31,12 +31,20 @@ def make_scheduler(num_blocks=64, block_size=4, budget=32, max_seqs=8):
     return Scheduler(cfg, kv), kv
 
 
-def run_to_end(sched, max_steps=10_000):
+def run_until(sched, done, max_steps: int) -> list:
+    """Steps until `done(history)` holds; fails if it still does not after max_steps
+    (a scheduler that stops making progress must fail the test, not hang it)."""
     history = []
-    while sched.has_unfinished():
+    for _ in range(max_steps):
+        if done(history):
+            return history
         history.append(run_step(sched))
-        assert len(history) < max_steps
+    assert done(history), f"not done after {max_steps} steps"
     return history
+
+
+def run_to_end(sched, max_steps=1_000):
+    return run_until(sched, lambda _: not sched.has_unfinished(), max_steps)
 
 
 def expected_output(prompt, max_tokens):
@@ -74,7 +82,9 @@ def test_long_prompt_is_chunked_and_shares_steps_with_decodes():
     assert shares == {short.request_id: 1, long.request_id: 15}
     out = run_step(sched)
     assert {s.request.request_id: s.num_new_tokens for s in out.scheduled} == {
-        short.request_id: 1, long.request_id: 15}
+        short.request_id: 1,
+        long.request_id: 15,
+    }
 
 
 def test_priority_then_fcfs_admission():
@@ -85,8 +95,8 @@ def test_priority_then_fcfs_admission():
     for r in (a, b, c):
         sched.add(r)
     order = []
-    while sched.has_unfinished():
-        for s in run_step(sched).scheduled:
+    for out in run_to_end(sched, max_steps=20):
+        for s in out.scheduled:
             if s.request.request_id not in order:
                 order.append(s.request.request_id)
     assert order == [b.request_id, c.request_id, a.request_id]
@@ -112,8 +122,9 @@ def test_preemption_takes_the_lowest_priority_latest_request():
     lo = make_request(7, priority=5, max_tokens=12)
     sched.add(hi)
     sched.add(lo)
-    while not any(o.preempted for o in [run_step(sched)]):
-        pass
+    history = run_until(sched, lambda h: bool(h) and bool(h[-1].preempted), max_steps=40)
+    # 4 usable blocks: both prompts fit (2 + 2), and hi's first decode needs a fifth.
+    assert len(history) == 2
     assert lo.status == RequestStatus.PREEMPTED and lo.num_computed_tokens == 0
     assert hi.status == RequestStatus.RUNNING
 
@@ -131,3 +142,18 @@ def test_abort_frees_everything_at_any_point():
     assert kv.pool.num_used == 0 and kv.num_seqs == 0
     assert not sched.has_unfinished()
     assert sched.schedule().scheduled == []
+
+
+def test_queue_time_is_set_once_at_first_admission():
+    sched, _ = make_scheduler(max_seqs=1)
+    first, second = make_request(8, max_tokens=3), make_request(8, max_tokens=3)
+    sched.add(first)
+    sched.add(second)
+    run_step(sched)
+    assert first.queue_time_s is not None and first.queue_time_s >= 0
+    assert second.queue_time_s is None  # still waiting behind max_seqs=1
+    admitted_at = first.first_scheduled_time
+    run_to_end(sched)
+    assert first.first_scheduled_time == admitted_at
+    assert second.first_scheduled_time >= admitted_at
+    assert second.queue_time_s >= first.queue_time_s

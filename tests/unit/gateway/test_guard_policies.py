@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.unit.gateway.guardrail_factories import make_detector
-from tests.unit.server.conftest import wait_ready
+from tests.unit.server.conftest import LOCAL, wait_ready
 from tests.unit.server.fake_engine import FakeEngine
 from tests.unit.server.test_generation_api import sse_events
 from tokenmill.config import AppConfig
@@ -26,7 +26,9 @@ def client_with(engine: FakeEngine, *policies) -> TestClient:
     def factory(e):
         return Pipeline(SingleModelRouter("fake-model", LocalBackend(e)), list(policies))
 
-    return TestClient(build_app(AppConfig().server, lambda: engine, pipeline_factory=factory))
+    return TestClient(
+        build_app(AppConfig().server, lambda: engine, pipeline_factory=factory), base_url=LOCAL
+    )
 
 
 def test_redact_rewrites_the_prompt_before_the_model_and_echo_shows_it():

@@ -44,10 +44,12 @@ def test_segment_ends_are_prefix_stable(text, cuts, max_chars):
     for delta in split(text, cuts):
         held += delta
         while (end := segment_end(held, max_chars, final=False)) is not None:
+            assert end > 0, "an empty segment: the loop would never end"
             offset += end
             ends.append(offset)
             held = held[end:]
     while (end := segment_end(held, max_chars, final=True)) is not None:
+        assert end > 0, "an empty segment: the loop would never end"
         offset += end
         ends.append(offset)
         held = held[end:]

@@ -12,11 +12,14 @@ from tests.unit.server.fake_engine import FakeEngine
 from tokenmill.config import ServerConfig
 from tokenmill.server.app import build_app
 
+LOCAL = "http://127.0.0.1"
+"""Base URL of in-process clients: a loopback server answers loopback names only."""
+
 
 def make_client(engine: FakeEngine, **config) -> TestClient:
     """A TestClient (lifespan not yet entered) over an app serving `engine`."""
     config.setdefault("max_body_mib", 64 / 1024)
-    return TestClient(build_app(ServerConfig(**config), lambda: engine))
+    return TestClient(build_app(ServerConfig(**config), lambda: engine), base_url=LOCAL)
 
 
 def wait_ready(client: TestClient, timeout_s: float = 5.0) -> None:

@@ -11,10 +11,12 @@ stops iterating early, which it records in `aborted`.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenmill.engine.input_processor import InputProcessor
+from tokenmill.config import LimitsConfig
+from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.outputs import CompletionOutput, Delta, Logprob, RequestOutput
 from tokenmill.engine.request import GenerationRequest
 from tokenmill.errors import QueueFullError
@@ -83,7 +85,26 @@ class FakeEngine:
     default_max_tokens: int = 64
     sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
     precision: None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    max_sequences: int | None = None
+    """Running plus queued sequences at most, as the real engine's --max-num-seqs plus
+    --max-queue; None: no limit."""
     _closing: bool = False
+    _inputs: InputProcessor | None = None
+
+    @property
+    def inputs(self) -> InputProcessor:
+        """The real admission checks, over this engine's tokenizer and limits."""
+        if self._inputs is None:
+            self._inputs = InputProcessor(
+                self.tokenizer,
+                self.tokenizer.vocab_size,
+                self.max_model_len,
+                self.default_max_tokens,
+                self.limits,
+                Capacity(self.max_sequences),
+            )
+        return self._inputs
 
     async def start(self) -> None:
         self.is_ready = True
@@ -111,9 +132,7 @@ class FakeEngine:
 
     async def generate(self, req: GenerationRequest):
         params, request_id, prompt = req.params, req.request_id, req.prompt
-        inputs = InputProcessor(
-            self.tokenizer, self.tokenizer.vocab_size, self.max_model_len, self.default_max_tokens
-        )
+        inputs = self.inputs
         self.calls.append(Call(request_id, params, list(req.prompt_token_ids or []), req.priority))
         if self.queue_full:
             raise QueueFullError("The waiting queue is full (1 waiting).", retry_after_s=1.5)
@@ -129,9 +148,11 @@ class FakeEngine:
             prompt_lps = [None] + [self._logprobs(t, params.prompt_logprobs) for t in ids[1:]]
         self.running.add(request_id)
         finished = False
+        arrived, scheduled = time.monotonic(), None
         try:
             while True:
                 await asyncio.sleep(self.step_delay_s)
+                scheduled = scheduled or time.monotonic()
                 deltas = []
                 for out, text in zip(outs, texts):
                     if out.finished:
@@ -166,6 +187,8 @@ class FakeEngine:
                     finished=finished,
                     prompt_logprobs=prompt_lps,
                     deltas=deltas,
+                    queue_time_s=scheduled - arrived,
+                    scheduled_at=scheduled,
                 )
                 if finished:
                     return

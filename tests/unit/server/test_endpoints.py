@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
@@ -147,22 +148,34 @@ def test_completion_prompt_of_ids_starts_with_given_ids(client: TestClient, engi
 def test_large_text_is_tokenized_off_the_event_loop(
     client: TestClient, engine: FakeEngine, monkeypatch
 ):
-    from tokenmill.gateway import prompts
+    threads = []
+    encode = engine.tokenizer.encode
 
-    hops = []
-    real = asyncio.to_thread
+    def recording_encode(text, add_special_tokens=True):
+        threads.append(threading.current_thread().name)
+        return encode(text, add_special_tokens)
 
-    async def counting_to_thread(fn, *args):
-        hops.append(fn)
-        return await real(fn, *args)
-
-    monkeypatch.setattr(prompts.asyncio, "to_thread", counting_to_thread)
+    monkeypatch.setattr(engine.tokenizer, "encode", recording_encode)
     small = client.post("/tokenize", json={"prompt": "a" * 100}).json()
-    assert small["count"] == 101 and hops == []
+    assert small["count"] == 101 and not threads[0].startswith("tokenmill-tokenize")
     big = client.post("/tokenize", json={"prompt": "a" * 20_000}).json()
-    assert big["count"] == 20_001 and len(hops) == 1
-    r = client.post(
-        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "b" * 20_000}]}
-    )
-    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
-    assert len(hops) == 2
+    assert big["count"] == 20_001 and threads[1].startswith("tokenmill-tokenize")
+
+
+def test_a_prompt_beyond_any_context_is_refused_without_tokenizing(
+    client: TestClient, engine: FakeEngine, monkeypatch
+):
+    # Issue 14, item 4: a 7.9 MB prompt cost ~7 s of CPU before the length check.
+    calls = []
+    monkeypatch.setattr(engine.tokenizer, "encode", lambda *a, **k: calls.append(a) or [])
+    too_long = "b" * (engine.inputs.max_prompt_chars + 1)
+    for body, path in [
+        ({"messages": [{"role": "user", "content": too_long}]}, "/v1/chat/completions"),
+        ({"prompt": too_long}, "/v1/completions"),
+        ({"prompt": ["ok", too_long]}, "/v1/completions"),
+    ]:
+        r = client.post(path, json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+        assert "characters" in r.json()["error"]["message"]
+    assert calls == [("ok", True)]

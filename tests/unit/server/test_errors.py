@@ -8,7 +8,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.server.conftest import make_client, wait_ready
+from tests.unit.server.conftest import LOCAL, make_client, wait_ready
 from tests.unit.server.fake_engine import FakeEngine
 
 CHAT = "/v1/chat/completions"
@@ -150,7 +150,7 @@ def test_unexpected_error_is_500_shaped(client: TestClient, engine: FakeEngine):
         raise RuntimeError("boom")
 
     engine.generate = broken
-    with TestClient(client.app, raise_server_exceptions=False) as c:
+    with TestClient(client.app, raise_server_exceptions=False, base_url=LOCAL) as c:
         err = error_of(c.post(CHAT, json={"messages": USER}), 500)
     assert err["type"] == "server_error" and "RuntimeError" in err["message"]
 
@@ -166,7 +166,7 @@ def test_loading_is_503_then_ready():
     from tokenmill.config import ServerConfig
     from tokenmill.server.app import build_app
 
-    with TestClient(build_app(ServerConfig(), slow_factory)) as c:
+    with TestClient(build_app(ServerConfig(), slow_factory), base_url=LOCAL) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/ready").status_code == 503
         r = c.post(CHAT, json={"messages": USER})
@@ -187,7 +187,7 @@ def test_failed_load_reports_and_calls_on_fatal():
 
     fatal = []
     app = build_app(ServerConfig(), factory, on_fatal=fatal.append)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         for _ in range(100):
             if fatal:
                 break

@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -82,6 +83,7 @@ def build(verbose: bool = False):
     # over and over. The included files are copied too (bindings.cpp includes them).
     src_dir = out / "src"
     src_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale_lock(out / "lock")
     for name in _SOURCES + _INCLUDED:
         data = (_HERE / name).read_bytes()
         copy = src_dir / name
@@ -165,3 +167,19 @@ def quant_isa() -> str:
             return variant
         log.warning("The %s block kernels disagree with the portable ones; skipped.", variant)
     return "scalar"
+
+
+# A build takes about a minute (several under load); torch's lock file outlives a build
+# that was killed, and every later load would wait on it forever.
+_STALE_LOCK_S = 20 * 60
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    """Removes `lock` when it is older than any real build (mutates the build dir)."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > _STALE_LOCK_S:
+        log.warning("removing a stale kernel build lock (%.0f min old): %s", age / 60, lock)
+        lock.unlink(missing_ok=True)

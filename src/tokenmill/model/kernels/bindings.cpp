@@ -17,7 +17,8 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention from the KV cache",
         py::arg("q"), py::arg("kv_cache"), py::arg("block_tables"), py::arg("lens"),
-        py::arg("block_size"), py::arg("scale"), py::arg("variant") = "");
+        py::arg("block_size"), py::arg("scale"), py::arg("window") = 0,
+        py::arg("variant") = "");
   m.def("rms_norm", &rms_norm, "RMSNorm of x (+ residual, updated in place)", py::arg("x"),
         py::arg("weight"), py::arg("eps"), py::arg("residual") = py::none(),
         py::arg("variant") = "");

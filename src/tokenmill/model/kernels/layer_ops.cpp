@@ -128,9 +128,12 @@ void rope_write_kv(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin,
 // lens (B,) int64: its context length (the new token included). Query heads
 // g*G .. g*G+G-1 share kv head g. The tables are trusted as far as the cache goes: the
 // model runner builds them from the block manager's tables; their shape is checked.
+// window > 0: a sliding-window layer; the query (position lens[b] - 1) sees only the last
+// `window` positions, so attention starts at lens[b] - window (0: no window).
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
                                torch::Tensor block_tables, torch::Tensor lens,
-                               int64_t block_size, double scale, const std::string& variant) {
+                               int64_t block_size, double scale, int64_t window,
+                               const std::string& variant) {
   TORCH_CHECK(q.dim() == 3 && q.scalar_type() == torch::kFloat32, "q: (B, H, D) float32");
   TORCH_CHECK(kv_cache.dim() == 4 && kv_cache.size(0) == 2 && kv_cache.is_contiguous(),
               "kv_cache: contiguous (2, S, Hkv, D)");
@@ -139,6 +142,7 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
               "block_tables (B, max_blocks) and lens (B,) must be int64");
   TORCH_CHECK(block_size > 0 && (block_size & (block_size - 1)) == 0,
               "block_size must be a power of two");
+  TORCH_CHECK(window >= 0, "window must be >= 0 (0: no window)");
   q = q.contiguous();
   block_tables = block_tables.contiguous();
   lens = lens.contiguous();
@@ -169,6 +173,7 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
     std::vector<float> scratch(G * max_len);
     for (int64_t idx = begin; idx < end; ++idx) {
       const int64_t b = idx / Hkv, h = idx % Hkv;
+      const int64_t first = (window > 0 && lp[b] > window) ? lp[b] - window : 0;
       tokenmill::ops::AttendArgs a{qp + (b * H + h * G) * D,
                                    base,
                                    base + plane,
@@ -181,7 +186,8 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
                                    h,
                                    static_cast<float>(scale),
                                    op + (b * H + h * G) * D,
-                                   scratch.data()};
+                                   scratch.data(),
+                                   first};
       if (bf16) {
         ops->attend_bf16(a);
       } else {

@@ -10,6 +10,8 @@ namespace ops {
 
 // One decode query group against a paged KV cache: G query heads sharing one kv head.
 // Context position l sits in slot table[l / block_size] * block_size + l % block_size.
+// The group attends to positions first .. L-1 (first > 0 on a sliding-window layer);
+// scratch index j holds position first + j.
 struct AttendArgs {
   const float* q;        // (G, D) query rows of this kv head's group
   const void* k_base;    // keys: row s (one slot, one kv head) at k_base + (s * Hkv + h) * D
@@ -19,7 +21,8 @@ struct AttendArgs {
   int64_t L, G, D, Hkv, h;
   float scale;
   float* out;      // (G, D)
-  float* scratch;  // G * L floats
+  float* scratch;  // G * (L - first) floats
+  int64_t first;   // the oldest position attended: 0, or L - window with a window
 };
 
 inline int64_t slot_of(const AttendArgs& a, int64_t l) {

@@ -56,27 +56,28 @@ template <typename T>
 void attend(const AttendArgs& a) {
   const T* kc = static_cast<const T*>(a.k_base);
   const T* vc = static_cast<const T*>(a.v_base);
+  const int64_t n = a.L - a.first;
   for (int64_t g = 0; g < a.G; ++g) {
     const float* q = a.q + g * a.D;
-    float* sc = a.scratch + g * a.L;
+    float* sc = a.scratch + g * n;
     float mx = std::numeric_limits<float>::lowest();
-    for (int64_t l = 0; l < a.L; ++l) {
-      const T* k = kc + (slot_of(a, l) * a.Hkv + a.h) * a.D;
+    for (int64_t j = 0; j < n; ++j) {
+      const T* k = kc + (slot_of(a, a.first + j) * a.Hkv + a.h) * a.D;
       float s = 0.f;
       for (int64_t d = 0; d < a.D; ++d) s += q[d] * load(k, d);
-      sc[l] = s * a.scale;
-      mx = sc[l] > mx ? sc[l] : mx;
+      sc[j] = s * a.scale;
+      mx = sc[j] > mx ? sc[j] : mx;
     }
     float sum = 0.f;
-    for (int64_t l = 0; l < a.L; ++l) {
-      sc[l] = std::exp(sc[l] - mx);
-      sum += sc[l];
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
     }
     float* o = a.out + g * a.D;
     for (int64_t d = 0; d < a.D; ++d) o[d] = 0.f;
-    for (int64_t l = 0; l < a.L; ++l) {
-      const T* v = vc + (slot_of(a, l) * a.Hkv + a.h) * a.D;
-      for (int64_t d = 0; d < a.D; ++d) o[d] += sc[l] * load(v, d);
+    for (int64_t j = 0; j < n; ++j) {
+      const T* v = vc + (slot_of(a, a.first + j) * a.Hkv + a.h) * a.D;
+      for (int64_t d = 0; d < a.D; ++d) o[d] += sc[j] * load(v, d);
     }
     const float inv = 1.f / sum;
     for (int64_t d = 0; d < a.D; ++d) o[d] *= inv;

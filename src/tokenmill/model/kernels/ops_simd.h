@@ -104,15 +104,16 @@ inline float load_one(const uint16_t* p) {
   return f;
 }
 
-// Calls f(l, slot) for context positions l = 0 .. L-1 in order, walking the block table
-// (no division per position).
+// Calls f(j, slot) for context positions first + j, j = 0 .. L-first-1, in order, walking
+// the block table (no division per position).
 template <class Fn>
 inline void for_each_slot(const AttendArgs& a, Fn&& f) {
-  int64_t l = 0;
-  for (int64_t blk = 0; l < a.L; ++blk) {
+  int64_t j = 0;
+  int64_t i = a.first & (a.block_size - 1);  // offset in the first block
+  for (int64_t blk = a.first / a.block_size, l = a.first; l < a.L; ++blk, i = 0) {
     const int64_t base = a.table[blk] * a.block_size;
-    const int64_t n = a.L - l < a.block_size ? a.L - l : a.block_size;
-    for (int64_t i = 0; i < n; ++i, ++l) f(l, base + i);
+    const int64_t end = a.L - l < a.block_size - i ? i + (a.L - l) : a.block_size;
+    for (; i < end; ++i, ++j, ++l) f(j, base + i);
   }
 }
 
@@ -125,7 +126,8 @@ void attend(const AttendArgs& a) {
   using F = typename V::F;
   const T* kc = static_cast<const T*>(a.k_base);
   const T* vc = static_cast<const T*>(a.v_base);
-  const int64_t D = a.D, Dv = D / V::W * V::W, G = a.G, L = a.L, row = a.Hkv * D;
+  // L: the number of positions attended (scratch index j is position first + j).
+  const int64_t D = a.D, Dv = D / V::W * V::W, G = a.G, L = a.L - a.first, row = a.Hkv * D;
   const int64_t head = a.h * D;
   for_each_slot(a, [&](int64_t l, int64_t slot) {
     const T* k = kc + slot * row + head;

@@ -16,15 +16,29 @@ class PagedAttention(nn.Module):
     Holds no weights. Grouped-query attention is native: `num_heads` query heads share
     `num_kv_heads` key/value heads, query head h reading kv head h // (num_heads //
     num_kv_heads), as HF's `repeat_kv` lays them out.
+
+    With a `sliding_window` W, a query at position p attends to keys p - W + 1 .. p only.
+    Older keys stay in the cache (other layers and prefix-cache hits share the blocks);
+    they are masked, and skipped where a whole range falls outside every window.
     """
 
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        scale: float | None = None,
+        sliding_window: int | None = None,
+    ) -> None:
+        """scale: multiplier of q.k, default head_dim ** -0.5; sliding_window: None for
+        global attention."""
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.group = num_heads // num_kv_heads
-        self.scale = head_dim**-0.5
+        self.scale = head_dim**-0.5 if scale is None else scale
+        self.window = sliding_window
 
     def forward(
         self,
@@ -67,19 +81,28 @@ class PagedAttention(nn.Module):
         """Causal attention of one chunk whose queries are the last `query_len` of its
         `context_len` positions. Returns (query_len, nh, hd)."""
         q = q.transpose(0, 1)  # (nh, ql, hd)
+        window = self.window
+        # Keys before position `first` lie outside every query's window.
+        first = 0 if window is None else max(0, seq.context_len - seq.query_len - window + 1)
         if seq.context_len == seq.query_len:
             # Nothing cached before this chunk: its own K/V are the whole context.
             k, v = k.transpose(0, 1), v.transpose(0, 1)  # (nkv, ql, hd)
-            o = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.group > 1
-            )
-            return o.transpose(0, 1)
-        ctx = kv_cache.index_select(1, seq.context_slots).to(q.dtype)  # (2, C, nkv, hd)
-        k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
-        offset = seq.context_len - seq.query_len
-        # Query row i sits at position offset + i and sees keys 0..offset + i.
-        mask = torch.ones(seq.query_len, seq.context_len, dtype=torch.bool, device=q.device)
+            if window is None or seq.query_len <= window:
+                o = F.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.group > 1
+                )
+                return o.transpose(0, 1)
+        else:
+            slots = seq.context_slots[first:]
+            ctx = kv_cache.index_select(1, slots).to(q.dtype)  # (2, C, nkv, hd)
+            k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
+        offset = seq.context_len - seq.query_len - first
+        # Query row i is key column offset + i: it sees columns up to that one, and with a
+        # window no further back than window - 1 before it.
+        mask = torch.ones(seq.query_len, k.shape[1], dtype=torch.bool, device=q.device)
         mask = mask.tril_(offset)  # (ql, C)
+        if window is not None:
+            mask = mask.triu_(offset - window + 1)
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.group > 1
         )
@@ -97,9 +120,24 @@ class PagedAttention(nn.Module):
             and attn.decode_lens is not None
         ):
             return kernel.decode_attention(
-                q, kv_cache, attn.block_tables, attn.decode_lens, attn.block_size, self.scale
+                q,
+                kv_cache,
+                attn.block_tables,
+                attn.decode_lens,
+                attn.block_size,
+                self.scale,
+                window=self.window or 0,
             )
-        slots, mask = attn.decode_slots_and_mask()
+        slots, mask = attn.decode_slots_and_mask()  # (N, S), (N, 1, 1, S)
+        if self.window is not None:
+            lens = attn.decode_lens
+            if lens is None:
+                lens = mask.view(mask.shape[0], -1).sum(-1)
+            first = (lens - self.window).clamp_min(0)  # (N,) oldest position in the window
+            lo = int(first.min())  # columns before lo are outside every row's window
+            cols = torch.arange(lo, slots.shape[1])
+            slots = slots[:, lo:]
+            mask = mask[..., lo:] & (cols[None, :] >= first[:, None])[:, None, None, :]
         n, width = slots.shape
         # index_select on the flat slot list is ~3x faster than advanced indexing.
         ctx = kv_cache.index_select(1, slots.reshape(-1)).to(q.dtype)

@@ -1,4 +1,4 @@
-"""Root-mean-square layer norm, optionally fused with the residual add."""
+"""Root-mean-square layer norms: Llama's (optionally fused with the residual add) and Gemma's."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ class RMSNorm(nn.Module):
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         out = self.weight * h.to(dtype)
         return out if residual is None else (out, residual)
+
+
+class GemmaRMSNorm(nn.Module):
+    """Gemma's variant: `x / rms(x) * (1 + weight)`, the product taken in float32 before
+    the cast back (Llama casts first), so a zero weight is the identity scale."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(hidden_size), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., hidden). Returns the normed (..., hidden) in x's dtype; x is unchanged."""
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype)

@@ -27,8 +27,7 @@ from tokenmill.model.dtype import resolve_dtype
 from tokenmill.model.kernels import cpu_kernels, quant_isa
 from tokenmill.model.loader.gguf import GGUFCheckpoint
 from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
-from tokenmill.model.models.llama import LlamaForCausalLM
-from tokenmill.model.models.registry import model_class
+from tokenmill.model.models.registry import CausalLM, model_class
 from tokenmill.model.quant.blocks import install_block_weights
 from tokenmill.model.quant.int8 import (
     INT8_METHOD,
@@ -46,7 +45,7 @@ __all__ = ["LoadedModel", "load_model", "resolve_dtype"]
 class LoadedModel:
     """A model ready to serve and what it was loaded from."""
 
-    model: LlamaForCausalLM
+    model: CausalLM
     """In eval mode, no gradients, weights in `dtype`."""
     tokenizer: Tokenizer
     arch: ArchConfig

@@ -21,7 +21,7 @@ def ignored_fields_headers(names: list[str]) -> dict[str, str]:
     them is listed."""
     if not names:
         return {}
-    value = ",".join(quote(n, safe="._-[]") for n in names)
+    value = ",".join(quote(n, safe="._-[]", errors="backslashreplace") for n in names)
     if len(value) > 1024:
         value = value[:1024].rsplit(",", 1)[0] + ",..."
     return {IGNORED_FIELDS_HEADER: value}

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from tokenmill.errors import InvalidRequestError
 from tokenmill.gateway.prompts import check_token_ids, off_loop_if_large, render_chat
+from tokenmill.protocol.common import check_unicode
 from tokenmill.protocol.misc import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -29,6 +30,7 @@ class TokenizerService:
     async def tokenize(self, body: TokenizeRequest, response: Response) -> TokenizeResponse:
         """Token ids of `prompt`, or of `messages` rendered with the chat template; names
         ignored fields in `response`'s headers."""
+        check_unicode(body)
         self.state.check_model(body.model)
         engine = self.state.engine
         response.headers.update(
@@ -54,6 +56,7 @@ class TokenizerService:
 
     def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
         """The text of `tokens`, special tokens included (it is the inverse of /tokenize)."""
+        check_unicode(body)
         self.state.check_model(body.model)
         engine = self.state.engine
         check_token_ids(body.tokens, engine.tokenizer.vocab_size, "tokens")

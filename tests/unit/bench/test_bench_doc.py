@@ -1,0 +1,107 @@
+"""docs/benchmarks.md rendered from a recorded run: every number from the record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.unit.bench.records import peer, record, sample
+from tokenmill.bench.benchmarks_doc import render, write_benchmarks_doc
+from tokenmill.bench.record import CompareRecord
+
+
+def recorded_run() -> CompareRecord:
+    tm = peer(
+        "tokenmill",
+        c1=[sample(output_tok_s=v, ttft_ms=90.0) for v in (50.0, 52.0, 51.0)],
+        c32=[sample(output_tok_s=200.0)] * 3,
+        c64=[sample(output_tok_s=250.0, rss=900_000_000)] * 3,
+        p512=[sample(prompt=512.0, ttft_ms=200.0)] * 3,
+    )
+    tm_int8 = peer(
+        "tokenmill int8",
+        c1=[sample(output_tok_s=10.0), sample(output_tok_s=12.0), sample(100.0, clean=False)],
+    )
+    ls = peer(
+        "llama-server",
+        c1=[sample(output_tok_s=40.0)] * 3,
+        c32=[sample(output_tok_s=90.0)] * 3,
+        c64=[sample(output_tok_s=80.0)] * 3,
+        p512=[sample(prompt=512.0, ttft_ms=300.0)] * 3,
+    )
+    hf = peer("transformers")
+    hf.failures["throughput"] = (
+        "failed to start: transformers worker exited with signal 11 (SIGSEGV); log x\nTrace"
+    )
+    return record([tm, tm_int8, ls, hf], notes=["llama-server: portable build /cache/x"])
+
+
+def table_row(text: str, *starts: str) -> str:
+    prefix = "| " + " | ".join(starts) + " |"
+    rows = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(rows) == 1, (prefix, rows)
+    return rows[0]
+
+
+def test_the_header_names_the_cpu_its_flags_and_the_transformers_dtype():
+    page = render(recorded_run())
+    assert "CPU: AMD EPYC (test); usable CPUs 0, 1." in page
+    assert "avx2 yes" in page and "avx512_bf16 no" in page and "amx_tile no" in page
+    assert "transformers runs in float32" in page
+    assert "**single**: 1 core (CPU 1), 1 thread per peer; client on CPU 0." in page
+
+
+def test_targets_say_no_when_not_met_and_peer_failed_when_a_peer_failed():
+    page = render(recorded_run())
+    c1 = table_row(page, "output tok/s at concurrency 1", ">= 1.5x llama-server")
+    assert "| 51.0 (50.0-52.0) | 40.0 (40.0-40.0) | 1.27x | **no** |" in c1
+    c64 = table_row(page, "output tok/s at concurrency 64", ">= 4x llama-server")
+    assert "**no**" in c64 and "3.12x" in c64
+    hf = table_row(page, "output tok/s at concurrency 1", ">= 4x transformers")
+    assert "**peer failed**" in hf and "signal 11 (SIGSEGV)" in hf
+    assert "| **yes** |" in table_row(page, "server RSS at 64 streams", "<= 1 GB")
+    assert "| **yes** |" in table_row(page, "TTFT p50, 1 stream, 100-token prompt", "<= 0.1 s")
+    assert "3 met, 4 not met, 2 not judged." in page
+
+
+def test_busy_runs_are_listed_but_left_out_of_every_figure():
+    page = render(recorded_run())
+    row = table_row(page, "1", "tokenmill int8")
+    assert "| 11.0 (10.0-12.0) (2 of 3) |" in row  # the busy 100 tok/s run is not in it
+    busy = [line for line in page.splitlines() if "**no, busy**" in line]
+    assert len(busy) == 1 and "| tokenmill int8 | throughput 1 | 3 | 100.0 |" in busy[0]
+    assert "foreign 0.90 cores" in busy[0]
+
+
+def test_a_failed_peer_keeps_its_row_with_the_reason():
+    page = render(recorded_run())
+    assert "| 1 | transformers | failed |" in page
+    assert "- **transformers** (throughput suite): failed to start: transformers worker " in page
+    assert "Trace" in page
+
+
+def test_decode_bound_and_prefill_come_from_the_record():
+    page = render(recorded_run())
+    assert "a decode step reads 100.0 MB (bfloat16 (test)); bound 100 tok/s" in page
+    assert "| 512 | tokenmill | 200 (200-200) | 2560 (2560-2560) |" in page
+
+
+def test_the_record_round_trips_through_json(tmp_path):
+    rec = recorded_run()
+    again = CompareRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert render(again) == render(rec)
+    write_benchmarks_doc(rec, tmp_path / "benchmarks.md")
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert text == render(rec, {"single": "benchmarks.png"})
+    assert (tmp_path / "benchmarks.png").stat().st_size > 0
+
+
+def test_rendering_does_not_import_the_runner():
+    code = (
+        "import sys, tokenmill.bench.benchmarks_doc\n"
+        "bad = [m for m in ('tokenmill.bench.compare', 'torch') if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
