@@ -213,9 +213,15 @@ def test_greedy_runs_are_long(hf_greedy):
     assert sum(len(r) == NEW_TOKENS for r in hf_greedy) >= 6
 
 
-def test_capital_of_france(smollm, ours_greedy):
+def test_capital_of_france(precision, smollm, ours_greedy):
+    """Word for word in the exact precisions; a lossy one may phrase it otherwise (int8's
+    per-row activation rounding turns float32-level differences, such as the native
+    norm's summation order, into other near-tie choices) but must still answer."""
     text = smollm.tokenizer.decode(ours_greedy[0], skip_special_tokens=False)
-    assert text == "The capital of France is Paris.<|im_end|>"
+    if precision.min_greedy == 1.0:
+        assert text == "The capital of France is Paris.<|im_end|>"
+    else:
+        assert text.startswith("The capital of France is Paris"), text
 
 
 # Float32 only (dequantized, or the GGUF's blocks with float32 accumulation): the engine
