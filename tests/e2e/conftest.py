@@ -68,8 +68,14 @@ class ServerProcess:
         return self.http.get("/v1/engine/stats").json()
 
     def log(self) -> str:
+        """The log's last 6000 characters, for failure messages."""
+        return self.full_log()[-6000:]
+
+    def full_log(self) -> str:
+        """The whole log, for tests that look for a line in it (per-request lines can
+        push the startup line out of any fixed tail)."""
         self._log.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -240,3 +240,23 @@ def test_overload_falls_back_to_a_second_tokenmill(fallback_pair):
     served_by = {who for who, _ in results}
     assert all(reason == "length" for _, reason in results)
     assert served_by == {"local", f"{target.url}/v1"}, results
+
+
+@pytest.fixture(scope="module")
+def semantic(tmp_path_factory):
+    server = start_server(tmp_path_factory, "semantic", "--response-cache", "semantic")
+    yield server
+    server.stop()
+
+
+def test_semantic_cache_from_the_command_line(semantic):
+    """`tokenmill serve --response-cache semantic` loads the sentence encoder and answers
+    a reworded prompt from the cache; an unrelated prompt misses."""
+    c = client(semantic, None)
+    first = ask(c, "What is the capital city of France?", temperature=0)
+    reworded = ask(c, "what is the capital city of france", temperature=0)
+    other = ask(c, "Write a haiku about the sea.", temperature=0)
+    assert first.headers["x-tokenmill-cache"] == "miss"
+    assert reworded.headers["x-tokenmill-cache"] == "hit"
+    assert reworded.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert other.headers["x-tokenmill-cache"] == "miss"

@@ -41,11 +41,18 @@ def test_slowloris_and_idle_sockets_do_not_lock_out_a_client(tmp_path_factory):
         tmp_path_factory, "guarded", "--header-timeout", "1", "--max-connections", "16"
     )
     try:
+        # The pooled keep-alive connection left by the readiness polls is the oldest
+        # one waiting for a request, so the cap closes it first: reusing it would race
+        # that close. Every request below goes on a connection opened after the flood.
+        srv.http.close()
         idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(40)]
         slow = socket.create_connection(("127.0.0.1", srv.port))
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
-        assert _chat(srv).status_code == 200  # 40 idle sockets, over the cap of 16
-        assert srv.http.get("/health").status_code == 200
+        assert _closed_by_server(idle[0])  # by the cap of 16 or the 1 s header deadline
+        with httpx.Client(base_url=srv.url, timeout=BOUND_S) as http:
+            body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+            assert http.post("/v1/chat/completions", json=body).status_code == 200
+            assert http.get("/health").status_code == 200
         big = socket.create_connection(("127.0.0.1", srv.port))
         big.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000)
         big.settimeout(BOUND_S)
@@ -59,6 +66,7 @@ def test_slowloris_and_idle_sockets_do_not_lock_out_a_client(tmp_path_factory):
         assert _closed_by_server(slow)
         for sock in [*idle, slow, big]:
             sock.close()
+        srv.http = httpx.Client(base_url=srv.url, timeout=BOUND_S)
         assert _chat(srv).status_code == 200
     finally:
         assert srv.stop() == 0, srv.log()

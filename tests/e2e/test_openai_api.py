@@ -310,4 +310,4 @@ def test_models_health_version_openapi(server: ServerProcess, model_name: str):
     assert server.http.get("/ready").json() == {"status": "ready"}
     assert server.http.get("/version").json()["version"]
     validate(server.http.get("/openapi.json").json())
-    assert f"serving {model_name} at {server.url}/v1 (model loaded" in server.log()
+    assert f"serving {model_name} at {server.url}/v1 (model loaded" in server.full_log()

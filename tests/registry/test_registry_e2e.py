@@ -77,6 +77,7 @@ def _drive(server, stop: threading.Event, log: list, errors: list, worker: int) 
     i = 0
     while not stop.is_set():
         i += 1
+        started = time.monotonic()
         try:
             stream = client.chat.completions.create(
                 model="smollm2",
@@ -91,7 +92,7 @@ def _drive(server, stop: threading.Event, log: list, errors: list, worker: int) 
                 models.add(chunk.model)
                 if chunk.choices and chunk.choices[0].delta.content:
                     text.append(chunk.choices[0].delta.content)
-            log.append((time.monotonic(), models, "".join(text)))
+            log.append((started, time.monotonic(), models, "".join(text)))
         except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
             errors.append(repr(exc))
 
@@ -131,10 +132,12 @@ def test_hot_swap_under_load_then_restart(registry_server, models_file, tmp_path
             w.join(timeout=120)
     assert errors == [], errors
     assert len(log) >= 10, f"only {len(log)} calls completed"
-    assert all(len(models) == 1 for _, models, _ in log), "a call was served by two versions"
-    assert all(text for _, _, text in log)
-    before = {next(iter(m)) for t, m, _ in log if t < swapped_at - 1}
-    after = {next(iter(m)) for t, m, _ in log if t > swapped_at + 1}
+    assert all(len(models) == 1 for _, _, models, _ in log), "a call was served by two versions"
+    assert all(text for _, _, _, text in log)
+    # Routing is decided when a call starts: calls that ended before the swap ran on the
+    # old versions, calls that started after it run on the new one.
+    before = {next(iter(m)) for _, end, m, _ in log if end < swapped_at}
+    after = {next(iter(m)) for start, _, m, _ in log if start > swapped_at}
     assert before <= {"smollm2@1", "smollm2@2"} and before, before
     assert after == {"smollm2@3"}, after
     ids = [m["id"] for m in admin.get("/v1/models").json()["data"]]

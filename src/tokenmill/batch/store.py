@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -24,35 +23,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from tokenmill.batch.durable import write_atomically
 from tokenmill.batch.records import (
     BatchRecord,
     FileRecord,
     PendingLine,
-    RequestCounts,
-    TokenUsage,
 )
+from tokenmill.batch.schema import SCHEMA, batch_from_row, plain
 from tokenmill.batch.status import BatchStatus, check_transition
 from tokenmill.gateway.call import Caller, Usage
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL, purpose TEXT NOT NULL,
-    bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, path TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY, owner TEXT NOT NULL, caller TEXT NOT NULL, endpoint TEXT NOT NULL,
-    input_file_id TEXT NOT NULL, completion_window TEXT NOT NULL, status TEXT NOT NULL,
-    outcome TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, metadata TEXT,
-    model TEXT, errors TEXT, timestamps TEXT NOT NULL DEFAULT '{}',
-    total INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0, cached_tokens INTEGER NOT NULL DEFAULT 0,
-    output_file_id TEXT, error_file_id TEXT);
-CREATE TABLE IF NOT EXISTS lines (
-    batch_id TEXT NOT NULL, line_no INTEGER NOT NULL, custom_id TEXT, request TEXT,
-    done INTEGER NOT NULL DEFAULT 0, ok INTEGER, result TEXT,
-    PRIMARY KEY (batch_id, line_no));
-CREATE INDEX IF NOT EXISTS lines_by_state ON lines (batch_id, done, line_no);
-"""
 DB_NAME = "batches.sqlite3"
 # A line as load_lines takes it: line number, custom_id, request JSON or None, and the
 # error result of a malformed line (None for a request).
@@ -106,7 +86,7 @@ class BatchStore:
         """Copies `source` into the store (synced to disk), then registers it."""
         file_id = f"file-{uuid.uuid4().hex}"
         path = self.files_dir / f"{file_id}.jsonl"
-        size = _write_atomically(path, lambda out: shutil.copyfileobj(source, out, 2**20))
+        size = write_atomically(path, lambda out: shutil.copyfileobj(source, out, 2**20))
         record = FileRecord(file_id, owner, filename, purpose, size, self.now(), str(path))
         with self._write() as db:
             db.execute("INSERT INTO files VALUES (?,?,?,?,?,?,?)", dataclasses.astuple(record))
@@ -154,7 +134,7 @@ class BatchStore:
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
-        return _batch(row) if row else None
+        return batch_from_row(row) if row else None
 
     def list_batches(
         self, owner: str | None, after: str | None, limit: int
@@ -171,7 +151,7 @@ class BatchStore:
         query = f"SELECT * FROM batches WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?"
         with self._lock:
             rows = self._db.execute(query, (*args, limit + 1)).fetchall()
-        return [_batch(r) for r in rows[:limit]], len(rows) > limit
+        return [batch_from_row(r) for r in rows[:limit]], len(rows) > limit
 
     def active_batches(self) -> list[BatchRecord]:
         """Batches not in a final status, oldest first."""
@@ -182,7 +162,7 @@ class BatchStore:
                 "ORDER BY rowid",
                 finals,
             ).fetchall()
-        return [_batch(r) for r in rows]
+        return [batch_from_row(r) for r in rows]
 
     def set_status(self, batch_id: str, new: BatchStatus, **fields: Any) -> BatchRecord:
         """Moves the batch to `new` (InvalidTransition if the machine forbids it), stamping
@@ -204,7 +184,7 @@ class BatchStore:
         stamps[new.timestamp_field] = self.now()
         values = {"status": new.value, "timestamps": json.dumps(stamps)}
         for name, value in fields.items():
-            values[name] = json.dumps(value) if name == "errors" else _plain(value)
+            values[name] = json.dumps(value) if name == "errors" else plain(value)
         assignments = ", ".join(f"{name}=?" for name in values)
         db.execute(f"UPDATE batches SET {assignments} WHERE id=?", (*values.values(), batch_id))
 
@@ -298,9 +278,7 @@ class BatchStore:
         for ok, purpose in ((True, "output"), (False, "error")):
             file_id = "file-" + hashlib.sha256(f"{batch_id}:{purpose}".encode()).hexdigest()[:32]
             path = self.files_dir / f"{file_id}.jsonl"
-            size = _write_atomically(
-                path, lambda out, ok=ok: self._write_results(batch_id, ok, out)
-            )
+            size = write_atomically(path, lambda out, ok=ok: self._write_results(batch_id, ok, out))
             if size:
                 name = f"{batch_id}_{purpose}.jsonl"
                 files[purpose] = FileRecord(
@@ -329,51 +307,3 @@ class BatchStore:
             )
             for row in rows:
                 out.write(row["result"].encode() + b"\n")
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> int:
-    """Writes `path` through a temporary file, synced and renamed into place; returns
-    its size. A crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-            size = out.tell()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return size
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, BatchStatus) else value
-
-
-def _batch(row: sqlite3.Row) -> BatchRecord:
-    return BatchRecord(
-        id=row["id"],
-        owner=row["owner"],
-        caller=json.loads(row["caller"]),
-        endpoint=row["endpoint"],
-        input_file_id=row["input_file_id"],
-        completion_window=row["completion_window"],
-        status=BatchStatus(row["status"]),
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
-        model=row["model"],
-        errors=json.loads(row["errors"]) if row["errors"] else None,
-        timestamps=json.loads(row["timestamps"]),
-        counts=RequestCounts(row["total"], row["completed"], row["failed"]),
-        usage=TokenUsage(row["input_tokens"], row["output_tokens"], row["cached_tokens"]),
-        output_file_id=row["output_file_id"],
-        error_file_id=row["error_file_id"],
-        outcome=BatchStatus(row["outcome"]) if row["outcome"] else None,
-    )

@@ -95,18 +95,17 @@ def build(version: str, mode: str, options: list[str], log: Path) -> Path:
     return Path(lines[-1])
 
 
+def _serve_argv(binary: Path, gguf: Path, port: int) -> list[str]:
+    """llama-server serving `gguf` on HOST:`port`; callers add threads, slots, context."""
+    return [str(binary), "-m", str(gguf), "--host", HOST, "--port", str(port)]
+
+
 def probe(binary: Path, gguf: Path, cpus: tuple[int, ...] | None, log_dir: Path) -> None:
     """Start `binary` on `gguf` with one slot and stop it once /health answers; raises
     PeerUnavailable (exit status included) if it dies or never answers."""
     port = free_port()
     argv = [
-        str(binary),
-        "-m",
-        str(gguf),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
+        *_serve_argv(binary, gguf, port),
         "-t",
         "1",
         "-c",
@@ -169,13 +168,7 @@ def llama_server_spec(
     `ctx_per_slot` tokens each, and `threads` threads for both decode and prompt batches."""
     port = free_port()
     argv = [
-        str(binary),
-        "-m",
-        str(gguf),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
+        *_serve_argv(binary, gguf, port),
         "-t",
         str(threads),
         "-tb",

@@ -221,7 +221,12 @@ def serve(config: AppConfig) -> int:
     graceful shutdown, 1 if the model failed to load, 3 if the engine thread died and
     --on-engine-failure is exit)."""
     from tokenmill.engine.async_engine import AsyncEngine
-    from tokenmill.gateway.assemble import build_pipeline, build_registry_pipeline, redis_client
+    from tokenmill.gateway.assemble import (
+        build_pipeline,
+        build_registry_pipeline,
+        redis_client,
+        semantic_embedder,
+    )
     from tokenmill.gateway.auth import KeyStore
     from tokenmill.model.registry import resolve_model
 
@@ -254,13 +259,15 @@ def serve(config: AppConfig) -> int:
     tracer = obs_tracer(observability)
     deployer = None
     engine_config = config.engine
+    # The pipeline is built on the loading thread once the model is in: the semantic
+    # cache's encoder (when on) loads there too.
     pipeline_factory = lambda engine: build_pipeline(
-        engine, config, redis, None, observers, tracer
+        engine, config, redis, semantic_embedder(config), observers, tracer
     )
     if config.registry.models:
         deployer, engine_config = registry_deployer(config)
         pipeline_factory = lambda engine: build_registry_pipeline(
-            deployer.registry, config, redis, None, observers, tracer
+            deployer.registry, config, redis, semantic_embedder(config), observers, tracer
         )
     app = build_app(
         server_config,
