@@ -14,7 +14,8 @@ from tokenmill.protocol.common import (
     ResponseModel,
     SamplingFields,
     UsageInfo,
-    check_response_format,
+    StructuredOutputs,
+    structured_spec,
 )
 from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
@@ -46,6 +47,7 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
     tools: list[dict[str, Any]] | None = Field(
         None,
         description="Not supported yet: must be absent or empty.",
@@ -56,7 +58,7 @@ class ChatCompletionRequest(SamplingFields):
     def to_sampling_params(self, defaults: SamplingDefaults) -> SamplingParams:
         """The engine's view of this request, unset sampling fields taken from
         `defaults`; raises InvalidRequestError on conflicts."""
-        check_response_format(self.response_format)
+        structured = structured_spec(self.response_format, self.structured_outputs)
         if self.tools:
             raise InvalidRequestError(
                 "Tool calling is not supported yet; send the request without `tools`.",
@@ -74,6 +76,7 @@ class ChatCompletionRequest(SamplingFields):
         return defaults.params(
             max_tokens=max_tokens,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            structured=structured,
             **self.sampling_kwargs(),
         )
 
