@@ -121,7 +121,11 @@ class GrammarCache:
         compiler = self._compiler_for()
         try:
             if spec.kind == "json_object":
-                return compiler.compile_builtin_json_grammar()
+                # Not the builtin JSON grammar: that admits any value ("[1]", "2"), and
+                # json_object promises an object. Extra keys are what it is for.
+                return compiler.compile_json_schema(
+                    '{"type": "object"}', any_whitespace=False, strict_mode=False
+                )
             if spec.kind == "json_schema":
                 return compiler.compile_json_schema(spec.value, any_whitespace=False)
             if spec.kind == "regex":
