@@ -123,8 +123,10 @@ def test_every_sampled_output_parses_and_validates(llm: LLM):
         assert completion.finish_reason == "stop", where
         jsonschema.validate(json.loads(completion.text), SCHEMAS[name])
     # Sampling at temperature 1 must not collapse to one answer per schema.
-    texts = {name: {o.outputs[0].text for (n, _), o in zip(cases, outputs) if n == name}
-             for name in SCHEMAS}
+    texts = {
+        name: {o.outputs[0].text for (n, _), o in zip(cases, outputs) if n == name}
+        for name in SCHEMAS
+    }
     assert sum(len(v) for v in texts.values()) > len(SCHEMAS)
 
 

@@ -143,7 +143,9 @@ class GrammarCache:
                 f"{_strip_location(reason)}",
                 param=spec.param,
             ) from None
-        raise InvalidRequestError(f"Unknown structured output kind {spec.kind!r}.", param=spec.param)
+        raise InvalidRequestError(
+            f"Unknown structured output kind {spec.kind!r}.", param=spec.param
+        )
 
 
 def choice_grammar(choices: list[str]) -> str:

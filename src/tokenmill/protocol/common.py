@@ -298,7 +298,8 @@ def _from_structured_outputs(so: StructuredOutputs) -> StructuredSpec | None:
 
 
 def _schema_text(schema: dict[str, Any] | str, param: str) -> str:
-    """A schema in canonical text (sorted keys), so equal schemas share a cache entry."""
+    """A schema as compact text. Keys keep their order: the grammar writes properties in
+    schema order, so two orders are two grammars."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -306,4 +307,4 @@ def _schema_text(schema: dict[str, Any] | str, param: str) -> str:
             raise InvalidRequestError(f"{param} is not valid JSON: {exc}.", param=param) from None
     if not isinstance(schema, dict):
         raise InvalidRequestError(f"{param} must be a JSON Schema object.", param=param)
-    return json.dumps(schema, sort_keys=True, ensure_ascii=False)
+    return json.dumps(schema, ensure_ascii=False)

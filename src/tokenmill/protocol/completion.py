@@ -11,8 +11,8 @@ from tokenmill.protocol.common import (
     ResponseFormat,
     ResponseModel,
     SamplingFields,
-    UsageInfo,
     StructuredOutputs,
+    UsageInfo,
     structured_spec,
 )
 from tokenmill.sampling_params import SamplingDefaults, SamplingParams
