@@ -13,11 +13,15 @@ import threading
 from collections import OrderedDict
 
 import torch
-import xgrammar as xgr
 
 from tokenmill.errors import InvalidRequestError
 from tokenmill.model.tokenizer import Tokenizer
 from tokenmill.sampling_params import StructuredSpec
+
+try:
+    import xgrammar as xgr
+except ImportError:  # the `structured` extra is optional; requests are refused without it
+    xgr = None
 
 DEFAULT_CACHE_SIZE = 256
 """Compiled grammars kept; a JSON schema's takes from tens of KB to a few MB."""
@@ -107,6 +111,12 @@ class GrammarCache:
     def _compiler_for(self) -> xgr.GrammarCompiler:
         # Built on first use: reading the vocabulary takes ~0.4 s and most servers never
         # see a structured request.
+        if xgr is None:
+            raise InvalidRequestError(
+                "Structured output and tool calls need the grammar engine, which this "
+                "installation lacks: pip install 'tokenmill[structured]'.",
+                param="response_format",
+            )
         if self._compiler is None:
             from transformers import PreTrainedTokenizerFast
 
