@@ -201,3 +201,47 @@ def test_invalid_constraints_are_refused(llm: LLM, spec: StructuredSpec, fragmen
     with pytest.raises(InvalidRequestError) as err:
         llm.generate(["x"], SamplingParams(max_tokens=4, structured=spec))
     assert fragment in err.value.message and err.value.param == spec.param
+
+
+def _accept_text(constraint, llm: LLM, text: str) -> None:
+    for token in llm.tokenizer.encode(text, add_special_tokens=False):
+        constraint.accept(token)
+
+
+def test_auto_tool_grammar_frees_text_and_constrains_calls(llm: LLM):
+    """tool_choice "auto": text is free until `<tool_call>`, then the call must name a
+    tool and give arguments valid under its schema."""
+    from tokenmill.protocol.chat import ChatCompletionRequest
+    from tokenmill.sampling_params import SamplingDefaults
+
+    body = ChatCompletionRequest.model_validate(
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "add",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"a": {"type": "integer"}},
+                            "required": ["a"],
+                        },
+                    },
+                }
+            ],
+        }
+    )
+    spec = body.to_sampling_params(SamplingDefaults()).structured
+    grammars = llm.engine.grammars
+    ok = grammars.constraint(spec)
+    _accept_text(ok, llm, 'Any text at all. <tool_call>{"name": "add", "arguments": {"a": 5}}')
+    _accept_text(ok, llm, "</tool_call>")
+    ok.accept(llm.tokenizer.eos_token_id)
+    assert ok.is_terminated
+    for bad in (
+        '<tool_call>{"name": "sub"',  # not a tool
+        '<tool_call>{"name": "add", "arguments": {"a": "five"',  # not an integer
+    ):
+        with pytest.raises(RuntimeError, match="outside the request's grammar"):
+            _accept_text(grammars.constraint(spec), llm, bad)
