@@ -72,7 +72,7 @@ test-gemma: $(STAMP) $(KERNELS)
 # against a server); part of `make test`, a few minutes on 2 cores.
 test-structured: $(STAMP)
 	$(BIN)/python -m pytest -q tests/structured tests/e2e/test_structured_and_tools.py \
-		tests/unit/protocol/test_tools.py
+		tests/e2e/test_langchain.py tests/unit/protocol/test_tools.py
 
 # The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
 # a few minutes.
