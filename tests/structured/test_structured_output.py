@@ -245,3 +245,20 @@ def test_auto_tool_grammar_frees_text_and_constrains_calls(llm: LLM):
     ):
         with pytest.raises(RuntimeError, match="outside the request's grammar"):
             _accept_text(grammars.constraint(spec), llm, bad)
+
+
+def test_ebnf_grammar_output_is_a_sentence_of_it(llm: LLM):
+    grammar = 'root ::= "id-" digit digit ("," " "? "id-" digit digit)*\ndigit ::= [0-9]'
+    params = [
+        SamplingParams(
+            max_tokens=40, temperature=1.0, seed=s, structured=StructuredSpec("grammar", grammar)
+        )
+        for s in SEEDS
+    ]
+    outputs = llm.generate([_prompt(llm, "List some ids.")] * len(params), params)
+    for out in outputs:
+        text = out.outputs[0].text
+        if out.outputs[0].finish_reason == "stop":
+            assert re.fullmatch(r"id-\d\d(, ?id-\d\d)*", text), text
+        else:  # cut by max_tokens: still a prefix of a sentence
+            assert re.fullmatch(r"id-\d\d(, ?id-\d\d)*(, ?(i(d(-\d?)?)?)?)?", text), text
