@@ -108,14 +108,14 @@ class GrammarCache:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def _compiler_for(self) -> xgr.GrammarCompiler:
+    def _compiler_for(self, param: str) -> xgr.GrammarCompiler:
         # Built on first use: reading the vocabulary takes ~0.4 s and most servers never
         # see a structured request.
         if xgr is None:
             raise InvalidRequestError(
                 "Structured output and tool calls need the grammar engine, which this "
                 "installation lacks: pip install 'tokenmill[structured]'.",
-                param="response_format",
+                param=param,
             )
         if self._compiler is None:
             from transformers import PreTrainedTokenizerFast
@@ -128,7 +128,7 @@ class GrammarCache:
         return self._compiler
 
     def _compile(self, spec: StructuredSpec) -> xgr.CompiledGrammar:
-        compiler = self._compiler_for()
+        compiler = self._compiler_for(spec.param)
         try:
             if spec.kind == "json_object":
                 # Not the builtin JSON grammar: that admits any value ("[1]", "2"), and
