@@ -22,9 +22,9 @@ KERNELS := $(VENV)/.kernels
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install kernels serve test test-unit test-model test-e2e test-optimize test-gemma \
-	test-browser test-batch test-kafka test-registry task-quality lint bench bench-compare \
-	bench-edge bench-embeddings bench-drift guardrails-eval soak clean
+.PHONY: install kernels serve test test-structured test-unit test-model test-e2e test-optimize \
+	test-gemma test-browser test-batch test-kafka test-registry task-quality lint bench \
+	bench-compare bench-edge bench-embeddings bench-drift guardrails-eval soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -67,6 +67,12 @@ test-e2e: $(STAMP) $(KERNELS)
 # Gemma 3 against transformers, through the engine and the server.
 test-gemma: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/gemma
+
+# Structured output and tool calling on the real model (offline engine and the openai SDK
+# against a server); part of `make test`, a few minutes on 2 cores.
+test-structured: $(STAMP)
+	$(BIN)/python -m pytest -q tests/structured tests/e2e/test_structured_and_tools.py \
+		tests/e2e/test_langchain.py tests/unit/protocol/test_tools.py
 
 # The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
 # a few minutes.
