@@ -24,6 +24,8 @@ logger = logging.getLogger("tokenmill.ray")
 
 REPLICA_HEADER = "x-tokenmill-replica"
 """Which replica answered (its Serve replica id): for tests, logs and debugging."""
+RETRIES_HEADER = "x-tokenmill-retries"
+"""How many times the request was sent again after its replica died (absent: none)."""
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 # Serve's proxy sets its own x-request-id (the same id, which the app echoed).
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "x-request-id"}
@@ -63,7 +65,7 @@ class Ingress:
             except REPLICA_LOST as exc:
                 logger.warning("replica lost (attempt %d): %s", attempt + 1, _short(exc))
                 continue
-            return Response(reply.body, reply.head.status, _headers(reply.head))
+            return Response(reply.body, reply.head.status, _headers(reply.head, attempt))
         return _replica_lost(self.max_retries)
 
     async def _stream(self, handle, forwarded: ForwardedRequest) -> Response:
@@ -78,7 +80,7 @@ class Ingress:
                 continue
             if not isinstance(head, ResponseHead):
                 raise TypeError("the replica's stream did not start with its head")
-            return StreamingResponse(_relay(chunks, head.replica), head.status, _headers(head))
+            return StreamingResponse(_relay(chunks, head.replica), head.status, _headers(head, attempt))
         return _replica_lost(self.max_retries)
 
 
@@ -97,13 +99,15 @@ async def _relay(chunks, replica: str) -> AsyncIterator[bytes]:
         yield sse_frame(error_body(message, "server_error", None, "replica_died")).encode()
 
 
-def _headers(head: ResponseHead) -> dict[str, str]:
+def _headers(head: ResponseHead, retries: int) -> dict[str, str]:
     headers: dict[str, str] = {}
     for key, value in head.headers:
         if key.lower() in _HOP_HEADERS:
             continue
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     headers[REPLICA_HEADER] = head.replica
+    if retries:
+        headers[RETRIES_HEADER] = str(retries)
     return headers
 
 
