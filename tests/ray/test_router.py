@@ -130,3 +130,12 @@ def test_rayservice_args_and_environment_make_the_config():
     assert config.engine.scheduler.max_num_seqs == 32
     with pytest.raises(ConfigError, match="unknown|invalid"):
         config_from_mapping({"replicas": "many"}, {})
+
+
+def test_ray_with_a_models_file_is_refused_before_ray_starts(tmp_path, capsys):
+    from tokenmill.cli.main import main
+
+    models = tmp_path / "models.toml"
+    models.write_text('[[models]]\nname = "m"\nversion = "1"\ntask = "generate"\n')
+    assert main(["serve", "--ray", "--models", str(models)], env={}) == 2
+    assert "--ray with --models is not supported yet" in capsys.readouterr().err
