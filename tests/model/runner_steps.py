@@ -46,7 +46,7 @@ class RunnerSteps:
         engine does)."""
         num_blocks = -(-num_slots // block_size) + 1  # block 0 is the null block
         cache = CacheConfig(block_size=block_size, num_blocks=num_blocks)
-        dtype = model.embed_tokens.weight.dtype
+        dtype = model.norm.weight.dtype  # the activations' dtype (weights may be blocks)
         self.runner = ModelRunner(model, model.arch, dtype, cache, (num_blocks - 1) * block_size)
         self.model = model
         self.native = native

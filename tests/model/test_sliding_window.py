@@ -56,21 +56,28 @@ def test_prefill_matches_dense(window, cached):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+BLOCK = 4
+
+
 def decode_case(lens: list[int], seed: int = 0):
-    """Decodes of sequences with context lengths `lens`, each in its own slots."""
+    """Decodes of sequences with context lengths `lens`, each in its own shuffled blocks
+    of BLOCK slots: metadata with block tables, lens, and the slots and mask derived
+    from them (what the PyTorch path reads)."""
     g = torch.Generator().manual_seed(seed)
-    width = max(lens)
-    cache = torch.randn(2, 8 * width * len(lens), HKV, D, generator=g)
-    perm = torch.randperm(cache.shape[1], generator=g)
-    slots = torch.zeros(len(lens), width, dtype=torch.int64)
-    for i, n in enumerate(lens):
-        slots[i, :n] = perm[i * width : i * width + n]
-    lens_t = torch.tensor(lens)
-    mask = torch.arange(width)[None, :] < lens_t[:, None]
+    per_seq = -(-max(lens) // BLOCK)
+    num_blocks = per_seq * len(lens) + 1
+    cache = torch.randn(2, num_blocks * BLOCK, HKV, D, generator=g)
+    tables = (torch.randperm(num_blocks - 1, generator=g) + 1)[: per_seq * len(lens)]
     q = torch.randn(len(lens), H, D, generator=g)
     meta = AttentionMetadata(
-        torch.zeros(0, dtype=torch.int64), [], 0, slots, mask[:, None, None, :], lens_t
+        torch.zeros(0, dtype=torch.int64),
+        [],
+        0,
+        decode_lens=torch.tensor(lens),
+        block_tables=tables.view(len(lens), per_seq),
+        block_size=BLOCK,
     )
+    meta.decode_slots_and_mask()
     return q, cache, meta
 
 
@@ -92,12 +99,29 @@ def test_decode_pytorch_path_matches_dense(window):
     torch.testing.assert_close(got, decode_reference(q, cache, meta, window), atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(cpu_kernels() is None, reason="no C++ compiler: no native kernel here")
-@pytest.mark.parametrize("window", [None, 1, 4, 30])
-def test_decode_kernel_matches_dense(window):
+KERNELS = cpu_kernels()
+
+
+@pytest.mark.skipif(KERNELS is None, reason="no C++ compiler: no native kernel here")
+@pytest.mark.parametrize("variant", KERNELS.quant_variants() if KERNELS is not None else [])
+@pytest.mark.parametrize("window", [None, 1, 4, 6, 30])
+def test_decode_kernel_matches_dense(window, variant):
+    """Every instruction set's kernel, windows starting inside a block (6) and on a block
+    edge (4), through the block tables."""
     q, cache, meta = decode_case([1, 3, 17, 40], seed=1)
+    got = KERNELS.decode_attention(
+        q,
+        cache,
+        meta.block_tables,
+        meta.decode_lens,
+        BLOCK,
+        SCALE,
+        window=window or 0,
+        variant=variant,
+    )
+    torch.testing.assert_close(got, decode_reference(q, cache, meta, window), atol=1e-5, rtol=0)
     attn = PagedAttention(H, HKV, D, scale=SCALE, sliding_window=window)
-    got = attn._decode(q, cache, meta)  # decode_lens given: the kernel
+    got = attn._decode(q, cache, meta)  # block tables given: the kernel, default variant
     torch.testing.assert_close(got, decode_reference(q, cache, meta, window), atol=1e-5, rtol=0)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.model.driver import RunnerDriver
-from tests.model.precisions import PRECISIONS, Precision
+from tests.model.precisions import BLOCKS, PRECISIONS, Precision
 from tokenmill.config import CacheConfig, EngineConfig, ModelConfig
 from tokenmill.engine.core import EngineCore
 
@@ -94,9 +94,17 @@ def precision(request) -> Precision:
     return request.param
 
 
+def require_blocks(loaded) -> None:
+    if not loaded.kernel_path.startswith(BLOCKS):
+        pytest.skip(f"no native kernels here: the default path is {loaded.kernel_path}")
+
+
 @pytest.fixture(scope="module")
 def loaded(precision):
-    return precision.load_model()
+    model = precision.load_model()
+    if precision.name == BLOCKS:
+        require_blocks(model)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -205,28 +213,47 @@ def test_greedy_runs_are_long(hf_greedy):
     assert sum(len(r) == NEW_TOKENS for r in hf_greedy) >= 6
 
 
-def test_capital_of_france(smollm, ours_greedy):
+def test_capital_of_france(precision, smollm, ours_greedy):
+    """Word for word in the exact precisions; a lossy one may phrase it otherwise (int8's
+    per-row activation rounding turns float32-level differences, such as the native
+    norm's summation order, into other near-tie choices) but must still answer."""
     text = smollm.tokenizer.decode(ours_greedy[0], skip_special_tokens=False)
-    assert text == "The capital of France is Paris.<|im_end|>"
+    if precision.min_greedy == 1.0:
+        assert text == "The capital of France is Paris.<|im_end|>"
+    else:
+        assert text.startswith("The capital of France is Paris"), text
 
 
-# Float32 only: the engine promises that in float32 a request's tokens do not depend on
-# how its prompt was split or what shares its batch. Lower precisions round differently
-# at other matrix shapes; their tolerances above cover it.
+# Float32 only (dequantized, or the GGUF's blocks with float32 accumulation): the engine
+# promises that in float32 a request's tokens do not depend on how its prompt was split
+# or what shares its batch. Lower precisions round differently at other matrix shapes;
+# their tolerances above cover it.
 FLOAT32 = PRECISIONS[0]
 
 
-def test_chunked_greedy_matches_whole_in_float32(smollm, prompts_ids, hf_greedy):
+@pytest.fixture(scope="module", params=["float32", BLOCKS])
+def exact(request, smollm):
+    """The packaged model in float32: dequantized weights, or its own blocks."""
+    if request.param == "float32":
+        return smollm
+    model = next(p for p in PRECISIONS if p.name == BLOCKS).load_model()
+    require_blocks(model)
+    return model
+
+
+def test_chunked_greedy_matches_whole_in_float32(exact, prompts_ids, hf_greedy):
     """The prompts prefilled 5 tokens a step beside the others' decodes reach the same
     tokens as one-step prefills (which equal transformers')."""
+    smollm = exact
     eos = set(smollm.arch.eos_token_ids)
     driver = RunnerDriver(smollm, FLOAT32.kv_dtype, num_blocks=48, seed=5)
     assert driver.greedy(prompts_ids, NEW_TOKENS, eos, chunk=5) == hf_greedy
 
 
-def test_batched_decode_matches_single_in_float32(smollm):
+def test_batched_decode_matches_single_in_float32(exact):
     """Sequences of different lengths decoded in one batch, beside a prefill chunk in the
     same step, give the logits each gets alone."""
+    smollm = exact
     assert FLOAT32.name == "float32" and smollm.dtype is torch.float32
     enc = smollm.tokenizer.encode
     prompts = {

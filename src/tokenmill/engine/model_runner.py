@@ -118,28 +118,23 @@ class ModelRunner:
             row_of_last[id(s)] = q_start + s.num_new_tokens - 1
 
         num_prefill_tokens = len(token_ids)
-        decode_slots = decode_mask = lens = None
+        tables = lens = None
         if decodes:
+            bs = self.block_size
             ctx_lens = [s.request.num_computed_tokens + 1 for s in decodes]
-            max_ctx = max(ctx_lens)
-            max_blocks = -(-max_ctx // self.block_size)
-            table = torch.zeros((len(decodes), max_blocks), dtype=torch.int64)
-            for i, s in enumerate(decodes):
+            max_blocks = -(-max(ctx_lens) // bs)
+            rows, decode_slots = [], []
+            for s, n in zip(decodes, ctx_lens, strict=True):
                 ids = s.block_ids[:max_blocks]
-                table[i, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-            all_slots = (table[:, :, None] * self.block_size + self._offsets).reshape(
-                len(decodes), -1
-            )[:, :max_ctx]
-            lens = torch.tensor(ctx_lens, dtype=torch.int64)
-            decode_mask = torch.arange(max_ctx)[None, :] < lens[:, None]
-            decode_slots = torch.where(decode_mask, all_slots, 0)
-            slot_parts.append(all_slots[torch.arange(len(decodes)), lens - 1])
-            decode_mask = decode_mask[:, None, None, :]
-            for s in decodes:
-                pos = s.request.num_computed_tokens
+                rows.append(ids + [0] * (max_blocks - len(ids)))
+                pos = n - 1
+                decode_slots.append(ids[pos // bs] * bs + pos % bs)
                 row_of_last[id(s)] = len(token_ids)
                 token_ids.append(s.request.token_ids_slice(pos, pos + 1)[0])
                 positions.append(pos)
+            tables = torch.tensor(rows, dtype=torch.int64)
+            lens = torch.tensor(ctx_lens, dtype=torch.int64)
+            slot_parts.append(torch.tensor(decode_slots, dtype=torch.int64))
 
         # Rows whose logits are needed: prompt-logprob rows, then the sampling row.
         for s in order:
@@ -159,17 +154,19 @@ class ModelRunner:
             per_request[id(s)] = LogitsRequest(sample_row, prompt_rows, prompt_targets)
 
         attn = AttentionMetadata(
-            slot_mapping=torch.cat(slot_parts),
+            slot_mapping=slot_parts[0] if len(slot_parts) == 1 else torch.cat(slot_parts),
             prefills=prefill_meta,
             num_prefill_tokens=num_prefill_tokens,
-            decode_slots=decode_slots,
-            decode_mask=decode_mask,
-            decode_lens=lens if decodes else None,
+            decode_lens=lens,
+            block_tables=tables,
+            block_size=self.block_size,
         )
         input_ids = torch.tensor(token_ids, dtype=torch.int64)
         pos = torch.tensor(positions, dtype=torch.int64)
         hidden = self.model(input_ids, pos, attn, self.kv_caches)
         logits = None
         if logit_rows:
-            logits = self.model.compute_logits(hidden[torch.tensor(logit_rows)])
+            if len(logit_rows) < len(token_ids) or logit_rows != list(range(len(token_ids))):
+                hidden = hidden[torch.tensor(logit_rows)]
+            logits = self.model.compute_logits(hidden)
         return StepLogits(logits, [per_request[id(s)] for s in sched.scheduled])

@@ -1,8 +1,15 @@
-"""Native CPU kernels, compiled on first use with torch's C++ extension tools.
+"""Native CPU kernels: one torch C++ extension, built once per source version.
 
-Each loader returns None when the kernel cannot be built here (no compiler, a
-non-x86 CPU): callers keep a pure-PyTorch path for that case, so nothing depends on
-a compiler being present, only speed does.
+`make install` builds it (`python -m tokenmill.model.kernels`); otherwise the first
+use builds it. The build lands in ~/.cache/tokenmill/kernels-<digest>, where the digest
+covers the sources, the compiler flags, and the torch and Python versions, so an edit
+or an upgrade builds afresh and a stale binary is never loaded.
+
+The binary runs on any x86-64 CPU: it is compiled for the baseline target, and the
+AVX2 and AVX-512 kernels are compiled for their own targets (per-file pragmas) and
+chosen at run time from cpuid. Each loader returns None when the kernels cannot be
+built here (no compiler): callers keep a pure-PyTorch path for that case, so nothing
+depends on a compiler being present, only speed does.
 """
 
 from __future__ import annotations
@@ -10,56 +17,156 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
+import platform
+import sys
 import time
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
-# Attention sums tolerate reassociation; fast-math lets GCC vectorise exp and the
-# dot-product reductions.
-_CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-ffast-math")
+# No -march: the binary must not fault on a CPU without an instruction it uses. The
+# fast paths choose their instruction sets per file (isa_avx2.cpp, ...). No fast-math
+# either: the SIMD kernels order their sums by hand, and the portable ones serve as the
+# reference, so infinities and NaNs must behave as IEEE says (and glibc's vector math
+# library, which fast-math pulls in, is not needed).
+_CFLAGS = ("-O3", "-fopenmp-simd")
+# Compiled units; bindings.cpp includes the torch-facing files (see its header).
+_SOURCES = (
+    "bindings.cpp",
+    "quant_scalar.cpp",
+    "ops_scalar.cpp",
+    "isa_avx2.cpp",
+    "isa_avx512.cpp",
+)
+_INCLUDED = (
+    "dispatch.cpp",
+    "int8_linear.cpp",
+    "layer_ops.cpp",
+    "quant_ops.cpp",
+    "ops.h",
+    "ops_simd.h",
+    "quant.h",
+    "quant_simd.h",
+)
 
 
-_SOURCES = ("bindings.cpp", "paged_attention.cpp", "int8_linear.cpp")
+def source_digest() -> str:
+    """12 hex digits naming this build: sources, flags, torch, Python, machine."""
+    h = hashlib.sha256()
+    for name in _SOURCES + _INCLUDED:
+        h.update(name.encode() + b"\0" + (_HERE / name).read_bytes())
+    # The recipe tag changes whenever the build recipe does, so no build directory is
+    # shared by two recipes (ninja would rebuild back and forth between them).
+    recipe = (_CFLAGS, torch.__version__, sys.version_info[:2], platform.machine(), "copies-v1")
+    h.update(repr(recipe).encode())
+    return h.hexdigest()[:12]
+
+
+def build_dir() -> Path:
+    """Where this version's build lives ($XDG_CACHE_HOME or ~/.cache, then tokenmill/)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "tokenmill" / f"kernels-{source_digest()}"
+
+
+def build(verbose: bool = False):
+    """Compile (or, when the build is up to date, just load) the extension module.
+    Raises when it cannot be built."""
+    from torch.utils.cpp_extension import load
+
+    digest = source_digest()
+    out = build_dir()
+    # Build from copies inside the build directory: ninja keys its rules by source path,
+    # so two checkouts with the same sources would otherwise rebuild each other's module
+    # over and over. The included files are copied too (bindings.cpp includes them).
+    src_dir = out / "src"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale_lock(out / "lock")
+    for name in _SOURCES + _INCLUDED:
+        data = (_HERE / name).read_bytes()
+        copy = src_dir / name
+        if not copy.exists() or copy.read_bytes() != data:
+            tmp = copy.with_suffix(copy.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(copy)
+    return load(
+        name=f"tokenmill_kernels_{digest}",
+        sources=[str(src_dir / name) for name in _SOURCES],
+        extra_cflags=list(_CFLAGS),
+        build_directory=str(out),
+        verbose=verbose,
+    )
 
 
 @functools.cache
 def cpu_kernels():
-    """The compiled kernel module (`decode_attention`, `int8_linear`), or None if it
-    cannot be built here. Built once per source version into ~/.cache/tokenmill."""
-    sources = [_HERE / name for name in _SOURCES]
-    # The layout tag changes whenever the build recipe does, so no build directory is
-    # shared by two recipes (ninja would rebuild back and forth between them).
-    blob = b"".join(p.read_bytes() for p in sources) + str(_CFLAGS).encode() + b"copies-v1"
-    digest = hashlib.sha256(blob).hexdigest()[:12]
+    """The compiled kernel module, or None if it cannot be built here."""
     try:
-        from torch.utils.cpp_extension import load
-
-        build_dir = Path.home() / ".cache" / "tokenmill" / f"kernels-{digest}"
-        # Build from copies inside the build directory: ninja keys its rules by source
-        # path, so two checkouts with the same sources would otherwise rebuild each
-        # other's module over and over.
-        src_dir = build_dir / "src"
-        src_dir.mkdir(parents=True, exist_ok=True)
-        _clear_stale_lock(build_dir / "lock")
-        copies = []
-        for p in sources:
-            copy = src_dir / p.name
-            if not copy.exists() or copy.read_bytes() != p.read_bytes():
-                tmp = copy.with_suffix(".tmp")
-                tmp.write_bytes(p.read_bytes())
-                tmp.replace(copy)
-            copies.append(copy)
-        return load(
-            name=f"tokenmill_kernels_{digest}",
-            sources=[str(p) for p in copies],
-            extra_cflags=list(_CFLAGS),
-            build_directory=str(build_dir),
-            verbose=False,
-        )
-    except Exception as exc:  # noqa: BLE001 - a missing compiler must not stop serving
+        return build()
+    except Exception as exc:  # noqa: BLE001 -- no compiler, or a failed build, must not stop serving
         log.warning("CPU kernels unavailable, using the PyTorch path: %s", exc)
         return None
+
+
+# A probe shape per GGUF type: odd row counts, a few input rows.
+_PROBE_TYPES = {2: 64, 3: 64, 6: 64, 8: 64, 12: 256, 14: 256}
+
+
+def _probe_weight(qtype: int, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Random block bytes with sane float16 scales (random bits could be NaN)."""
+    from tokenmill.model.quant.blocks import BLOCK_TYPES
+
+    elems, nbytes = BLOCK_TYPES[qtype]
+    w = torch.randint(0, 256, (n, k // elems, nbytes), dtype=torch.uint8, generator=gen)
+    halves = (torch.rand(n, k // elems, 2, generator=gen) * 0.01).half()
+    halves = halves.view(torch.uint8).view(n, k // elems, 2, 2)
+    if qtype == 14:  # Q6_K: its float16 scale ends the block
+        w[..., -2:] = halves[..., 0, :]
+    else:  # the others start with it; Q4_1 and Q4_K follow it with a float16 min
+        w[..., 0:2] = halves[..., 0, :]
+        if qtype in (3, 12):
+            w[..., 2:4] = halves[..., 1, :]
+    return w.reshape(n, -1).contiguous()
+
+
+def agrees_with_scalar(kernels, variant: str) -> bool:
+    """Whether `variant` computes what the portable kernels compute, on every type, for
+    one and several input rows, both ways (row by row and in tiles)."""
+    gen = torch.Generator().manual_seed(0)
+    for qtype, k in _PROBE_TYPES.items():
+        w = _probe_weight(qtype, k, 19, gen)
+        for m in (1, 6):
+            x = torch.randn(m, k, generator=gen)
+            ref = kernels.quant_matmul(x, w, qtype, method="gemv", variant="scalar")
+            for method in ("gemv", "tile"):
+                got = kernels.quant_matmul(x, w, qtype, method=method, variant=variant)
+                if not torch.allclose(got, ref, rtol=1e-4, atol=1e-4):
+                    return False
+        ids = torch.tensor([0, 18, 7])
+        rows = kernels.quant_rows(w, qtype, k, ids, variant=variant)
+        if not torch.allclose(
+            rows, kernels.quant_rows(w, qtype, k, ids, variant="scalar"), rtol=1e-6, atol=1e-7
+        ):
+            return False
+    return True
+
+
+@functools.cache
+def quant_isa() -> str:
+    """The instruction set the block kernels use here: the fastest this CPU runs whose
+    results agree with the portable kernels on a probe (a variant that disagrees is
+    skipped with a warning rather than trusted). Selects it in the module."""
+    kernels = cpu_kernels()
+    if kernels is None:
+        return "none"
+    for variant in kernels.quant_variants():
+        if variant == "scalar" or agrees_with_scalar(kernels, variant):
+            kernels.select_quant_variant(variant)
+            return variant
+        log.warning("The %s block kernels disagree with the portable ones; skipped.", variant)
+    return "scalar"
 
 
 # A build takes about a minute (several under load); torch's lock file outlives a build

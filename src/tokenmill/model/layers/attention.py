@@ -53,6 +53,20 @@ class PagedAttention(nn.Module):
         `attn.slot_mapping` before attending. Returns (T, num_heads * head_dim)."""
         kv_cache[0].index_copy_(0, attn.slot_mapping, k.to(kv_cache.dtype))
         kv_cache[1].index_copy_(0, attn.slot_mapping, v.to(kv_cache.dtype))
+        return self.attend(q, k, v, kv_cache, attn)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn: AttentionMetadata,
+    ) -> torch.Tensor:
+        """As forward, with this step's K/V already in kv_cache (a fused kernel stored
+        them). Reads the cache; mutates nothing. Returns (T, num_heads * head_dim)."""
+        if not attn.prefills:  # decodes only: the kernel's output is the whole result
+            return self._decode(q, kv_cache, attn).view(q.shape[0], -1)
         out = torch.empty_like(q)  # (T, nh, hd)
         for seq in attn.prefills:
             rows = slice(seq.query_start, seq.query_start + seq.query_len)
@@ -96,13 +110,25 @@ class PagedAttention(nn.Module):
 
     def _decode(self, q, kv_cache, attn) -> torch.Tensor:
         """One new token per sequence, all sequences in one call. Returns (N, nh, hd).
-        Uses the native kernel (reads K/V in place) when it is built and q is float32."""
+        Uses the native kernel (reads K/V in place through the block tables) when it is
+        built, q is float32 and the runner gave block tables."""
         kernel = cpu_kernels()
-        if kernel is not None and q.dtype == torch.float32 and attn.decode_lens is not None:
+        if (
+            kernel is not None
+            and q.dtype == torch.float32
+            and attn.block_tables is not None
+            and attn.decode_lens is not None
+        ):
             return kernel.decode_attention(
-                q, kv_cache, attn.decode_slots, attn.decode_lens, self.scale, self.window or 0
+                q,
+                kv_cache,
+                attn.block_tables,
+                attn.decode_lens,
+                attn.block_size,
+                self.scale,
+                window=self.window or 0,
             )
-        slots, mask = attn.decode_slots, attn.decode_mask  # (N, S), (N, 1, 1, S)
+        slots, mask = attn.decode_slots_and_mask()  # (N, S), (N, 1, 1, S)
         if self.window is not None:
             lens = attn.decode_lens
             if lens is None:

@@ -1,8 +1,9 @@
 """Weights, architecture and tokenizer from a GGUF file (llama.cpp's format).
 
-Quantized tensors (any type `gguf.quants` can dequantize: Q4_0/1, Q5_0/1, Q8_0, the
-K-quants, ...) are dequantized to float32 one at a time and cast to the serving dtype
-at once, so at most one float32 tensor exists beside the model's weights.
+Quantized tensors either stay in their blocks (`BlockWeight`, for the native kernels,
+which decode Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K) or are dequantized (any type
+`gguf.quants` can dequantize) to float32 one at a time and cast to the serving dtype at
+once, so at most one float32 tensor exists beside the model's weights.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gguf.quants import dequantize
 
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.loader.gguf_file import GGUFFile
+from tokenmill.model.quant.blocks import BLOCK_TYPES, BlockWeight
 from tokenmill.model.tokenizer import Tokenizer
 
 # llama.cpp name -> HF name, for names outside the numbered blocks.
@@ -105,14 +107,45 @@ class GGUFCheckpoint:
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_gguf(self.metadata)
 
-    def weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    def block_types(self) -> dict[str, int]:
+        """Tensor count per GGUF type name among the model's matrices (2-D tensors)."""
+        counts: dict[str, int] = {}
+        for tensor in self.file.tensors:
+            if len(tensor.shape) == 2:
+                name = tensor.tensor_type.name
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def has_kernel_blocks(self) -> bool:
+        """Whether any matrix is in a block format the native kernels decode."""
+        return any(len(t.shape) == 2 and t.tensor_type in BLOCK_TYPES for t in self.file.tensors)
+
+    def weights(
+        self, dtype: torch.dtype, keep_blocks: bool = False
+    ) -> Iterator[tuple[str, torch.Tensor | BlockWeight]]:
         """(HF name, tensor in `dtype`) for every weight, q/k in HF's row order and norm
-        weights as HF holds them."""
+        weights as HF holds them. With keep_blocks, a matrix in a block format the
+        kernels decode comes as a BlockWeight holding a copy of the file's bytes instead
+        (rows reordered for q/k, which moves whole rows and so keeps every block intact)."""
         arch = self.arch.architecture
         permuted = arch in _PERMUTED_ARCHS
         plus_one = arch in _NORM_PLUS_ONE_ARCHS
         for tensor in self.file.tensors:
             if tensor.name == _ROPE_FREQS:
+                continue
+            if keep_blocks and len(tensor.shape) == 2 and tensor.tensor_type in BLOCK_TYPES:
+                # The file's bytes, a view of the mmap: (N, row_bytes) uint8 (shape is
+                # (K, N), innermost first).
+                raw = tensor.data.reshape(int(tensor.shape[1]), -1)
+                if permuted and ".attn_q." in tensor.name:
+                    raw = unpermute(raw, self.arch.num_heads)
+                elif permuted and ".attn_k." in tensor.name:
+                    raw = unpermute(raw, self.arch.num_kv_heads)
+                data = torch.from_numpy(np.array(raw, dtype=np.uint8, order="C", copy=True))
+                yield (
+                    hf_name(tensor.name, arch),
+                    BlockWeight(data, int(tensor.tensor_type), int(tensor.shape[0])),
+                )
                 continue
             w = dequantize(tensor.data, tensor.tensor_type)
             # Logical shape, outermost first.

@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.model.arch import ArchConfig
+from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 from tokenmill.model.layers.rmsnorm import RMSNorm
 from tokenmill.model.layers.rotary import RotaryEmbedding
+from tokenmill.model.quant.blocks import concat_rows
 
 # HF parameter suffix -> (our fused parameter suffix, shard index within it).
 _FUSED = {
@@ -52,6 +54,17 @@ class LlamaAttention(nn.Module):
         kv_cache. Returns (T, hidden)."""
         t = x.shape[0]
         qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) hd)
+        kernels = cpu_kernels()
+        if kernels is not None and qkv.dtype == torch.float32 and cos.dtype == torch.float32:
+            # One pass: rotate q and k in place, store k and v at their slots.
+            kernels.rope_write_kv(
+                qkv, cos, sin, kv_cache, attn.slot_mapping, self.num_heads, self.num_kv_heads
+            )
+            q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+            q = q.view(t, self.num_heads, self.head_dim)
+            k = k.view(t, self.num_kv_heads, self.head_dim)
+            v = v.view(t, self.num_kv_heads, self.head_dim)
+            return self.o_proj(self.attn.attend(q, k, v, kv_cache, attn))
         q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
         q = RotaryEmbedding.apply(q.view(t, self.num_heads, self.head_dim), cos, sin)
         k = RotaryEmbedding.apply(k.view(t, self.num_kv_heads, self.head_dim), cos, sin)
@@ -70,7 +83,11 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, hidden). Returns (T, hidden)."""
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)  # (T, ffn) x2
+        gate_up = self.gate_up_proj(x)  # (T, 2 ffn)
+        kernels = cpu_kernels()
+        if kernels is not None and gate_up.dtype == torch.float32:
+            return self.down_proj(kernels.silu_mul(gate_up))
+        gate, up = gate_up.split(self.intermediate_size, dim=-1)  # (T, ffn) x2
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -152,7 +169,8 @@ class LlamaForCausalLM(nn.Module):
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """HF-named tensors ("model.layers.3.self_attn.q_proj.weight", ...) in, this
         module's state-dict entries out. Shards of a fused weight are held only until
-        the last one arrives. A tied checkpoint's lm_head is dropped."""
+        the last one arrives (block weights fuse too: see `concat_rows`). A tied
+        checkpoint's lm_head is dropped."""
         pending: dict[str, dict[int, torch.Tensor]] = {}
         for name, tensor in named:
             name = name.removeprefix("model.")
@@ -168,7 +186,7 @@ class LlamaForCausalLM(nn.Module):
             shards = pending.setdefault(target, {})
             shards[index] = tensor
             if len(shards) == (3 if fused.endswith("qkv_proj") else 2):
-                yield target, torch.cat([shards[i] for i in sorted(shards)], dim=0)
+                yield target, concat_rows([shards[i] for i in sorted(shards)])
                 del pending[target]
         if pending:
             raise ValueError(f"Checkpoint is missing shards of {sorted(pending)}.")

@@ -1,0 +1,54 @@
+// The small per-token operators of a decoder layer, per instruction set (see quant.h
+// for why this header stays free of torch). Each works on one row or one attention
+// group; the torch-facing code splits a batch across threads.
+#pragma once
+
+#include <cstdint>
+
+namespace tokenmill {
+namespace ops {
+
+// One decode query group against a paged KV cache: G query heads sharing one kv head.
+// Context position l sits in slot table[l / block_size] * block_size + l % block_size.
+// The group attends to positions first .. L-1 (first > 0 on a sliding-window layer);
+// scratch index j holds position first + j.
+struct AttendArgs {
+  const float* q;        // (G, D) query rows of this kv head's group
+  const void* k_base;    // keys: row s (one slot, one kv head) at k_base + (s * Hkv + h) * D
+  const void* v_base;    // values, laid out like keys
+  const int64_t* table;  // the sequence's block ids, in position order
+  int64_t block_size;    // a power of two
+  int64_t L, G, D, Hkv, h;
+  float scale;
+  float* out;      // (G, D)
+  float* scratch;  // G * (L - first) floats
+  int64_t first;   // the oldest position attended: 0, or L - window with a window
+};
+
+inline int64_t slot_of(const AttendArgs& a, int64_t l) {
+  return a.table[l / a.block_size] * a.block_size + (l & (a.block_size - 1));
+}
+
+struct Ops {
+  const char* name;
+  // out = rmsnorm(x (+ residual)) * w over D elements. With residual non-null, first
+  // residual += x, then the norm is of the sum. x and out may alias; neither aliases
+  // residual.
+  void (*rmsnorm)(const float* x, float* residual, const float* w, float eps, int64_t D,
+                  float* out);
+  // out[i] = silu(gate_up[i]) * gate_up[I + i] for i < I.
+  void (*silu_mul)(const float* gate_up, int64_t I, float* out);
+  // Rotate `heads` heads of D elements in place, rotate-half pairs (i, i + D/2), by the
+  // angles whose cos / sin are given (D / 2 each).
+  void (*rope)(float* x, int64_t heads, int64_t D, const float* cos, const float* sin);
+  // Softmax attention of one group; the cache in float32 or bfloat16 (bits as uint16).
+  void (*attend_f32)(const AttendArgs& a);
+  void (*attend_bf16)(const AttendArgs& a);
+};
+
+const Ops* scalar_ops();
+const Ops* avx2_ops();    // nullptr where the build lacks it
+const Ops* avx512_ops();  // nullptr where the build lacks it
+
+}  // namespace ops
+}  // namespace tokenmill

@@ -1,0 +1,195 @@
+// SIMD versions of the layer operators (see ops.h), written once over a vector type V
+// as in quant_simd.h (same inclusion rule: only after an instruction-set pragma). Beyond
+// quant_simd.h's needs, V provides: add, sub, div, max, hmax, exp (within 2 ulp on the
+// range softmax and SiLU use), and load_bf16 (W bfloat16 values -> floats).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "ops.h"
+
+namespace tokenmill {
+namespace ops {
+namespace {
+
+template <class V>
+void rmsnorm(const float* x, float* residual, const float* w, float eps, int64_t D,
+             float* out) {
+  using F = typename V::F;
+  const float* src = x;
+  int64_t i = 0;
+  F acc = V::zero();
+  if (residual != nullptr) {
+    for (; i + V::W <= D; i += V::W) {
+      const F r = V::add(V::loadu(residual + i), V::loadu(x + i));
+      V::storeu(residual + i, r);
+      acc = V::fmadd(r, r, acc);
+    }
+    for (int64_t j = i; j < D; ++j) residual[j] += x[j];
+    src = residual;
+  } else {
+    for (; i + V::W <= D; i += V::W) {
+      const F r = V::loadu(x + i);
+      acc = V::fmadd(r, r, acc);
+    }
+  }
+  float ss = V::hsum(acc);
+  for (; i < D; ++i) ss += src[i] * src[i];
+  const float inv = 1.f / std::sqrt(ss / static_cast<float>(D) + eps);
+  const F iv = V::set1(inv);
+  i = 0;
+  for (; i + V::W <= D; i += V::W) {
+    V::storeu(out + i, V::mul(V::mul(V::loadu(src + i), iv), V::loadu(w + i)));
+  }
+  for (; i < D; ++i) out[i] = (src[i] * inv) * w[i];
+}
+
+template <class V>
+void silu_mul(const float* gate_up, int64_t I, float* out) {
+  using F = typename V::F;
+  const F one = V::set1(1.f);
+  int64_t i = 0;
+  for (; i + V::W <= I; i += V::W) {
+    const F g = V::loadu(gate_up + i);
+    const F s = V::div(g, V::add(one, V::exp(V::sub(V::zero(), g))));
+    V::storeu(out + i, V::mul(s, V::loadu(gate_up + I + i)));
+  }
+  for (; i < I; ++i) {
+    const float g = gate_up[i];
+    out[i] = g / (1.f + std::exp(-g)) * gate_up[I + i];
+  }
+}
+
+template <class V>
+void rope(float* x, int64_t heads, int64_t D, const float* cos, const float* sin) {
+  using F = typename V::F;
+  const int64_t half = D / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* a = x + h * D;
+    float* b = a + half;
+    int64_t i = 0;
+    for (; i + V::W <= half; i += V::W) {
+      const F x1 = V::loadu(a + i), x2 = V::loadu(b + i);
+      const F c = V::loadu(cos + i), s = V::loadu(sin + i);
+      V::storeu(a + i, V::sub(V::mul(x1, c), V::mul(x2, s)));
+      V::storeu(b + i, V::add(V::mul(x2, c), V::mul(x1, s)));
+    }
+    for (; i < half; ++i) {
+      const float x1 = a[i], x2 = b[i];
+      a[i] = x1 * cos[i] - x2 * sin[i];
+      b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+  }
+}
+
+template <class V>
+inline typename V::F load_row(const float* p) {
+  return V::loadu(p);
+}
+
+template <class V>
+inline typename V::F load_row(const uint16_t* p) {
+  return V::load_bf16(p);
+}
+
+inline float load_one(const float* p) { return *p; }
+
+inline float load_one(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// Calls f(j, slot) for context positions first + j, j = 0 .. L-first-1, in order, walking
+// the block table (no division per position).
+template <class Fn>
+inline void for_each_slot(const AttendArgs& a, Fn&& f) {
+  int64_t j = 0;
+  int64_t i = a.first & (a.block_size - 1);  // offset in the first block
+  for (int64_t blk = a.first / a.block_size, l = a.first; l < a.L; ++blk, i = 0) {
+    const int64_t base = a.table[blk] * a.block_size;
+    const int64_t end = a.L - l < a.block_size - i ? i + (a.L - l) : a.block_size;
+    for (; i < end; ++i, ++j, ++l) f(j, base + i);
+  }
+}
+
+// Scores: each K row is loaded once for the whole query group, with two partial sums
+// per query head to halve the FMA chain. Values: one query head at a time, its output
+// held in registers over chunks of up to 8 vectors. The vector loops cover the first
+// D / W * W elements of a row; the rest (none for head sizes 64, 128, 256) runs scalar.
+template <class V, typename T>
+void attend(const AttendArgs& a) {
+  using F = typename V::F;
+  const T* kc = static_cast<const T*>(a.k_base);
+  const T* vc = static_cast<const T*>(a.v_base);
+  // L: the number of positions attended (scratch index j is position first + j).
+  const int64_t D = a.D, Dv = D / V::W * V::W, G = a.G, L = a.L - a.first, row = a.Hkv * D;
+  const int64_t head = a.h * D;
+  for_each_slot(a, [&](int64_t l, int64_t slot) {
+    const T* k = kc + slot * row + head;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* q = a.q + g * D;
+      F s0 = V::zero(), s1 = V::zero();
+      int64_t d = 0;
+      for (; d + 2 * V::W <= Dv; d += 2 * V::W) {
+        s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
+        s1 = V::fmadd(V::loadu(q + d + V::W), load_row<V>(k + d + V::W), s1);
+      }
+      if (d < Dv) s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
+      float s = V::hsum(V::add(s0, s1));
+      for (d = Dv; d < D; ++d) s += q[d] * load_one(k + d);
+      a.scratch[g * L + l] = s * a.scale;
+    }
+  });
+  for (int64_t g = 0; g < G; ++g) {
+    float* sc = a.scratch + g * L;
+    float mx = std::numeric_limits<float>::lowest();
+    for (int64_t l = 0; l < L; ++l) mx = sc[l] > mx ? sc[l] : mx;
+    const F mv = V::set1(mx);
+    F sumv = V::zero();
+    int64_t l = 0;
+    for (; l + V::W <= L; l += V::W) {
+      const F e = V::exp(V::sub(V::loadu(sc + l), mv));
+      V::storeu(sc + l, e);
+      sumv = V::add(sumv, e);
+    }
+    float sum = V::hsum(sumv);
+    for (; l < L; ++l) {
+      sc[l] = std::exp(sc[l] - mx);
+      sum += sc[l];
+    }
+    const float inv = 1.f / sum;  // folded into the probabilities: one pass fewer
+    for (l = 0; l < L; ++l) sc[l] *= inv;
+  }
+  constexpr int CH = 8;  // vectors of output per pass
+  for (int64_t g = 0; g < G; ++g) {
+    const float* p = a.scratch + g * L;
+    float* o = a.out + g * D;
+    for (int64_t d0 = 0; d0 < Dv; d0 += CH * V::W) {
+      const int nv = static_cast<int>((Dv - d0) / V::W < CH ? (Dv - d0) / V::W : CH);
+      F acc[CH];
+      for (int i = 0; i < CH; ++i) acc[i] = V::zero();
+      for_each_slot(a, [&](int64_t l, int64_t slot) {
+        const T* v = vc + slot * row + head + d0;
+        const F pv = V::set1(p[l]);
+        for (int i = 0; i < CH; ++i) {
+          if (i < nv) acc[i] = V::fmadd(pv, load_row<V>(v + i * V::W), acc[i]);
+        }
+      });
+      for (int i = 0; i < nv; ++i) V::storeu(o + d0 + i * V::W, acc[i]);
+    }
+    for (int64_t d = Dv; d < D; ++d) {
+      float s = 0.f;
+      for_each_slot(a, [&](int64_t l, int64_t slot) { s += p[l] * load_one(vc + slot * row + head + d); });
+      o[d] = s;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace tokenmill

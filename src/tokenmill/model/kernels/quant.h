@@ -1,0 +1,116 @@
+// GGUF block formats and the per-instruction-set kernel tables that compute on them.
+//
+// This header is plain C++ (no torch): it is included by the instruction-set
+// translation units, which must not pull torch's inline functions into code compiled
+// for a wider target (the linker could keep that copy for every caller).
+//
+// A weight matrix W (N, K) is stored as GGUF stores it: each row is K / block_elems
+// blocks of block_bytes bytes, rows one after another. Every supported format decodes
+// to groups of `group` consecutive elements sharing one scale and one offset:
+//   w = scale * q + offset, with q a small integer,
+// The kernels dequantize in registers and accumulate in float32, so they equal the
+// dequantized float32 reference up to the order of the additions; within one
+// instruction set, y[m, n] depends only on row m of x and row n of W (never on M, the
+// other rows or the method), which makes results independent of the batch.
+#pragma once
+
+#include <cstdint>
+
+namespace tokenmill {
+namespace quant {
+
+// Values are ggml's type ids, as in the GGUF file.
+enum QType : int {
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ6_K = 14,
+};
+
+struct TypeInfo {
+  int block_elems;  // elements per block (32, or 256 for the K-quants)
+  int block_bytes;
+  int group;        // elements sharing one scale and offset
+};
+
+// Returns false for a type id no kernel handles.
+inline bool type_info(int type, TypeInfo* info) {
+  switch (type) {
+    case kQ4_0: *info = {32, 18, 32}; return true;
+    case kQ4_1: *info = {32, 20, 32}; return true;
+    case kQ5_0: *info = {32, 22, 32}; return true;
+    case kQ8_0: *info = {32, 34, 32}; return true;
+    case kQ4_K: *info = {256, 144, 32}; return true;
+    case kQ6_K: *info = {256, 210, 16}; return true;
+    default: return false;
+  }
+}
+
+// IEEE half -> float, exact for every input (subnormals included).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0x1F) {
+    bits = sign | 0x7F800000 | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exp = 113;
+    while ((mant & 0x400) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
+  }
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline uint16_t read_u16(const uint8_t* p) {
+  uint16_t v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// One problem for the kernels below. x: M rows of K floats, row stride ldx. w: rows of
+// row_bytes bytes. y: M rows, row stride ldy; column n of y is row n of W.
+struct Problem {
+  int type;
+  const uint8_t* w;
+  int64_t row_bytes;
+  int64_t K;
+  const float* x;
+  int64_t ldx;
+  int64_t M;
+  float* y;
+  int64_t ldy;
+};
+
+// The kernels of one instruction set. Each works on W rows [n0, n1) and writes only
+// those columns of y (so threads can split N without sharing writes).
+struct Kernels {
+  const char* name;
+  // y[m, n] = sum_k x[m, k] * W[n, k], for small M (any M works; it is meant for <= 8).
+  void (*gemv)(const Problem& p, int64_t n0, int64_t n1);
+  // out[(n - n0) * K + k] = W[n, k]: rows [n0, n1) dequantized to float32.
+  void (*dequant)(int type, const uint8_t* w, int64_t row_bytes, int64_t K, int64_t n0,
+                  int64_t n1, float* out);
+  // y[m, j] = sum_k x[m, k] * wt[j, k] for j < n, wt row-major (n, K) float32.
+  void (*gemm_tile)(const float* x, int64_t ldx, int64_t M, const float* wt, int64_t n,
+                    int64_t K, float* y, int64_t ldy);
+};
+
+// nullptr where the build or the CPU lacks the instruction set.
+const Kernels* scalar_kernels();
+const Kernels* avx2_kernels();
+const Kernels* avx512_kernels();
+
+}  // namespace quant
+}  // namespace tokenmill

@@ -1,0 +1,191 @@
+"""Weights kept in their GGUF block formats, computed on by the native kernels.
+
+A GGUF stores most matrices as rows of quantized blocks (Q4_1: per 32 weights a float16
+scale and min and 16 bytes of 4-bit values). `BlockWeight` keeps those bytes as they
+are in the file; `BlockLinear` and `BlockEmbedding` compute on them with C++ kernels
+that decode the blocks in registers and accumulate in float32, so their results equal
+the dequantized float32 model's up to the order of the additions, while reading 3-6x
+fewer bytes per token than float32 or bfloat16 weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize
+from torch import nn
+
+from tokenmill.model.kernels import cpu_kernels
+
+# ggml type -> (elements per block, bytes per block), for the types the kernels decode.
+BLOCK_TYPES: dict[int, tuple[int, int]] = {
+    GGMLQuantizationType.Q4_0: (32, 18),
+    GGMLQuantizationType.Q4_1: (32, 20),
+    GGMLQuantizationType.Q5_0: (32, 22),
+    GGMLQuantizationType.Q8_0: (32, 34),
+    GGMLQuantizationType.Q4_K: (256, 144),
+    GGMLQuantizationType.Q6_K: (256, 210),
+}
+
+
+@dataclass(frozen=True)
+class BlockWeight:
+    """An (N, K) matrix as N rows of GGUF blocks. Immutable; `data` is never written."""
+
+    data: torch.Tensor
+    """(N, row_bytes) uint8, contiguous: row n holds K / block_elems blocks."""
+    qtype: int
+    """The ggml type id (GGMLQuantizationType value)."""
+    in_features: int
+    """K, the logical row length."""
+
+    def __post_init__(self) -> None:
+        if self.qtype not in BLOCK_TYPES:
+            raise ValueError(f"no kernel for GGUF type {self.type_name}")
+        elems, nbytes = BLOCK_TYPES[self.qtype]
+        if self.in_features % elems or self.data.shape[1] != self.in_features // elems * nbytes:
+            raise ValueError(
+                f"{self.type_name} rows of {self.data.shape[1]} bytes cannot hold "
+                f"{self.in_features} weights"
+            )
+
+    @property
+    def out_features(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def type_name(self) -> str:
+        return GGMLQuantizationType(self.qtype).name
+
+    def dequantize(self) -> torch.Tensor:
+        """(N, K) float32 by gguf-py's reference decoder (slow; for tests and fallbacks)."""
+        w = dequantize(self.data.numpy(), GGMLQuantizationType(self.qtype))
+        return torch.from_numpy(np.ascontiguousarray(w)).reshape(self.out_features, -1)
+
+
+def concat_rows(parts: Sequence[torch.Tensor | BlockWeight]) -> torch.Tensor | BlockWeight | tuple:
+    """Stack matrices along their output rows, as a fused q/k/v or gate/up weight.
+
+    Float tensors give a tensor; block weights of one type give one BlockWeight; block
+    weights of mixed types (a Q4_K_M file's q in Q5_0 beside v in Q8_0) give the tuple of
+    parts, which BlockLinear computes segment by segment. Block weights beside a float
+    one (a shard in a type no kernel decodes) are dequantized, which is exact."""
+    if not any(isinstance(p, BlockWeight) for p in parts):
+        return torch.cat(list(parts), dim=0)
+    if not all(isinstance(p, BlockWeight) for p in parts):
+        dtype = next(p.dtype for p in parts if isinstance(p, torch.Tensor))
+        return torch.cat(
+            [p.dequantize().to(dtype) if isinstance(p, BlockWeight) else p for p in parts]
+        )
+    if len({p.qtype for p in parts}) == 1:
+        data = torch.cat([p.data for p in parts], dim=0)
+        return BlockWeight(data, parts[0].qtype, parts[0].in_features)
+    return tuple(parts)
+
+
+class BlockLinear(nn.Module):
+    """y = x W^T (+ bias) with W in GGUF blocks, one or several row segments.
+
+    Takes float32 activations (others are converted) and returns float32. Holds no
+    gradients; the block bytes are shared, never copied, so a tied output head and the
+    embedding read the same memory.
+    """
+
+    def __init__(self, weight: BlockWeight | Sequence[BlockWeight], bias: bool = False) -> None:
+        super().__init__()
+        parts = (weight,) if isinstance(weight, BlockWeight) else tuple(weight)
+        self.in_features = parts[0].in_features
+        if any(p.in_features != self.in_features for p in parts):
+            raise ValueError("row segments disagree on in_features")
+        self.parts = parts
+        self.out_features = sum(p.out_features for p in parts)
+        bounds, start = [], 0
+        for p in parts:
+            bounds.append((start, start + p.out_features))
+            start += p.out_features
+        self._bounds = tuple(bounds)
+        # A placeholder that load_state_dict(assign=True) replaces with the checkpoint's.
+        self.bias = (
+            nn.Parameter(torch.empty(self.out_features, device="meta"), requires_grad=False)
+            if bias
+            else None
+        )
+        self._kernels = cpu_kernels()
+        if self._kernels is None:
+            raise RuntimeError("BlockLinear needs the native kernels; load the float weights")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., K). Returns (..., N) float32. Mutates nothing."""
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if x2.dtype != torch.float32:
+            x2 = x2.float()
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        k = self._kernels
+        if len(self.parts) == 1:
+            y = k.quant_matmul(x2, self.parts[0].data, self.parts[0].qtype)
+        else:
+            y = x2.new_empty((x2.shape[0], self.out_features))
+            for p, (a, b) in zip(self.parts, self._bounds, strict=True):
+                k.quant_matmul_out(y[:, a:b], x2, p.data, p.qtype)
+        if self.bias is not None:
+            y += self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        types = "+".join(p.type_name for p in self.parts)
+        return f"in={self.in_features}, out={self.out_features}, {types}"
+
+
+class BlockEmbedding(nn.Module):
+    """Embedding lookup that decodes only the looked-up rows of a block weight."""
+
+    def __init__(self, weight: BlockWeight) -> None:
+        super().__init__()
+        self.weight_blocks = weight
+        self.num_embeddings, self.embedding_dim = weight.out_features, weight.in_features
+        self._kernels = cpu_kernels()
+        if self._kernels is None:
+            raise RuntimeError("BlockEmbedding needs the native kernels; load the float weights")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (T,) int64 in [0, num_embeddings). Returns (T, dim) float32."""
+        w = self.weight_blocks
+        return self._kernels.quant_rows(w.data, w.qtype, w.in_features, ids.reshape(-1)).view(
+            *ids.shape, self.embedding_dim
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.weight_blocks.type_name}"
+
+
+def install_block_weights(model: nn.Module, state: dict, tie_word_embeddings: bool) -> list[str]:
+    """Replace the nn.Linear / nn.Embedding owning each BlockWeight entry of `state` (a
+    fused state dict, as `fuse_weights` yields it) with its block module, and remove
+    those entries from `state`. A tied output head becomes a BlockLinear over the
+    embedding's blocks. Returns the names installed. Mutates `model` and `state`."""
+    installed = []
+    for name in [n for n, v in state.items() if isinstance(v, BlockWeight | tuple)]:
+        weight = state.pop(name)
+        owner_name, _, leaf = name.rpartition(".")
+        if leaf != "weight":
+            raise ValueError(f"block data for {name!r}, which is not a weight")
+        parent_name, _, attr = owner_name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, attr)
+        if isinstance(old, nn.Embedding):
+            setattr(parent, attr, BlockEmbedding(weight))
+        elif isinstance(old, nn.Linear):
+            setattr(parent, attr, BlockLinear(weight, bias=old.bias is not None))
+        else:
+            raise TypeError(f"{owner_name} is a {type(old).__name__}, not Linear/Embedding")
+        installed.append(name)
+    embed = getattr(model, "embed_tokens", None)
+    if tie_word_embeddings and isinstance(embed, BlockEmbedding):
+        model.lm_head = BlockLinear(embed.weight_blocks)
+    return installed

