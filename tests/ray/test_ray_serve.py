@@ -34,7 +34,7 @@ def complete(srv, prompt: str, max_tokens: int = 8, key: str = ADMIN_KEY, **extr
         f"{srv.url}/v1/completions",
         json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, **extra},
         headers={"authorization": f"Bearer {key}"},
-        timeout=180,
+        timeout=300,
     )
 
 
@@ -84,13 +84,18 @@ def test_shared_prefix_requests_land_on_one_replica(ray_server):
 
 def test_rate_limit_is_shared_across_replicas_through_redis(ray_server):
     prompts = [f"Rate limit probe {i}: name a colour." for i in range(2 * LIMITED_RPM)]
-    with ThreadPoolExecutor(4) as pool:
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(prompts)) as pool:  # all reach the limiter at once
         replies = list(pool.map(lambda p: complete(ray_server, p, key=LIMITED_KEY), prompts))
+    elapsed = time.monotonic() - started
     codes = Counter(r.status_code for r in replies)
     replicas = {r.headers[REPLICA] for r in replies}
     assert len(replicas) == 2, f"every request went to one replica: {replicas}"
-    # Each replica alone would allow LIMITED_RPM; the shared bucket allows that in total.
-    assert codes == {200: LIMITED_RPM, 429: LIMITED_RPM}, codes
+    # Each replica alone would allow LIMITED_RPM (8 answers for a 4/4 split, 6 for 6/2);
+    # the shared bucket allows that in total, plus what it refilled meanwhile.
+    refill = math.ceil(elapsed * LIMITED_RPM / 60)
+    assert LIMITED_RPM <= codes[200] <= LIMITED_RPM + refill < len(prompts) - 2, (codes, elapsed)
+    assert codes[200] + codes[429] == len(prompts), codes
     limited = next(r for r in replies if r.status_code == 429)
     assert limited.json()["error"]["type"], limited.text
 
@@ -134,16 +139,24 @@ def test_killed_replica_is_replaced_and_only_its_requests_fail(ray_server):
     stream_replica: dict[int, str] = {}
 
     def whole(i: int) -> None:
-        results[f"whole-{i}"] = complete(ray_server, f"{shared} Part {i}:", max_tokens=96)
+        results[f"whole-{i}"] = complete(
+            ray_server, f"{shared} Part {i}:", max_tokens=256, ignore_eos=True
+        )
 
     def stream(i: int, prompt: str, started: threading.Event) -> None:
         events, replica, error = [], None, None
         with httpx.stream(
             "POST",
             f"{ray_server.url}/v1/completions",
-            json={"prompt": prompt, "max_tokens": 160, "temperature": 0, "stream": True},
+            json={
+                "prompt": prompt,
+                "max_tokens": 256,
+                "ignore_eos": True,
+                "temperature": 0,
+                "stream": True,
+            },
             headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=180,
+            timeout=300,
         ) as response:
             replica = response.headers.get(REPLICA)
             stream_replica[i] = replica
@@ -179,7 +192,7 @@ def test_killed_replica_is_replaced_and_only_its_requests_fail(ray_server):
     victim = next(n for n in before if victim_short(n) == stream_replica[0])
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     for t in [*threads, *streams]:
-        t.join(240)
+        t.join(420)
 
     wholes = [results[f"whole-{i}"] for i in range(4)]
     assert [r.status_code for r in wholes] == [200] * 4, [r.text for r in wholes]
