@@ -80,7 +80,9 @@ class Ingress:
                 continue
             if not isinstance(head, ResponseHead):
                 raise TypeError("the replica's stream did not start with its head")
-            return StreamingResponse(_relay(chunks, head.replica), head.status, _headers(head, attempt))
+            return StreamingResponse(
+                _relay(chunks, head.replica), head.status, _headers(head, attempt)
+            )
         return _replica_lost(self.max_retries)
 
 
