@@ -27,7 +27,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install kernels serve test test-structured test-unit test-model test-e2e test-optimize \
-	test-gemma test-browser test-batch test-kafka test-registry task-quality lint bench \
+	test-gemma test-browser test-batch test-kafka test-registry test-ray task-quality lint bench \
 	bench-compare bench-edge bench-embeddings bench-drift guardrails-eval soak clean
 
 $(STAMP): pyproject.toml Makefile
@@ -52,7 +52,7 @@ serve: $(STAMP) $(KERNELS)
 test: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
 		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka \
-		--ignore=tests/registry
+		--ignore=tests/registry --ignore=tests/ray
 
 # The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
 # installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
@@ -93,6 +93,13 @@ test-kafka: $(STAMP) $(KERNELS)
 # openai SDK's embeddings, the hot swap under load and a restart. A few minutes.
 test-registry: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/registry
+
+# `tokenmill serve --ray` with 2 replicas (Ray Serve, the ray extra) on a local Ray head the
+# tests start and stop, and a redis-server: load spread, prefix affinity, Redis-shared
+# limits and cache, a replica killed mid-load. A few minutes.
+test-ray: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,ray]'
+	$(BIN)/python -m pytest -q tests/ray
 
 # Quality of /v1/classify (zero-shot SmolLM2 vs VADER) and /v1/ner (spaCy) on the
 # labelled sets in benchmarks/data; writes docs/task_quality.json.
