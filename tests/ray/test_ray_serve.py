@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 import ray
 from ray import serve
+
 from tests.ray.conftest import (
     ADMIN_KEY,
     APP,
