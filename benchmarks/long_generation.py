@@ -29,8 +29,7 @@ def main() -> None:
     from tokenmill.config import EngineConfig
     from tokenmill.config.setting import build
 
-    core = EngineCore(build(EngineConfig, {"max_model_len": args.tokens + 64,
-                                           "num_threads": 1}))
+    core = EngineCore(build(EngineConfig, {"max_model_len": args.tokens + 64, "num_threads": 1}))
     collect = core.outputs.collect
     times: list[float] = []
 
@@ -41,8 +40,14 @@ def main() -> None:
         return out
 
     core.outputs.collect = timed
-    params = SamplingParams(n=args.n, temperature=0.8, seed=1, max_tokens=args.tokens,
-                            ignore_eos=True, logprobs=args.logprobs)
+    params = SamplingParams(
+        n=args.n,
+        temperature=0.8,
+        seed=1,
+        max_tokens=args.tokens,
+        ignore_eos=True,
+        logprobs=args.logprobs,
+    )
     core.add_request(GenerationRequest("long", params, prompt="Tell me a long story."))
     started = time.perf_counter()
     while core.has_unfinished():
@@ -50,12 +55,20 @@ def main() -> None:
     total = time.perf_counter() - started
     tenth = max(1, len(times) // 10)
     first, last = sum(times[:tenth]) / tenth, sum(times[-tenth:]) / tenth
-    print(json.dumps({
-        "tokens": args.tokens, "n": args.n, "logprobs": args.logprobs, "steps": len(times),
-        "collect_ms_first_tenth": round(first * 1e3, 4),
-        "collect_ms_last_tenth": round(last * 1e3, 4),
-        "collect_s_total": round(sum(times), 3), "run_s": round(total, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "tokens": args.tokens,
+                "n": args.n,
+                "logprobs": args.logprobs,
+                "steps": len(times),
+                "collect_ms_first_tenth": round(first * 1e3, 4),
+                "collect_ms_last_tenth": round(last * 1e3, 4),
+                "collect_s_total": round(sum(times), 3),
+                "run_s": round(total, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

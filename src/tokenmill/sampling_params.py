@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from tokenmill.errors import InvalidRequestError
+
+StructuredKind = Literal["json_object", "json_schema", "regex", "choice", "grammar", "tag"]
+
+
+@dataclass(frozen=True)
+class StructuredSpec:
+    """A constraint on what a request may generate; the engine compiles it to a grammar.
+
+    `kind` says how to read `value`: "json_object" (any JSON object; value unused),
+    "json_schema" (a JSON Schema, serialised), "regex", "choice" (a JSON list of the
+    allowed strings), "grammar" (EBNF, as xgrammar reads it) or "tag" (a serialised
+    structural tag: free text until a trigger, then a schema; see docs/tool_calling.md).
+    Equal specs share one compiled grammar.
+    """
+
+    kind: StructuredKind
+    value: str = ""
+    param: str = field(default="response_format", compare=False)
+    """The API field that carried it: compile errors name it."""
 
 
 @dataclass
@@ -55,6 +74,8 @@ class SamplingParams:
     skip_special_tokens: bool = True
     """Leave special tokens out of the returned text."""
     include_stop_str_in_output: bool = False
+    structured: StructuredSpec | None = None
+    """Constrain the output to a grammar (structured output, tool calls)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -94,6 +115,12 @@ class SamplingParams:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 20:
                 raise InvalidRequestError(f"{name} must be in [0, 20], got {value}.", param=name)
+        if self.structured is not None and (self.ignore_eos or self.min_tokens):
+            raise InvalidRequestError(
+                "ignore_eos and min_tokens cannot be combined with structured output: the "
+                "grammar decides where the output ends. Leave them unset.",
+                param="ignore_eos" if self.ignore_eos else "min_tokens",
+            )
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop strings must be non-empty.", param="stop")
         if self.logit_bias:

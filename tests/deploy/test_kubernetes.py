@@ -15,10 +15,6 @@ BASE_FILES = sorted((K8S / "base").glob("*.yaml"))
 RAY_SERVICE = K8S / "ray" / "rayservice.yaml"
 # uvicorn is given the grace plus this margin to close its connections (cli/serve.py).
 UVICORN_MARGIN_S = 5
-# Flags issue 12 part 1 names for `tokenmill serve --ray`, which is not built yet; the
-# RayService passes them as its application's args. Once Ray mode declares them as
-# settings they are checked like every other one.
-PENDING_RAY_FLAGS = {"min_replicas", "max_replicas", "target_ongoing_requests", "replicas"}
 
 
 def rendered_sets() -> list[tuple[str, list[dict]]]:
@@ -155,9 +151,16 @@ def test_rayservice_is_shaped_for_kuberay(settings_by_env):
     serve = yaml.safe_load(ray["spec"]["serveConfigV2"])
     (app,) = serve["applications"]
     known = {s.name for s in settings_by_env.values()}
-    assert set(app["args"]) <= known | PENDING_RAY_FLAGS
+    assert set(app["args"]) <= known
     for env, value in app["runtime_env"]["env_vars"].items():
         settings_by_env[env].coerce(value, env)
+    # The builder the import path names makes a valid config of these args and variables.
+    module, builder = app["import_path"].split(":")
+    assert (module, builder) == ("tokenmill.ray.app", "build")
+    from tokenmill.ray.app import config_from_mapping
+
+    config = config_from_mapping(app["args"], app["runtime_env"]["env_vars"])
+    assert config.ray.autoscaling and config.gateway.redis_url
 
 
 def test_rayservice_pod_templates_are_schema_valid():

@@ -246,9 +246,14 @@ def test_errors_have_status_and_message(server: ServerProcess, model_name: str):
 
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
-            model=model_name, messages=CHAT, response_format={"type": "json_object"}
+            model=model_name,
+            messages=CHAT,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "no-such-type"}},
+            },
         )
-    assert "response_format" in err.value.message
+    assert "response_format" in err.value.message and "no-such-type" in err.value.message
 
     big = server.http.post("/v1/completions", json={"prompt": "x" * (1_100_000)})
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"

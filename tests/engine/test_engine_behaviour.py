@@ -15,8 +15,13 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
 def test_preempted_requests_finish_with_the_same_greedy_output(llm32):
     reference = llm32.chat([chat(c) for c in CHATS[:4]], GREEDY)
     # 39 usable blocks of 4 tokens hold 156 tokens: four ~70-token sequences must fight.
-    small = LLM(dtype="float32", num_kv_blocks=40, block_size=4, enable_prefix_caching=False,
-                max_model_len=128)
+    small = LLM(
+        dtype="float32",
+        num_kv_blocks=40,
+        block_size=4,
+        enable_prefix_caching=False,
+        max_model_len=128,
+    )
     squeezed = small.chat([chat(c) for c in CHATS[:4]], GREEDY)
     assert small.stats().num_preemptions > 0
     for ref, got in zip(reference, squeezed):
@@ -37,8 +42,9 @@ def test_prefix_cache_computes_only_new_blocks(llm32):
     n_a, n_b = len(a.prompt_token_ids), len(b.prompt_token_ids)
     assert n_a > 150
     assert mid.prompt_tokens_computed - before.prompt_tokens_computed == n_a
-    common = next(i for i, (x, y) in enumerate(zip(a.prompt_token_ids, b.prompt_token_ids))
-                  if x != y)
+    common = next(
+        i for i, (x, y) in enumerate(zip(a.prompt_token_ids, b.prompt_token_ids)) if x != y
+    )
     block = 16
     reused = (common // block) * block
     assert b.num_cached_tokens == reused
@@ -82,8 +88,10 @@ def test_logprobs_and_prompt_logprobs(llm32):
         assert tok in pos and pos[tok].rank == 1  # greedy picks the top token
         assert 3 <= len(pos) <= 4
         assert all(lp.logprob <= 0 for lp in pos.values())
-    assert math.isclose(comp.cumulative_logprob,
-                        sum(pos[t].logprob for t, pos in zip(comp.token_ids, comp.logprobs)))
+    assert math.isclose(
+        comp.cumulative_logprob,
+        sum(pos[t].logprob for t, pos in zip(comp.token_ids, comp.logprobs)),
+    )
     plp = out.prompt_logprobs
     assert len(plp) == len(out.prompt_token_ids) and plp[0] is None
     for tok, pos in zip(out.prompt_token_ids[1:], plp[1:]):

@@ -1,4 +1,5 @@
-"""A real `tokenmill serve --models FILE` (SmolLM2 float32 v1 + int8 v2 canary, MiniLM)."""
+"""A real `tokenmill serve --models FILE`: SmolLM2 float32 v1, its int8 v2 canary at 10%
+and an int8 shadow v4 comparing on half the live calls, Gemma 3 beside it, MiniLM."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import tests.e2e.conftest as e2e
 from tests.e2e.conftest import ServerProcess, start_server
 
-# Three models load one after the other; on a busy 2-core box that takes minutes.
+# Five models load one after the other; on a busy 2-core box that takes minutes.
 e2e.READY_TIMEOUT_S = max(e2e.READY_TIMEOUT_S, 900)
 
 MODELS_TOML = """
@@ -26,6 +27,19 @@ version = "2"
 task = "generate"
 quantization = "int8"
 traffic = 10
+
+[[models]]
+name = "smollm2"
+version = "4"
+task = "generate"
+quantization = "int8"
+shadow = true
+
+[[models]]
+name = "gemma3"
+version = "1"
+source = "gemma3-270m"
+task = "generate"
 
 [[models]]
 name = "minilm"
@@ -55,6 +69,8 @@ def registry_server(tmp_path_factory, models_file) -> Iterator[ServerProcess]:
         "--max-model-len",
         "2048",
         "--admin-open",
+        "--shadow-sample",
+        "0.5",
     )
     yield srv
     code = srv.stop()

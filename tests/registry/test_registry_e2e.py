@@ -14,17 +14,73 @@ import pytest
 from tests.e2e.conftest import start_server
 
 pytestmark = pytest.mark.slow
+AFTER_SWAP = sorted(
+    ["smollm2", "smollm2@3", "smollm2@4", "gemma3", "gemma3@1", "minilm", "minilm@1"]
+)
 
 
 def test_models_lists_every_name_and_version(registry_server):
     client = registry_server.client()
     ids = [m.id for m in client.models.list()]
-    assert ids == ["smollm2", "smollm2@1", "smollm2@2", "minilm", "minilm@1"]
+    assert ids == [
+        "smollm2", "smollm2@1", "smollm2@2", "smollm2@4", "gemma3", "gemma3@1", "minilm", "minilm@1"
+    ]  # fmt: skip
     cards = {c["id"]: c for c in registry_server.http.get("/v1/models").json()["data"]}
     assert cards["smollm2@1"]["precision"]["quantization"] is None
     assert cards["smollm2@2"]["precision"]["quantization"] == "int8"
     assert cards["smollm2@2"]["traffic"] == 10.0
+    assert cards["smollm2@4"]["shadow"] is True and cards["smollm2@4"]["traffic"] == 0.0
     assert cards["minilm@1"]["task"] == "embed"
+
+
+def test_gemma_is_served_beside_smollm2(registry_server):
+    """The packaged Gemma 3 270M is the base model (not instruction-tuned): it continues
+    text. Its greedy continuation is the one tests/gemma checks against transformers."""
+    client = registry_server.client()
+    raw = client.completions.with_raw_response.create(
+        model="gemma3", prompt="The capital of France is", max_tokens=12, temperature=0
+    )
+    assert raw.headers["x-tokenmill-model-version"] == "1"
+    reply = raw.parse()
+    assert reply.model == "gemma3@1"
+    assert reply.choices[0].text.startswith(" the capital of the country of France"), reply
+    chunks = client.chat.completions.create(
+        model="gemma3",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        stream=True,
+    )
+    assert {c.model for c in chunks} == {"gemma3@1"}
+
+
+def test_shadow_version_compares_without_answering(registry_server):
+    """Half the live calls to smollm2 are replayed on the int8 shadow v4; its answers
+    reach no client but are compared, in /v1/models and in /metrics."""
+    client = registry_server.client()
+    for i in range(12):
+        reply = client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": f"Give me a word that rhymes with {i}."}],
+            max_tokens=6,
+            temperature=0,
+            user=f"s{i}",
+        )
+        assert reply.model in ("smollm2@1", "smollm2@2")
+    deadline = time.monotonic() + 120
+    while True:  # shadow calls finish after the live answer was sent
+        card = registry_server.http.get("/v1/models/smollm2@4").json()
+        summary = card["shadow_compare"]
+        if summary["compared"] >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert summary["failures"] == 0, summary
+    assert summary["compared"] >= 2 and summary["greedy_compared"] == summary["compared"]
+    assert 0.0 <= summary["exact_match_rate"] <= 1.0
+    assert summary["mean_length_ratio"] > 0
+    metrics = registry_server.http.get("/metrics").text
+    line = 'tokenmill:shadow_compared_total{model_name="smollm2@4"} '
+    assert any(row.startswith(line) and float(row.split()[-1]) >= 2 for row in metrics.splitlines())
+    assert 'tokenmill:num_requests_running{model_name="gemma3@1"}' in metrics
 
 
 def test_versions_answer_and_report_themselves(registry_server):
@@ -141,7 +197,7 @@ def test_hot_swap_under_load_then_restart(registry_server, models_file, tmp_path
     assert before <= {"smollm2@1", "smollm2@2"} and before, before
     assert after == {"smollm2@3"}, after
     ids = [m["id"] for m in admin.get("/v1/models").json()["data"]]
-    assert ids == ["smollm2", "smollm2@3", "minilm", "minilm@1"]
+    assert sorted(ids) == AFTER_SWAP, ids
 
     restarted = start_server(
         tmp_path_factory,
@@ -155,7 +211,7 @@ def test_hot_swap_under_load_then_restart(registry_server, models_file, tmp_path
     )
     try:
         ids = [m["id"] for m in restarted.http.get("/v1/models").json()["data"]]
-        assert ids == ["smollm2", "smollm2@3", "minilm", "minilm@1"]
+        assert sorted(ids) == AFTER_SWAP, ids
         reply = restarted.client().completions.create(model="smollm2", prompt="Hi", max_tokens=2)
         assert reply.model == "smollm2@3"
     finally:

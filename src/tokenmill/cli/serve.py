@@ -216,22 +216,60 @@ def registry_deployer(config: AppConfig):
     return deployer, dataclasses.replace(config.engine, model=model)
 
 
-def serve(config: AppConfig) -> int:
-    """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
-    graceful shutdown, 1 if the model failed to load, 3 if the engine thread died and
-    --on-engine-failure is exit)."""
+def build_serve_app(config: AppConfig, redis, on_ready=None, on_fatal=None):
+    """The FastAPI app `tokenmill serve` runs (the engine, or the --models registry,
+    behind the gateway's pipeline), and its Observability. Ray Serve replicas build
+    theirs here too. `redis` is the --redis-url client or None."""
     from tokenmill.engine.async_engine import AsyncEngine
     from tokenmill.gateway.assemble import (
         build_pipeline,
         build_registry_pipeline,
-        redis_client,
         semantic_embedder,
     )
     from tokenmill.gateway.auth import KeyStore
+
+    keys = KeyStore.from_settings(config.gateway.api_key, config.gateway.keys)
+    observability, observers = build_observability(config)
+    tracer = obs_tracer(observability)
+    deployer = None
+    engine_config = config.engine
+    # The pipeline is built on the loading thread once the model is in: the semantic
+    # cache's encoder (when on) loads there too.
+    pipeline_factory = lambda engine: build_pipeline(
+        engine, config, redis, semantic_embedder(config), observers, tracer
+    )
+    if config.registry.models:
+        deployer, engine_config = registry_deployer(config)
+        pipeline_factory = lambda engine: build_registry_pipeline(
+            deployer.registry, config, redis, semantic_embedder(config), observers, tracer
+        )
+    app = build_app(
+        config.server,
+        lambda: AsyncEngine.from_config(engine_config),
+        on_ready=on_ready,
+        on_fatal=on_fatal,
+        pipeline_factory=pipeline_factory,
+        keys=keys,
+        observability=observability,
+        batch=config.batch,
+        deployer=deployer,
+        admin_open=config.registry.admin_open,
+    )
+    return app, observability
+
+
+def serve(config: AppConfig) -> int:
+    """Runs the server until SIGTERM/SIGINT; returns the process exit code (0 after a
+    graceful shutdown, 1 if the model failed to load, 3 if the engine thread died and
+    --on-engine-failure is exit)."""
+    from tokenmill.gateway.assemble import redis_client
     from tokenmill.model.registry import resolve_model
 
+    if config.ray.enabled:
+        from tokenmill.ray.app import run
+
+        return run(config)
     server_config = config.server
-    keys = KeyStore.from_settings(config.gateway.api_key, config.gateway.keys)
     sock = bind_socket(server_config.host, server_config.port)
     if not config.registry.models:
         resolve_model(config.engine.model.model)  # an unknown model fails before loading
@@ -255,32 +293,7 @@ def serve(config: AppConfig) -> int:
         if server is not None:
             server.should_exit = True
 
-    observability, observers = build_observability(config)
-    tracer = obs_tracer(observability)
-    deployer = None
-    engine_config = config.engine
-    # The pipeline is built on the loading thread once the model is in: the semantic
-    # cache's encoder (when on) loads there too.
-    pipeline_factory = lambda engine: build_pipeline(
-        engine, config, redis, semantic_embedder(config), observers, tracer
-    )
-    if config.registry.models:
-        deployer, engine_config = registry_deployer(config)
-        pipeline_factory = lambda engine: build_registry_pipeline(
-            deployer.registry, config, redis, semantic_embedder(config), observers, tracer
-        )
-    app = build_app(
-        server_config,
-        lambda: AsyncEngine.from_config(engine_config),
-        on_ready=on_ready,
-        on_fatal=on_fatal,
-        pipeline_factory=pipeline_factory,
-        keys=keys,
-        observability=observability,
-        batch=config.batch,
-        deployer=deployer,
-        admin_open=config.registry.admin_open,
-    )
+    app, observability = build_serve_app(config, redis, on_ready, on_fatal)
     uv_config = uvicorn.Config(
         app,
         log_config=None,

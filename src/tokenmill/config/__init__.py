@@ -23,6 +23,7 @@ from tokenmill.config.engine import (
 )
 from tokenmill.config.gateway import GatewayConfig
 from tokenmill.config.observability import ObservabilityConfig
+from tokenmill.config.ray import RayConfig
 from tokenmill.config.registry import RegistryConfig
 from tokenmill.config.server import ServerConfig
 
@@ -39,6 +40,7 @@ class AppConfig:
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "ObservabilityConfig",
+    "RayConfig",
     "RegistryConfig",
     "SchedulerConfig",
     "ServerConfig",

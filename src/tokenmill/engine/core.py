@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.model_runner import ModelRunner
@@ -119,6 +120,9 @@ class EngineCore:
         self.eos_token_ids = eos
         self.outputs = OutputProcessor(self.tokenizer, eos, self.max_model_len)
         self.sampler = Sampler()
+        self.grammars = GrammarCache(
+            self.tokenizer, self.loaded.arch.vocab_size, sorted(self.eos_token_ids)
+        )
         self._children: dict[str, list[Request]] = {}
         self._arrivals = itertools.count()
         self.prompt_tokens_computed = 0
@@ -145,6 +149,8 @@ class EngineCore:
             )
         admitted = self.inputs.process(req)
         params = req.params
+        if params.structured is not None:
+            self.grammars.compile(params.structured)  # a bad schema is refused here (400)
         # The queue counts sequences (n of them per request), and sequences that can
         # start at the next step do not count as queued. A request that could never fit
         # was refused above (400); this one could, once others finish (429).
@@ -175,6 +181,9 @@ class EngineCore:
                     caller=req.caller,
                     generator=gen,
                     wants_prompt_logprobs=(i == 0 and params.prompt_logprobs is not None),
+                    constraint=(
+                        self.grammars.constraint(params.structured) if params.structured else None
+                    ),
                 )
             )
         self.outputs.add(req.request_id, req.prompt, children)
@@ -250,6 +259,8 @@ class EngineCore:
                 step.logits[torch.tensor(rows)], [self._sampling_row(r) for r in row_reqs]
             )
             for req, tok, top in zip(row_reqs, sampled.token_ids, sampled.logprobs):
+                if req.constraint is not None:
+                    req.constraint.accept(tok)
                 self.outputs.mark_prompt_done(req)
                 self.generation_tokens += 1
                 if self.outputs.append_token(req, tok, top):
@@ -262,7 +273,9 @@ class EngineCore:
         banned: list[int] = []
         if len(req.output_token_ids) < p.min_tokens:
             banned = list(self.eos_token_ids | set(p.stop_token_ids))
-        return SamplingRow(p, req.prompt_token_ids, req.output_token_ids, req.generator, banned)
+        return SamplingRow(
+            p, req.prompt_token_ids, req.output_token_ids, req.generator, banned, req.constraint
+        )
 
     def _finish(self, req: Request, status: RequestStatus) -> None:
         self.scheduler.finish(req, status)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tokenmill.engine.grammar import TokenConstraint
 from tokenmill.sampling_params import SamplingParams
 
 
@@ -83,6 +84,8 @@ class Request:
     generator: torch.Generator | None = None
     num_preemptions: int = 0
     wants_prompt_logprobs: bool = False
+    constraint: TokenConstraint | None = None
+    """The grammar state of a structured-output sequence; advanced with each token."""
     """True for the one sequence of a parent that reports prompt logprobs."""
     arrival_time: float = field(default_factory=time.monotonic)
     first_scheduled_time: float | None = None

@@ -1,6 +1,6 @@
 """Turns a batch of next-token logits into one token per row, plus requested logprobs.
 
-Processing order per row: logit_bias, banned ids, penalties (repetition, presence,
+Processing order per row: the grammar's token bitmask (structured output), logit_bias, banned ids, penalties (repetition, presence,
 frequency), temperature, top-k, top-p, min-p, then sampling. Greedy rows (temperature 0)
 take the argmax after bias, bans and penalties. Every stage runs once for the whole batch
 and is skipped when no row uses it; the only per-row Python work is reading parameters,
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tokenmill.engine.grammar import TokenConstraint, allocate_bitmask, apply_bitmask
 from tokenmill.engine.logits_processors import (
     apply_banned,
     apply_logit_bias,
@@ -39,6 +40,9 @@ class SamplingRow:
     for completion i, and the sampler advances it once per sampled token."""
     banned_token_ids: list[int]
     """Masked to -inf before anything else samples (EOS and stop ids below min_tokens)."""
+    constraint: TokenConstraint | None = None
+    """Set for structured output: tokens its grammar forbids next are masked to -inf
+    first. The sampler only reads it; the engine advances it with the chosen token."""
 
 
 @dataclass
@@ -103,6 +107,7 @@ def process_logits(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
     them, which leave their logits unchanged. Returns `logits`.
     """
     params = [row.params for row in rows]
+    _apply_constraints(logits, rows)
     _apply_bias_and_bans(logits, rows)
     if any(_uses_penalties(p) for p in params):
         _apply_row_penalties(logits, rows)
@@ -199,6 +204,18 @@ def _uses_penalties(params: SamplingParams) -> bool:
         or params.presence_penalty != 0.0
         or params.frequency_penalty != 0.0
     )
+
+
+def _apply_constraints(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+    """One bitmask for the batch, filled only for constrained rows, so free rows in the
+    same batch pay nothing but the check."""
+    constrained = [i for i, row in enumerate(rows) if row.constraint is not None]
+    if not constrained:
+        return
+    bitmask = allocate_bitmask(len(rows), logits.shape[1])
+    for i in constrained:
+        rows[i].constraint.fill_bitmask(bitmask, i)
+    apply_bitmask(logits, bitmask, constrained)
 
 
 def _apply_bias_and_bans(logits: torch.Tensor, rows: list[SamplingRow]) -> None:

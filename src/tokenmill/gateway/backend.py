@@ -15,6 +15,7 @@ from tokenmill.gateway.engine_client import EngineClient
 from tokenmill.gateway.generation import GenerationRun
 from tokenmill.gateway.policy import CallContext, Prepared
 from tokenmill.gateway.prompts import chat_prompt, completion_items, completion_prompts
+from tokenmill.protocol.tools import history_messages
 
 
 class BackendStream(Protocol):
@@ -75,9 +76,8 @@ class LocalBackend:
                 )
             check = inputs.check_prompt_text
         if ctx.call.kind == "chat":
-            prompts = [
-                await chat_prompt(tokenizer, body.messages, body.add_generation_prompt, check)
-            ]
+            messages = history_messages(body.messages, body.tool_mode())
+            prompts = [await chat_prompt(tokenizer, messages, body.add_generation_prompt, check)]
         else:
             prompts = await completion_prompts(tokenizer, body.prompt, check)
         return Prepared(prompts, params)

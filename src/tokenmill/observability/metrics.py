@@ -161,6 +161,12 @@ class Metrics:
         """Exports the engine series of what `engines()` lists at each scrape."""
         self.registry.register(EngineCollector(engines))
 
+    def watch_shadows(self, shadows: Callable[[], Iterable[tuple[str, object]]]) -> None:
+        """Exports the comparison counts of each shadow version `shadows()` lists as
+        (NAME@VERSION, stats with compared, greedy_compared, exact_matches,
+        length_ratio_sum and failures) at each scrape."""
+        self.registry.register(ShadowCollector(shadows))
+
     def observe_call(self, obs: CallObservation) -> None:
         """Adds one finished call to the request-level series."""
         name = obs.model_name
@@ -218,3 +224,33 @@ class EngineCollector(Collector):
             hits.add_metric([name], getattr(stats, "prefix_cache_hits", 0))
             preemptions.add_metric([name], getattr(stats, "num_preemptions", 0))
         yield from (running, waiting, kv, queries, hits, preemptions)
+
+
+class ShadowCollector(Collector):
+    """Shadow versions' running comparison with the live answers, read when scraped.
+    exact_matches / greedy_compared is the greedy exact-match rate, length_ratio_sum /
+    compared the mean shadow/live length ratio, as /v1/models reports them."""
+
+    FIELDS = (
+        ("compared", "Live calls whose answer the shadow version also produced."),
+        ("greedy_compared", "Compared calls that were greedy (temperature 0)."),
+        ("exact_matches", "Greedy compared calls whose shadow answer equalled the live one."),
+        ("length_ratio_sum", "Sum over compared calls of shadow/live output length."),
+        ("failures", "Shadow calls that failed (never seen by clients)."),
+    )
+
+    def __init__(self, shadows: Callable[[], Iterable[tuple[str, object]]]):
+        self.shadows = shadows
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        families = {
+            field: CounterMetricFamily(PREFIX + "shadow_" + field, doc, labels=["model_name"])
+            for field, doc in self.FIELDS
+        }
+        for name, stats in self.shadows():
+            for field, family in families.items():
+                family.add_metric([name], getattr(stats, field))
+        yield from families.values()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from tokenmill.errors import InvalidRequestError
 from tokenmill.protocol.common import (
@@ -13,8 +13,19 @@ from tokenmill.protocol.common import (
     ResponseFormat,
     ResponseModel,
     SamplingFields,
+    StructuredOutputs,
     UsageInfo,
-    check_response_format,
+    structured_spec,
+)
+from tokenmill.protocol.tools import (
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallIn,
+    ToolChoice,
+    ToolMode,
+    tool_mode,
+    tool_spec,
 )
 from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
@@ -31,6 +42,10 @@ class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    """An assistant message's earlier calls."""
+    tool_call_id: str | None = None
+    """A tool message's answer to this call."""
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -46,22 +61,31 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = Field(
-        None,
-        description="Not supported yet: must be absent or empty.",
-        json_schema_extra={"maxItems": 0},
-    )
+    structured_outputs: StructuredOutputs | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    """Omitted: "auto" with tools, "none" without."""
+    parallel_tool_calls: bool | None = None
+    """False: one call at most. Omitted: several allowed."""
     add_generation_prompt: bool = True
+
+    def tool_mode(self) -> ToolMode | None:
+        """How this request uses tools; None without them. Raises InvalidRequestError."""
+        return tool_mode(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def to_sampling_params(self, defaults: SamplingDefaults) -> SamplingParams:
         """The engine's view of this request, unset sampling fields taken from
         `defaults`; raises InvalidRequestError on conflicts."""
-        check_response_format(self.response_format)
-        if self.tools:
-            raise InvalidRequestError(
-                "Tool calling is not supported yet; send the request without `tools`.",
-                param="tools",
-            )
+        structured = structured_spec(self.response_format, self.structured_outputs)
+        mode = self.tool_mode()
+        if mode is not None and mode.calls_tools:
+            if structured is not None:
+                raise InvalidRequestError(
+                    "Tool calls are generated under their own grammar: send tools with "
+                    'tool_choice "none", or drop response_format / structured_outputs.',
+                    param="tool_choice",
+                )
+            structured = tool_spec(mode)
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequestError(
                 "top_logprobs requires logprobs to be true.", param="top_logprobs"
@@ -74,6 +98,7 @@ class ChatCompletionRequest(SamplingFields):
         return defaults.params(
             max_tokens=max_tokens,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            structured=structured,
             **self.sampling_kwargs(),
         )
 
@@ -95,6 +120,14 @@ class ChatChoiceLogprobs(ResponseModel):
 class ChatResponseMessage(ResponseModel):
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_calls(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatCompletionChoice(ResponseModel):
@@ -118,6 +151,7 @@ class ChatCompletionResponse(ResponseModel):
 class DeltaMessage(DropNoneModel):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatStreamChoice(ResponseModel):

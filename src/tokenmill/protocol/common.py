@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from tokenmill.errors import InvalidRequestError
+from tokenmill.sampling_params import StructuredSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_N = 128
@@ -48,9 +50,36 @@ class StreamOptions(OpenAIModel):
     """Send a last chunk, with empty choices, carrying the request's usage."""
 
 
+class JsonSchemaFormat(OpenAIModel):
+    """OpenAI's `response_format.json_schema`. The output always follows `schema`,
+    whether `strict` is set or not (a constrained decoder has no cheaper mode)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(OpenAIModel):
-    type: str = Field("text", json_schema_extra={"enum": ["text"]})
-    """Only "text" for now; structured output ("json_object", "json_schema") is refused."""
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    """"json_object": any JSON object; "json_schema": an object valid under `json_schema`."""
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(OpenAIModel):
+    """vLLM's `structured_outputs`: exactly one of these constraints."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    choice: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    regex: str | None = Field(None, min_length=1)
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    """A JSON Schema, as an object or its text."""
+    grammar: str | None = Field(None, min_length=1)
+    """An EBNF grammar whose start rule is `root` (xgrammar's dialect of GBNF)."""
+    json_object: bool | None = None
 
 
 class PromptTokensDetails(ResponseModel):
@@ -208,11 +237,74 @@ def parse_logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
     return out
 
 
-def check_response_format(response_format: ResponseFormat | None) -> None:
-    """Refuses structured output until the engine can constrain decoding."""
-    if response_format is not None and response_format.type != "text":
+def structured_spec(
+    response_format: ResponseFormat | None, structured_outputs: StructuredOutputs | None
+) -> StructuredSpec | None:
+    """The engine's constraint for these fields, None when the output is free text.
+    Raises InvalidRequestError when both are given, or when either is incomplete.
+    Whether a schema, regex or grammar compiles is checked by the engine at admission."""
+    text_only = response_format is None or response_format.type == "text"
+    if structured_outputs is not None and not text_only:
         raise InvalidRequestError(
-            f"response_format type {response_format.type!r} is not supported yet; "
-            "only {'type': 'text'} is. Ask for JSON in the prompt instead.",
-            param="response_format",
+            "Send either response_format or structured_outputs, not both.",
+            param="structured_outputs",
         )
+    if structured_outputs is not None:
+        return _from_structured_outputs(structured_outputs)
+    if text_only:
+        return None
+    if response_format.type == "json_object":
+        return StructuredSpec("json_object", param="response_format")
+    if response_format.json_schema is None:
+        raise InvalidRequestError(
+            "response_format of type json_schema needs a `json_schema` object with `name` "
+            "and `schema`.",
+            param="response_format.json_schema",
+        )
+    return StructuredSpec(
+        "json_schema",
+        _schema_text(response_format.json_schema.schema_, "response_format.json_schema.schema"),
+        param="response_format.json_schema.schema",
+    )
+
+
+def _from_structured_outputs(so: StructuredOutputs) -> StructuredSpec | None:
+    given = {
+        name: value
+        for name, value in (
+            ("choice", so.choice),
+            ("regex", so.regex),
+            ("json", so.json_),
+            ("grammar", so.grammar),
+            ("json_object", so.json_object or None),
+        )
+        if value is not None
+    }
+    if len(given) > 1:
+        raise InvalidRequestError(
+            f"structured_outputs takes one constraint; got {sorted(given)}.",
+            param="structured_outputs",
+        )
+    if not given:
+        return None
+    (name, value), param = next(iter(given.items())), f"structured_outputs.{next(iter(given))}"
+    if name == "choice":
+        return StructuredSpec("choice", json.dumps(value, ensure_ascii=False), param=param)
+    if name == "json":
+        return StructuredSpec("json_schema", _schema_text(value, param), param=param)
+    if name == "json_object":
+        return StructuredSpec("json_object", param=param)
+    return StructuredSpec(name, value, param=param)
+
+
+def _schema_text(schema: dict[str, Any] | str, param: str) -> str:
+    """A schema as compact text. Keys keep their order: the grammar writes properties in
+    schema order, so two orders are two grammars."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"{param} is not valid JSON: {exc}.", param=param) from None
+    if not isinstance(schema, dict):
+        raise InvalidRequestError(f"{param} must be a JSON Schema object.", param=param)
+    return json.dumps(schema, ensure_ascii=False)

@@ -11,8 +11,9 @@ from tokenmill.protocol.common import (
     ResponseFormat,
     ResponseModel,
     SamplingFields,
+    StructuredOutputs,
     UsageInfo,
-    check_response_format,
+    structured_spec,
 )
 from tokenmill.sampling_params import SamplingDefaults, SamplingParams
 
@@ -43,11 +44,12 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     def to_sampling_params(self, defaults: SamplingDefaults) -> SamplingParams:
         """The engine's view of this request, unset sampling fields taken from
         `defaults`; raises InvalidRequestError on conflicts."""
-        check_response_format(self.response_format)
+        structured = structured_spec(self.response_format, self.structured_outputs)
         if self.suffix:
             raise InvalidRequestError("suffix (insertion) is not supported.", param="suffix")
         if self.best_of is not None and self.best_of != self.n:
@@ -66,6 +68,7 @@ class CompletionRequest(SamplingFields):
             max_tokens=self.max_tokens,
             logprobs=self.logprobs,
             prompt_logprobs=prompt_logprobs,
+            structured=structured,
             **self.sampling_kwargs(),
         )
 

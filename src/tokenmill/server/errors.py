@@ -62,14 +62,18 @@ def error_response(exc: TokenmillError) -> JSONResponse:
 async def send_error(send, exc: TokenmillError, headers: dict[str, str] | None = None) -> None:
     """Answers `exc` from a pure-ASGI middleware (before any route runs)."""
     payload = json.dumps(error_from_exception(exc)).encode()
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-             for k, v in (headers or {}).items()]
-    await send({
-        "type": "http.response.start",
-        "status": exc.status_code,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()), *extra],
-    })
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -64,10 +64,24 @@ def install(app: FastAPI, state: ServerState, obs: Observability) -> None:
 
 def _install_metrics(app: FastAPI, state: ServerState, metrics: Metrics) -> None:
     def engines():
+        if state.deployer is not None:
+            return [
+                (d.key, d.model.backend.engine.stats())
+                for d in state.deployer.registry.deployments()
+                if d.model is not None and hasattr(d.model.backend, "engine")
+            ]
         engine = state.loaded_engine
         return [] if engine is None else [(engine.model_name, engine.stats())]
 
+    def shadows():
+        if state.deployer is None:
+            return []
+        return [
+            (d.key, d.shadow_stats) for d in state.deployer.registry.deployments() if d.spec.shadow
+        ]
+
     metrics.watch_engines(engines)
+    metrics.watch_shadows(shadows)
     app.add_middleware(HttpMetrics, metrics=metrics)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

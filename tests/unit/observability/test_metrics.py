@@ -177,3 +177,31 @@ def test_metrics_off_means_no_route():
     with gateway_client(FakeEngine(), metrics=False) as c:
         assert c.get("/metrics").status_code == 404
         assert json.loads(c.get("/metrics").text)["error"]
+
+
+def test_shadow_comparisons_are_exported_per_shadow_version():
+    from tokenmill.gateway.registry import ShadowStats
+    from tokenmill.observability.metrics import Metrics
+
+    stats = ShadowStats()
+    metrics = Metrics()
+    metrics.watch_shadows(lambda: [("smollm2@4", stats)])
+
+    def read() -> dict[str, float]:
+        out = {}
+        for family in text_string_to_metric_families(metrics.render().decode()):
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    assert s.labels == {"model_name": "smollm2@4"}
+                    out[s.name] = s.value
+        return out
+
+    assert read()["tokenmill:shadow_compared_total"] == 0
+    stats.compared, stats.greedy_compared, stats.exact_matches = 5, 4, 3
+    stats.length_ratio_sum, stats.failures = 4.5, 1
+    got = read()
+    assert got["tokenmill:shadow_compared_total"] == 5
+    assert got["tokenmill:shadow_greedy_compared_total"] == 4
+    assert got["tokenmill:shadow_exact_matches_total"] == 3
+    assert got["tokenmill:shadow_length_ratio_sum_total"] == 4.5
+    assert got["tokenmill:shadow_failures_total"] == 1

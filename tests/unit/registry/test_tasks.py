@@ -3,34 +3,41 @@ gateway."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tests.unit.registry.conftest import registry_client, spec
+from tokenmill.gateway.tasks import CONTENT_FREE
 
 
-def test_zero_shot_scores_each_label_by_its_likelihood():
-    # The fake engine gives every prompt token logprob -0.25, so a label's score is
-    # -0.25 x its tokens (one per character): "no" beats "maybe" by 3 x 0.25.
+def test_zero_shot_scores_each_label_by_its_calibrated_likelihood():
+    # The fake engine gives every prompt token logprob -0.25, so a label's raw score is
+    # -0.25 x its tokens (one per character): "no" beats "maybe" by 3 x 0.25 whatever
+    # the text. That bias is what calibration removes: the content-free inputs score the
+    # same, their mean is subtracted, and both labels end at probability 0.5.
     with registry_client([spec("lm")]) as client:
-        r = client.post(
-            "/v1/classify", json={"model": "lm", "input": ["a", "b"], "labels": ["maybe", "no"]}
-        )
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["model"] == "lm@1"
-        want = 1 / (1 + math.exp(-0.75))
-        for i, row in enumerate(body["data"]):
-            assert row["index"] == i and row["label"] == "no"
-            assert [s["label"] for s in row["scores"]] == ["no", "maybe"]
-            assert row["scores"][0]["probability"] == pytest.approx(want)
         engine = client.deployer.registry.get("lm@1").model.backend.engine
-        calls = engine.calls[-4:]
+        before = len(engine.calls)
+        body = {"model": "lm", "input": ["a", "b"], "labels": ["maybe", "no"]}
+        r = client.post("/v1/classify", json=body)
+        assert r.status_code == 200, r.text
+        first = r.json()
+        assert first["model"] == "lm@1"
+        calls = engine.calls[before:]
+        assert len(calls) == (2 + len(CONTENT_FREE)) * 2  # the prior is computed once
+        for i, row in enumerate(first["data"]):
+            assert row["index"] == i
+            assert [s["probability"] for s in row["scores"]] == pytest.approx([0.5, 0.5])
         assert all(c.params.max_tokens == 0 and c.params.prompt_logprobs == 0 for c in calls)
         # both labels of one input share the instruction prefix, label tokens last
         assert calls[0].prompt_token_ids[:-5] == calls[1].prompt_token_ids[:-2]
-        assert body["usage"]["prompt_tokens"] == sum(len(c.prompt_token_ids) for c in calls)
+        assert first["usage"]["prompt_tokens"] == sum(len(c.prompt_token_ids) for c in calls)
+
+        before = len(engine.calls)
+        r = client.post("/v1/classify", json=body)
+        calls = engine.calls[before:]
+        assert len(calls) == 4  # the cached prior: only the inputs' prompts
+        assert r.json()["data"] == first["data"]
+        assert r.json()["usage"]["prompt_tokens"] == sum(len(c.prompt_token_ids) for c in calls)
 
 
 def test_classify_checks_its_input():

@@ -19,6 +19,14 @@ from tokenmill.protocol.chat import (
     DeltaMessage,
 )
 from tokenmill.protocol.common import PromptTokensDetails, UsageInfo
+from tokenmill.protocol.tools import (
+    CALL_OPEN,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolMode,
+    parse_tool_calls,
+)
 
 
 def usage_info(usage: Usage) -> UsageInfo:
@@ -40,6 +48,7 @@ def chat_response(
 ) -> ChatCompletionResponse:
     """The `chat.completion` object of a finished call."""
     choices = []
+    mode = body.tool_mode()
     for choice in result.choices[0]:
         logprobs = None
         if body.logprobs:
@@ -49,12 +58,19 @@ def chat_response(
                     tokenizer, choice.token_ids, positions, body.top_logprobs or 0
                 )
             )
+        message = ChatResponseMessage(content=choice.text)
+        finish_reason = choice.finish_reason
+        if mode is not None and mode.calls_tools:
+            content, calls = parse_tool_calls(choice.text, mode)
+            if calls:
+                message = ChatResponseMessage(content=content, tool_calls=calls)
+                finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
         choices.append(
             ChatCompletionChoice(
                 index=choice.index,
-                message=ChatResponseMessage(content=choice.text),
+                message=message,
                 logprobs=logprobs,
-                finish_reason=choice.finish_reason,
+                finish_reason=finish_reason,
                 stop_reason=choice.stop_reason,
             )
         )
@@ -86,11 +102,31 @@ async def chat_chunks(
         )
 
     started: set[int] = set()
+    mode = body.tool_mode()
+    calling: dict[int, ToolCallStream] = {}
     async for delta in deltas:
         if delta.index not in started:
             started.add(delta.index)
             first = DeltaMessage(role="assistant", content="")
             yield chunk([ChatStreamChoice(index=delta.index, delta=first)])
+            if mode is not None and mode.calls_tools:
+                calling[delta.index] = ToolCallStream(mode)
+        text, finish_reason = delta.text, delta.finish_reason
+        stream = calling.get(delta.index)
+        if stream is not None:
+            text = stream.feed(text or "")
+            if finish_reason is not None:
+                rest, calls = stream.finish()
+                text += rest
+                for piece in tool_call_deltas(calls):
+                    if text:  # content first, as OpenAI orders it
+                        yield chunk(
+                            [ChatStreamChoice(index=delta.index, delta=DeltaMessage(content=text))]
+                        )
+                        text = ""
+                    yield chunk([ChatStreamChoice(index=delta.index, delta=piece)])
+                if calls and finish_reason == "stop":
+                    finish_reason = "tool_calls"
         logprobs = None
         if body.logprobs and delta.logprobs:
             logprobs = ChatChoiceLogprobs(
@@ -98,18 +134,76 @@ async def chat_chunks(
                     tokenizer, delta.token_ids, delta.logprobs, body.top_logprobs or 0
                 )
             )
-        if not (delta.text or delta.finish_reason or logprobs):
+        if not (text or finish_reason or logprobs):
             continue
         yield chunk(
             [
                 ChatStreamChoice(
                     index=delta.index,
-                    delta=DeltaMessage(content=delta.text or None),
+                    delta=DeltaMessage(content=text or None),
                     logprobs=logprobs,
-                    finish_reason=delta.finish_reason,
+                    finish_reason=finish_reason,
                     stop_reason=delta.stop_reason,
                 )
             ]
         )
     if body.include_usage:
         yield chunk([], usage=usage_info(final_usage()))
+
+
+class ToolCallStream:
+    """The text of one streamed choice that may hold tool calls. Content is passed on as
+    it comes, except text that is, or may become, a call (`<tool_call>` onwards, or all
+    of it when calls are required); calls are sent once complete, at the finish."""
+
+    def __init__(self, mode: ToolMode):
+        self.mode = mode
+        self._text = ""
+        self._sent = 0
+        self._in_call = mode.choice == "required"
+
+    def feed(self, text: str) -> str:
+        """Adds `text`; returns the content that can be sent now. Mutates the buffer."""
+        self._text += text
+        if self._in_call:
+            return ""
+        found = self._text.find(CALL_OPEN, max(0, self._sent - len(CALL_OPEN)))
+        if found >= 0:
+            self._in_call = True
+            safe = found
+        else:
+            safe = len(self._text) - _partial_suffix(self._text, CALL_OPEN)
+        out = self._text[self._sent : safe] if safe > self._sent else ""
+        self._sent = max(self._sent, safe)
+        return out
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """(content not sent yet, the calls) at the end of the choice."""
+        _, calls = parse_tool_calls(self._text, self.mode)
+        if calls:
+            return "", calls
+        return self._text[self._sent :], []
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is a proper beginning of `marker`."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
+def tool_call_deltas(calls: list[ToolCall]) -> list[DeltaMessage]:
+    """OpenAI's streamed shape of each call: id, type and name with empty arguments,
+    then the arguments."""
+    out = []
+    for i, call in enumerate(calls):
+        head = ToolCallDelta(
+            index=i,
+            id=call.id,
+            type="function",
+            function=FunctionCallDelta(name=call.function.name, arguments=""),
+        )
+        args = ToolCallDelta(index=i, function=FunctionCallDelta(arguments=call.function.arguments))
+        out += [DeltaMessage(tool_calls=[head]), DeltaMessage(tool_calls=[args])]
+    return out
