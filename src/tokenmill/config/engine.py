@@ -106,6 +106,14 @@ class CacheConfig:
     enable_prefix_caching: bool = setting(
         True, "Reuse the KV cache of shared prompt prefixes (true/false)."
     )
+    prefault: bool = setting(
+        True,
+        "Commit the KV cache's memory at start (true/false), so the process's resident "
+        "memory is its working size from the first request and a machine short of memory "
+        "fails at start. false commits pages as blocks are first used: resident memory "
+        "then climbs towards the full cache over a long run.",
+        name="kv_cache_prefault",
+    )
     dtype: str = setting(
         "auto",
         "K/V storage precision; auto is bfloat16 under int8 quantization (it halves what "

@@ -45,9 +45,13 @@ def kv_cache_block_bytes(
 class ModelRunner:
     """Owns the model's KV cache tensors and runs forward passes.
 
-    The pool is sized from `CacheConfig.memory_gib` (or `num_blocks`). Memory is
-    allocated with torch.empty, so pages are only committed as blocks get used; the
-    null block 0 is zeroed because padded attention reads point at it.
+    The pool is sized from `CacheConfig.memory_gib` (or `num_blocks`). With
+    `CacheConfig.prefault` (the default) every page is written here, at start. Without
+    it, torch.empty leaves pages uncommitted until a block is first written, and since
+    the block pool hands out the least recently freed block, a long run touches every
+    block in turn: resident memory then climbs by up to the whole cache (the soak of
+    issue 14 read that climb as a leak). The null block 0 is zeroed either way, because
+    padded attention reads point at it.
     """
 
     def __init__(
@@ -81,7 +85,10 @@ class ModelRunner:
         shape = (2, num_slots, arch.num_kv_heads, arch.head_dim)
         self.kv_caches = [torch.empty(shape, dtype=dtype) for _ in range(arch.num_layers)]
         for kv in self.kv_caches:
-            kv[:, : cache.block_size].zero_()
+            if cache.prefault:
+                kv.zero_()
+            else:
+                kv[:, : cache.block_size].zero_()
         self._offsets = torch.arange(cache.block_size, dtype=torch.int64)
 
     def _slots(self, block_ids: list[int], start: int, end: int) -> torch.Tensor:
