@@ -110,6 +110,19 @@ def cpu_kernels():
         return None
 
 
+def inference_kernels(*tensors: torch.Tensor):
+    """The compiled kernels for a fused inference call on `tensors`, or None where the
+    PyTorch path must run instead: the native calls have no autograd and no TorchScript
+    or ONNX form, so a forward that trains (distillation, recovery fine-tuning) or is
+    being traced for export takes the PyTorch path. Cheap on the engine's path, which
+    runs with gradients off: two flag reads."""
+    if torch.jit.is_tracing():
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    return cpu_kernels()
+
+
 # A probe shape per GGUF type: odd row counts, a few input rows.
 _PROBE_TYPES = {2: 64, 3: 64, 6: 64, 8: 64, 12: 256, 14: 256}
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.kernels import inference_kernels
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 
 
@@ -112,7 +112,7 @@ class PagedAttention(nn.Module):
         """One new token per sequence, all sequences in one call. Returns (N, nh, hd).
         Uses the native kernel (reads K/V in place through the block tables) when it is
         built, q is float32 and the runner gave block tables."""
-        kernel = cpu_kernels()
+        kernel = inference_kernels(q)
         if (
             kernel is not None
             and q.dtype == torch.float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.kernels import inference_kernels
 
 
 class RMSNorm(nn.Module):
@@ -28,7 +28,7 @@ class RMSNorm(nn.Module):
         """x, residual: (T, hidden). Returns normed (T, hidden), plus x + residual when a
         residual is given. Does not modify x; may update residual in place to the sum
         (callers use the returned one)."""
-        kernels = cpu_kernels()
+        kernels = inference_kernels(x, self.weight)
         if kernels is not None and x.dtype == torch.float32 and x.dim() == 2:
             out = kernels.rms_norm(x, self.weight, self.eps, residual)
             return out if residual is None else (out, residual)

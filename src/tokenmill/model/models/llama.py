@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.model.arch import ArchConfig
-from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.kernels import inference_kernels
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 from tokenmill.model.layers.rmsnorm import RMSNorm
@@ -54,7 +54,7 @@ class LlamaAttention(nn.Module):
         kv_cache. Returns (T, hidden)."""
         t = x.shape[0]
         qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) hd)
-        kernels = cpu_kernels()
+        kernels = inference_kernels(qkv)
         if kernels is not None and qkv.dtype == torch.float32 and cos.dtype == torch.float32:
             # One pass: rotate q and k in place, store k and v at their slots.
             kernels.rope_write_kv(
@@ -84,8 +84,8 @@ class LlamaMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (T, hidden). Returns (T, hidden)."""
         gate_up = self.gate_up_proj(x)  # (T, 2 ffn)
-        kernels = cpu_kernels()
-        if kernels is not None and gate_up.dtype == torch.float32:
+        kernels = inference_kernels(gate_up)
+        if kernels is not None and gate_up.dtype == torch.float32 and gate_up.dim() == 2:
             return self.down_proj(kernels.silu_mul(gate_up))
         gate, up = gate_up.split(self.intermediate_size, dim=-1)  # (T, ffn) x2
         return self.down_proj(F.silu(gate) * up)
