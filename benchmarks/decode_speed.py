@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -24,18 +23,7 @@ import time
 import torch
 
 from tokenmill import LLM, SamplingParams
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from tokenmill.bench.cpu import detect
 
 
 def main() -> None:
@@ -82,7 +70,7 @@ def main() -> None:
                 "median_wall": round(statistics.median(wall), 2),
                 "median_cpu": round(statistics.median(cpu), 2),
                 "first_tokens": tokens[:8],
-                "cpu": cpu_name(),
+                "cpu": detect().model,
                 "load": [round(x, 2) for x in os.getloadavg()],
             }
         ),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from tokenmill.bench.cpu import detect
 from tokenmill.gateway.guardrails.injection import InjectionClassifier, InjectionConfig
 from tokenmill.gateway.guardrails.patterns import iban_valid, luhn_valid
 from tokenmill.gateway.guardrails.pii import PiiConfig, PiiDetector
@@ -239,16 +239,6 @@ def stream_once(detector: PiiDetector, text: str, delta_chars: int = 4) -> str:
     return "".join(out) + redactor.flush()
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def evaluate(repeats: int) -> dict:
     import torch
 
@@ -257,7 +247,7 @@ def evaluate(repeats: int) -> dict:
     injection_rows = load_injection()
     prompts = chat_prompts([e.text for e in pii_examples])
     report: dict = {
-        "cpu": cpu_name(),
+        "cpu": detect().model,
         "cores": os.cpu_count(),
         "load_average_at_start": os.getloadavg()[0],
         "threads": "torch 1 thread; onnxruntime 1 intra-op thread; spaCy/numpy default",

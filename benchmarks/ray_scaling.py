@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from tokenmill.bench.cpu import detect
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -33,13 +34,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def start_server(address: str, replicas: int, threads: int, log: Path):
@@ -156,7 +150,7 @@ def main() -> int:
     finally:
         ray.shutdown()
     summary = {
-        "cpu": cpu_name(),
+        "cpu": detect().model,
         "logical_cpus": os.cpu_count(),
         "threads_in_all": args.threads,
         "clients": args.clients,

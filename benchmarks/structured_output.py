@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
+from tokenmill.bench.cpu import detect
 from tokenmill.engine import grammar, sampler
 from tokenmill.engine.llm import LLM
 from tokenmill.sampling_params import SamplingParams, StructuredSpec
@@ -35,16 +35,6 @@ SCHEMA = {
         "required": ["name", "n"],
     },
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class GrammarClock:
@@ -133,7 +123,7 @@ def main() -> None:
         }
         results.append(row)
         print(json.dumps(row))
-    report = {"cpu": cpu_name(), "threads": llm.engine.num_threads, "results": results}
+    report = {"cpu": detect().model, "threads": llm.engine.num_threads, "results": results}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "results"}))
