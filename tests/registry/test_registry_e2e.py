@@ -148,7 +148,7 @@ def _drive(server, stop: threading.Event, log: list, errors: list, worker: int) 
                 models.add(chunk.model)
                 if chunk.choices and chunk.choices[0].delta.content:
                     text.append(chunk.choices[0].delta.content)
-            log.append((started, time.monotonic(), models, "".join(text)))
+            log.append((started, time.monotonic(), models, "".join(text), worker))
         except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
             errors.append(repr(exc))
 
@@ -181,19 +181,24 @@ def test_hot_swap_under_load_then_restart(registry_server, models_file, tmp_path
         for old in ("smollm2@1", "smollm2@2"):
             r = admin.delete(f"/admin/models/{old}", params={"wait": "true"}, timeout=120)
             assert r.status_code == 200, r.text
-        time.sleep(2)
+        # Run until every worker has finished a call it began after the swap: a fixed
+        # sleep let a slow machine stop the workers while their pre-swap calls still ran.
+        deadline = time.monotonic() + 120
+        while len({w for start, _, _, _, w in list(log) if start > swapped_at}) < len(workers):
+            assert time.monotonic() < deadline, "no call begun after the swap completed"
+            time.sleep(0.2)
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=120)
     assert errors == [], errors
     assert len(log) >= 10, f"only {len(log)} calls completed"
-    assert all(len(models) == 1 for _, _, models, _ in log), "a call was served by two versions"
-    assert all(text for _, _, _, text in log)
+    assert all(len(models) == 1 for _, _, models, _, _ in log), "a call was served by two versions"
+    assert all(text for _, _, _, text, _ in log)
     # Routing is decided when a call starts: calls that ended before the swap ran on the
     # old versions, calls that started after it run on the new one.
-    before = {next(iter(m)) for _, end, m, _ in log if end < swapped_at}
-    after = {next(iter(m)) for start, _, m, _ in log if start > swapped_at}
+    before = {next(iter(m)) for _, end, m, _, _ in log if end < swapped_at}
+    after = {next(iter(m)) for start, _, m, _, _ in log if start > swapped_at}
     assert before <= {"smollm2@1", "smollm2@2"} and before, before
     assert after == {"smollm2@3"}, after
     ids = [m["id"] for m in admin.get("/v1/models").json()["data"]]
