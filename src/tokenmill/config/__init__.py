@@ -20,6 +20,7 @@ from tokenmill.config.engine import (
     LimitsConfig,
     ModelConfig,
     SchedulerConfig,
+    SpeculativeConfig,
 )
 from tokenmill.config.gateway import GatewayConfig
 from tokenmill.config.observability import ObservabilityConfig
@@ -61,4 +62,5 @@ __all__ = [
     "RegistryConfig",
     "SchedulerConfig",
     "ServerConfig",
+    "SpeculativeConfig",
 ]

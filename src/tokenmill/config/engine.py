@@ -168,6 +168,84 @@ class SchedulerConfig:
             raise ConfigError("max_queue must be >= 0.", setting="max_queue")
 
 
+SPECULATIVE_MODES = ("off", "ngram")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding: propose several next tokens cheaply, verify them in one
+    forward pass, keep the prefix the model agrees with (docs/speculative.md)."""
+
+    mode: str = setting(
+        "off",
+        "off, or ngram: prompt lookup (the tokens that followed the last n-gram's earlier "
+        "occurrence in the prompt and output), verified in one pass. Greedy output is "
+        "unchanged and sampling keeps its distribution. draft:MODEL is not built yet.",
+        name="speculative",
+        metavar="off|ngram",
+    )
+    num_tokens: int = setting(
+        4, "Tokens proposed per verify step.", name="num_speculative_tokens", metavar="K"
+    )
+    ngram_max: int = setting(
+        3,
+        "Longest n-gram looked up (the search tries n from here down to the minimum).",
+        name="speculative_ngram_max",
+        metavar="N",
+    )
+    ngram_min: int = setting(
+        1, "Shortest n-gram looked up.", name="speculative_ngram_min", metavar="N"
+    )
+    window: int = setting(
+        8,
+        "Auto-off: proposals of a request counted in its running acceptance rate.",
+        name="speculative_window",
+        metavar="N",
+    )
+    min_acceptance: float = setting(
+        0.3,
+        "Auto-off: a request stops proposing once its last `speculative_window` proposals "
+        "accepted less than this fraction of their tokens (0 never turns off).",
+        name="speculative_min_acceptance",
+        metavar="FRACTION",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "ngram"
+
+    def __post_init__(self) -> None:
+        if self.mode.startswith("draft:"):
+            raise ConfigError(
+                f"speculative={self.mode!r}: draft-model speculation is not built yet; use "
+                "ngram (prompt lookup) or off.",
+                setting="speculative",
+            )
+        if self.mode not in SPECULATIVE_MODES:
+            raise ConfigError(
+                f"speculative must be off, ngram or draft:MODEL, got {self.mode!r}.",
+                setting="speculative",
+            )
+        if not 1 <= self.num_tokens <= 16:
+            raise ConfigError(
+                "num_speculative_tokens must be in [1, 16].", setting="num_speculative_tokens"
+            )
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ConfigError(
+                "speculative_ngram_min must be >= 1 and <= speculative_ngram_max.",
+                setting="speculative_ngram_min",
+            )
+        if self.window < 1:
+            raise ConfigError(
+                "speculative_window must be at least 1.", setting="speculative_window"
+            )
+        if not 0.0 <= self.min_acceptance <= 1.0:
+            raise ConfigError(
+                "speculative_min_acceptance must be in [0, 1].",
+                setting="speculative_min_acceptance",
+            )
+
+
 MAX_N = 128
 """The API's own bound on n (OpenAI's); --max-n may only lower it."""
 
@@ -204,6 +282,7 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     num_threads: int | None = setting(
         None,
         "CPU threads for model compute. Default: all cores but one, left to the HTTP side.",

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.draft_verifier import choose
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.model_runner import ModelRunner
+from tokenmill.engine.ngram_proposer import NgramProposer, SpeculationState
 from tokenmill.engine.output_processor import OutputProcessor
 from tokenmill.engine.outputs import RequestOutput
 from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
@@ -39,6 +41,28 @@ class EngineStats:
     generation_tokens: int
     num_preemptions: int
     num_steps: int
+    spec_draft_tokens: int = 0
+    """Speculative draft tokens verified (proposed and scheduled)."""
+    spec_accepted_tokens: int = 0
+    """Of spec_draft_tokens, those the model accepted."""
+    spec_verify_steps: int = 0
+    """Sequence-steps that verified drafts."""
+    sequence_steps: int = 0
+    """Sequence-steps that emitted tokens (each sequence in each step counts once)."""
+
+    @property
+    def spec_acceptance_rate(self) -> float | None:
+        """Accepted / verified draft tokens; None before any draft."""
+        if not self.spec_draft_tokens:
+            return None
+        return self.spec_accepted_tokens / self.spec_draft_tokens
+
+    @property
+    def tokens_per_sequence_step(self) -> float | None:
+        """Generated tokens per sequence per step (1.0 without speculation)."""
+        if not self.sequence_steps:
+            return None
+        return self.generation_tokens / self.sequence_steps
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,15 @@ class EngineCore:
         self.prompt_tokens_computed = 0
         self.generation_tokens = 0
         self.num_steps = 0
+        self.proposer = (
+            NgramProposer(config.speculative, self.max_model_len)
+            if config.speculative.enabled
+            else None
+        )
+        self.spec_draft_tokens = 0
+        self.spec_accepted_tokens = 0
+        self.spec_verify_steps = 0
+        self.sequence_steps = 0
 
     def _kv_dtype(self) -> torch.dtype:
         choice = self.config.cache.dtype
@@ -184,6 +217,13 @@ class EngineCore:
                     constraint=(
                         self.grammars.constraint(params.structured) if params.structured else None
                     ),
+                    # Structured output decodes plainly: its grammar state would have to
+                    # follow drafts that may be rejected.
+                    spec=(
+                        SpeculationState()
+                        if self.proposer is not None and params.structured is None
+                        else None
+                    ),
                 )
             )
         self.outputs.add(req.request_id, req.prompt, children)
@@ -223,6 +263,8 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         """One iteration: schedule -> run model -> postprocess. Returns the outputs of
         requests that progressed."""
+        if self.proposer is not None:
+            self._propose()
         sched = self.scheduler.schedule()
         if not sched.scheduled:
             return []
@@ -231,6 +273,51 @@ class EngineCore:
         touched = self._postprocess(sched, logits)
         self.num_steps += 1
         return self.outputs.collect(touched)
+
+    def _propose(self) -> None:
+        """Set this step's drafts on every running sequence that decodes (its tokens all
+        computed but the last) and still speculates."""
+        for req in self.scheduler.running:
+            spec = req.spec
+            if spec is None:
+                continue
+            spec.draft_token_ids = []
+            if spec.disabled or req.num_computed_tokens != req.num_tokens - 1:
+                continue
+            spec.draft_token_ids = self.proposer.propose(
+                req.prompt_token_ids + req.output_token_ids,
+                len(req.output_token_ids),
+                req.max_tokens,
+            )
+
+    def _verify(self, req: Request, logits: torch.Tensor) -> None:
+        """Emit a speculating sequence's tokens from its verify rows (`logits`, one row
+        per draft plus the bonus row): each accepted draft, then the token chosen at the
+        first rejection (or the bonus token), each through the stop rules in order. Rolls
+        back the KV of rejected drafts; finishes the sequence if a token stopped it."""
+        drafts = req.spec.draft_token_ids
+        req.spec.draft_token_ids = []
+        accepted = 0
+        finished = False
+        for j in range(len(drafts) + 1):
+            draft = drafts[j] if j < len(drafts) else None
+            choice = choose(logits[j], self._sampling_row(req), draft)
+            if req.constraint is not None:
+                req.constraint.accept(choice.token_id)
+            self.generation_tokens += 1
+            finished = self.outputs.append_token(req, choice.token_id, choice.logprobs)
+            accepted += choice.accepted
+            if finished or not choice.accepted:
+                break
+        self.sequence_steps += 1
+        self.spec_verify_steps += 1
+        self.spec_draft_tokens += len(drafts)
+        self.spec_accepted_tokens += accepted
+        req.spec.record(len(drafts), accepted, self.config.speculative)
+        if finished:
+            self._finish(req, req.status)
+        else:
+            self.scheduler.reject_drafts(req, len(drafts) - accepted)
 
     def _postprocess(self, sched: SchedulerOutput, step) -> list[str]:
         rows, row_reqs = [], []
@@ -251,6 +338,9 @@ class EngineCore:
             if req.num_computed_tokens >= req.num_tokens and req.max_tokens == 0:
                 self._finish(req, RequestStatus.FINISHED_LENGTH)
                 touched.append(req.parent_id)
+            if lr.verify_rows is not None:
+                self._verify(req, step.logits[lr.verify_rows[0] : lr.verify_rows[1]])
+                touched.append(req.parent_id)
             if lr.sample_row is not None:
                 rows.append(lr.sample_row)
                 row_reqs.append(req)
@@ -263,6 +353,7 @@ class EngineCore:
                     req.constraint.accept(tok)
                 self.outputs.mark_prompt_done(req)
                 self.generation_tokens += 1
+                self.sequence_steps += 1
                 if self.outputs.append_token(req, tok, top):
                     self._finish(req, req.status)
                 touched.append(req.parent_id)
@@ -299,4 +390,8 @@ class EngineCore:
             generation_tokens=self.generation_tokens,
             num_preemptions=self.scheduler.num_preemptions,
             num_steps=self.num_steps,
+            spec_draft_tokens=self.spec_draft_tokens,
+            spec_accepted_tokens=self.spec_accepted_tokens,
+            spec_verify_steps=self.spec_verify_steps,
+            sequence_steps=self.sequence_steps,
         )

@@ -22,6 +22,10 @@ class LogitsRequest:
     """[start, end) rows predicting prompt tokens (for prompt logprobs)."""
     prompt_targets: list[int] | None
     """Prompt token ids those rows predict."""
+    verify_rows: tuple[int, int] | None = None
+    """[start, end) rows of a speculating sequence: row j predicts the token after its
+    j-th scheduled position (the last real token, then each draft). Set instead of
+    sample_row."""
 
 
 @dataclass
@@ -117,7 +121,7 @@ class ModelRunner:
             req, start = s.request, s.request.num_computed_tokens
             end = start + s.num_new_tokens
             q_start = len(token_ids)
-            token_ids.extend(req.token_ids_slice(start, end))
+            token_ids.extend(req.scheduled_token_ids(start, end))
             positions.extend(range(start, end))
             ctx_slots = self._slots(s.block_ids, 0, end)
             slot_parts.append(ctx_slots[start:end])
@@ -154,11 +158,15 @@ class ModelRunner:
                 prompt_rows = (len(logit_rows), len(logit_rows) + last - start)
                 logit_rows.extend(range(first_row, first_row + last - start))
                 prompt_targets = req.prompt_token_ids[start + 1 : last + 1]
-            sample_row = None
-            if end >= req.num_tokens and req.max_tokens > 0:
+            sample_row = verify_rows = None
+            num_drafts = len(req.draft_token_ids)
+            if num_drafts:
+                verify_rows = (len(logit_rows), len(logit_rows) + num_drafts + 1)
+                logit_rows.extend(range(row_of_last[id(s)] - num_drafts, row_of_last[id(s)] + 1))
+            elif end >= req.num_tokens and req.max_tokens > 0:
                 sample_row = len(logit_rows)
                 logit_rows.append(row_of_last[id(s)])
-            per_request[id(s)] = LogitsRequest(sample_row, prompt_rows, prompt_targets)
+            per_request[id(s)] = LogitsRequest(sample_row, prompt_rows, prompt_targets, verify_rows)
 
         attn = AttentionMetadata(
             slot_mapping=slot_parts[0] if len(slot_parts) == 1 else torch.cat(slot_parts),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenmill.engine.grammar import TokenConstraint
+from tokenmill.engine.ngram_proposer import SpeculationState
 from tokenmill.sampling_params import SamplingParams
 
 
@@ -84,9 +85,11 @@ class Request:
     generator: torch.Generator | None = None
     num_preemptions: int = 0
     wants_prompt_logprobs: bool = False
+    """True for the one sequence of a parent that reports prompt logprobs."""
     constraint: TokenConstraint | None = None
     """The grammar state of a structured-output sequence; advanced with each token."""
-    """True for the one sequence of a parent that reports prompt logprobs."""
+    spec: SpeculationState | None = None
+    """Set when the sequence may speculate; its drafts extend `num_tokens` for one step."""
     arrival_time: float = field(default_factory=time.monotonic)
     first_scheduled_time: float | None = None
     """When the scheduler first admitted it (time.monotonic): queue time for metrics."""
@@ -102,6 +105,11 @@ class Request:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
+    def draft_token_ids(self) -> list[int]:
+        """This step's speculative drafts (not yet part of the sequence)."""
+        return self.spec.draft_token_ids if self.spec is not None else []
+
+    @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
 
@@ -113,6 +121,13 @@ class Request:
         if start >= n_prompt:
             return self.output_token_ids[start - n_prompt : end - n_prompt]
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - n_prompt]
+
+    def scheduled_token_ids(self, start: int, end: int) -> list[int]:
+        """Token ids at positions [start, end) of prompt + output + this step's drafts."""
+        n = self.num_tokens
+        if end <= n:
+            return self.token_ids_slice(start, end)
+        return self.token_ids_slice(start, n) + self.draft_token_ids[max(0, start - n) : end - n]
 
     @property
     def is_finished(self) -> bool:

@@ -160,7 +160,10 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            drafts = req.draft_token_ids
+            n = min(req.num_tokens + len(drafts) - req.num_computed_tokens, budget)
+            if drafts and n < 1 + len(drafts):
+                del drafts[max(0, n - 1) :]  # verify only the drafts the budget covers
             if n <= 0:
                 i += 1
                 continue
@@ -233,6 +236,8 @@ class Scheduler:
 
     def _preempt(self, req: Request, out: SchedulerOutput) -> None:
         self.kv.free(req)
+        if req.spec is not None:
+            req.spec.draft_token_ids = []
         req.num_computed_tokens = 0
         req.status = RequestStatus.PREEMPTED
         req.num_preemptions += 1
@@ -246,6 +251,15 @@ class Scheduler:
         for s in out.scheduled:
             s.request.num_computed_tokens += s.num_new_tokens
             self.kv.cache_full_blocks(s.request)
+
+    def reject_drafts(self, req: Request, num_rejected: int) -> None:
+        """Forget the KV of a sequence's last `num_rejected` computed positions (drafts
+        the model did not accept): lowers num_computed_tokens and frees the blocks its
+        tokens no longer reach. Their slots are overwritten when the sequence gets there."""
+        if num_rejected <= 0:
+            return
+        req.num_computed_tokens -= num_rejected
+        self.kv.truncate(req, req.num_tokens)
 
     def finish(self, req: Request, status: RequestStatus) -> None:
         """End a sequence wherever it is, freeing its blocks."""

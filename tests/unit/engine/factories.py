@@ -101,10 +101,17 @@ def make_core(
     max_seqs: int = 8,
     max_queue: int | None = None,
     limits=None,
+    speculative=None,
 ):
     """An EngineCore over ScriptedModel that, after any prompt ending in a byte of `text`,
     continues with the rest of `text` cyclically. Byte tokens, vocab 259."""
-    from tokenmill.config import CacheConfig, EngineConfig, LimitsConfig, SchedulerConfig
+    from tokenmill.config import (
+        CacheConfig,
+        EngineConfig,
+        LimitsConfig,
+        SchedulerConfig,
+        SpeculativeConfig,
+    )
     from tokenmill.engine.core import EngineCore
     from tokenmill.model.arch import ArchConfig
     from tokenmill.model.loader import LoadedModel
@@ -142,6 +149,7 @@ def make_core(
             max_num_seqs=max_seqs, max_num_batched_tokens=budget, max_queue=max_queue
         ),
         limits=limits or LimitsConfig(),
+        speculative=speculative or SpeculativeConfig(),
     )
     return EngineCore(config, loaded)
 

@@ -116,6 +116,20 @@ class KVCacheManager:
             self.pool.cache(seq.blocks[i], seq.last_hash, tokens)
             seq.num_hashed += 1
 
+    def truncate(self, request: Request, num_tokens: int) -> None:
+        """Free the request's blocks past those holding its first `num_tokens` positions,
+        tail first. Registered (hashed) blocks hold only verified tokens, so a rollback
+        of unverified positions never drops one; this checks it."""
+        seq = self._seqs.get(request.request_id)
+        if seq is None:
+            return
+        keep = -(-num_tokens // self.block_size)
+        if keep < seq.num_hashed:
+            raise RuntimeError("truncate would drop a block registered in the prefix cache")
+        if len(seq.blocks) > keep:
+            self.pool.free(list(reversed(seq.blocks[keep:])))
+            del seq.blocks[keep:]
+
     def free(self, request: Request) -> None:
         """Release every block of the request, tail first (see BlockPool.free)."""
         seq = self._seqs.pop(request.request_id, None)
