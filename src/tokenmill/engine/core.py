@@ -50,19 +50,10 @@ class EngineStats:
     sequence_steps: int = 0
     """Sequence-steps that emitted tokens (each sequence in each step counts once)."""
 
-    @property
-    def spec_acceptance_rate(self) -> float | None:
-        """Accepted / verified draft tokens; None before any draft."""
-        if not self.spec_draft_tokens:
-            return None
-        return self.spec_accepted_tokens / self.spec_draft_tokens
-
-    @property
-    def tokens_per_sequence_step(self) -> float | None:
-        """Generated tokens per sequence per step (1.0 without speculation)."""
-        if not self.sequence_steps:
-            return None
-        return self.generation_tokens / self.sequence_steps
+    spec_acceptance_rate: float | None = None
+    """spec_accepted_tokens / spec_draft_tokens; None before any draft."""
+    tokens_per_sequence_step: float | None = None
+    """generation_tokens / sequence_steps: 1.0 without speculation; None before any."""
 
 
 @dataclass(frozen=True)
@@ -394,4 +385,12 @@ class EngineCore:
             spec_accepted_tokens=self.spec_accepted_tokens,
             spec_verify_steps=self.spec_verify_steps,
             sequence_steps=self.sequence_steps,
+            spec_acceptance_rate=(
+                self.spec_accepted_tokens / self.spec_draft_tokens
+                if self.spec_draft_tokens
+                else None
+            ),
+            tokens_per_sequence_step=(
+                self.generation_tokens / self.sequence_steps if self.sequence_steps else None
+            ),
         )

@@ -214,7 +214,31 @@ class EngineCollector(Collector):
         preemptions = CounterMetricFamily(
             PREFIX + "num_preemptions", "Requests preempted to free KV blocks.", labels=m
         )
+        drafts = CounterMetricFamily(
+            PREFIX + "spec_decode_num_draft_tokens",
+            "Speculative draft tokens verified.",
+            labels=m,
+        )
+        accepted = CounterMetricFamily(
+            PREFIX + "spec_decode_num_accepted_tokens",
+            "Speculative draft tokens the model accepted.",
+            labels=m,
+        )
+        acceptance = GaugeMetricFamily(
+            PREFIX + "spec_decode_acceptance_rate",
+            "Accepted / verified draft tokens since start (0 before any draft).",
+            labels=m,
+        )
+        per_step = GaugeMetricFamily(
+            PREFIX + "tokens_per_sequence_step",
+            "Generated tokens per sequence per engine step since start (1 without speculation).",
+            labels=m,
+        )
         for name, stats in self.engines():
+            drafts.add_metric([name], getattr(stats, "spec_draft_tokens", 0))
+            accepted.add_metric([name], getattr(stats, "spec_accepted_tokens", 0))
+            acceptance.add_metric([name], getattr(stats, "spec_acceptance_rate", None) or 0.0)
+            per_step.add_metric([name], getattr(stats, "tokens_per_sequence_step", None) or 0.0)
             running.add_metric([name], getattr(stats, "num_running", 0))
             waiting.add_metric([name], getattr(stats, "num_waiting", 0))
             total = getattr(stats, "kv_blocks_total", 0)
@@ -224,6 +248,7 @@ class EngineCollector(Collector):
             hits.add_metric([name], getattr(stats, "prefix_cache_hits", 0))
             preemptions.add_metric([name], getattr(stats, "num_preemptions", 0))
         yield from (running, waiting, kv, queries, hits, preemptions)
+        yield from (drafts, accepted, acceptance, per_step)
 
 
 class ShadowCollector(Collector):
