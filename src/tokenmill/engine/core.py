@@ -10,17 +10,16 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.engine.draft_verifier import choose
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.model_runner import ModelRunner
-from tokenmill.engine.ngram_proposer import NgramProposer, SpeculationState
 from tokenmill.engine.output_processor import OutputProcessor
 from tokenmill.engine.outputs import RequestOutput
 from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
+from tokenmill.engine.speculator import Speculator
 from tokenmill.errors import InvalidRequestError, QueueFullError
 from tokenmill.model.loader import LoadedModel, load_model
 from tokenmill.sampling_params import SamplingDefaults
@@ -143,14 +142,11 @@ class EngineCore:
         self.prompt_tokens_computed = 0
         self.generation_tokens = 0
         self.num_steps = 0
-        self.proposer = (
-            NgramProposer(config.speculative, self.max_model_len)
+        self.speculator = (
+            Speculator(config.speculative, self.max_model_len)
             if config.speculative.enabled
             else None
         )
-        self.spec_draft_tokens = 0
-        self.spec_accepted_tokens = 0
-        self.spec_verify_steps = 0
         self.sequence_steps = 0
 
     def _kv_dtype(self) -> torch.dtype:
@@ -208,13 +204,7 @@ class EngineCore:
                     constraint=(
                         self.grammars.constraint(params.structured) if params.structured else None
                     ),
-                    # Structured output decodes plainly: its grammar state would have to
-                    # follow drafts that may be rejected.
-                    spec=(
-                        SpeculationState()
-                        if self.proposer is not None and params.structured is None
-                        else None
-                    ),
+                    spec=self.speculator.new_state(params) if self.speculator else None,
                 )
             )
         self.outputs.add(req.request_id, req.prompt, children)
@@ -254,8 +244,8 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         """One iteration: schedule -> run model -> postprocess. Returns the outputs of
         requests that progressed."""
-        if self.proposer is not None:
-            self._propose()
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         sched = self.scheduler.schedule()
         if not sched.scheduled:
             return []
@@ -265,50 +255,12 @@ class EngineCore:
         self.num_steps += 1
         return self.outputs.collect(touched)
 
-    def _propose(self) -> None:
-        """Set this step's drafts on every running sequence that decodes (its tokens all
-        computed but the last) and still speculates."""
-        for req in self.scheduler.running:
-            spec = req.spec
-            if spec is None:
-                continue
-            spec.draft_token_ids = []
-            if spec.disabled or req.num_computed_tokens != req.num_tokens - 1:
-                continue
-            spec.draft_token_ids = self.proposer.propose(
-                req.prompt_token_ids + req.output_token_ids,
-                len(req.output_token_ids),
-                req.max_tokens,
-            )
-
-    def _verify(self, req: Request, logits: torch.Tensor) -> None:
-        """Emit a speculating sequence's tokens from its verify rows (`logits`, one row
-        per draft plus the bonus row): each accepted draft, then the token chosen at the
-        first rejection (or the bonus token), each through the stop rules in order. Rolls
-        back the KV of rejected drafts; finishes the sequence if a token stopped it."""
-        drafts = req.spec.draft_token_ids
-        req.spec.draft_token_ids = []
-        accepted = 0
-        finished = False
-        for j in range(len(drafts) + 1):
-            draft = drafts[j] if j < len(drafts) else None
-            choice = choose(logits[j], self._sampling_row(req), draft)
-            if req.constraint is not None:
-                req.constraint.accept(choice.token_id)
-            self.generation_tokens += 1
-            finished = self.outputs.append_token(req, choice.token_id, choice.logprobs)
-            accepted += choice.accepted
-            if finished or not choice.accepted:
-                break
-        self.sequence_steps += 1
-        self.spec_verify_steps += 1
-        self.spec_draft_tokens += len(drafts)
-        self.spec_accepted_tokens += accepted
-        req.spec.record(len(drafts), accepted, self.config.speculative)
-        if finished:
-            self._finish(req, req.status)
-        else:
-            self.scheduler.reject_drafts(req, len(drafts) - accepted)
+    def _emit(self, req: Request, token_id: int, top) -> bool:
+        """Append one token to `req` (grammar, counters, stop rules); True if it finished."""
+        if req.constraint is not None:
+            req.constraint.accept(token_id)
+        self.generation_tokens += 1
+        return self.outputs.append_token(req, token_id, top)
 
     def _postprocess(self, sched: SchedulerOutput, step) -> list[str]:
         rows, row_reqs = [], []
@@ -330,7 +282,15 @@ class EngineCore:
                 self._finish(req, RequestStatus.FINISHED_LENGTH)
                 touched.append(req.parent_id)
             if lr.verify_rows is not None:
-                self._verify(req, step.logits[lr.verify_rows[0] : lr.verify_rows[1]])
+                a, b = lr.verify_rows
+                verified = self.speculator.verify(
+                    req, step.logits[a:b], self._sampling_row, self._emit
+                )
+                self.sequence_steps += 1
+                if verified.finished:
+                    self._finish(req, req.status)
+                else:
+                    self.scheduler.reject_drafts(req, verified.num_rejected)
                 touched.append(req.parent_id)
             if lr.sample_row is not None:
                 rows.append(lr.sample_row)
@@ -340,12 +300,9 @@ class EngineCore:
                 step.logits[torch.tensor(rows)], [self._sampling_row(r) for r in row_reqs]
             )
             for req, tok, top in zip(row_reqs, sampled.token_ids, sampled.logprobs):
-                if req.constraint is not None:
-                    req.constraint.accept(tok)
                 self.outputs.mark_prompt_done(req)
-                self.generation_tokens += 1
                 self.sequence_steps += 1
-                if self.outputs.append_token(req, tok, top):
+                if self._emit(req, tok, top):
                     self._finish(req, req.status)
                 touched.append(req.parent_id)
         return list(dict.fromkeys(touched))
@@ -369,6 +326,7 @@ class EngineCore:
 
     def stats(self) -> EngineStats:
         pool = self.kv.pool
+        spec = self.speculator
         return EngineStats(
             num_running=len(self.scheduler.running),
             num_waiting=self.scheduler.num_waiting,
@@ -381,14 +339,12 @@ class EngineCore:
             generation_tokens=self.generation_tokens,
             num_preemptions=self.scheduler.num_preemptions,
             num_steps=self.num_steps,
-            spec_draft_tokens=self.spec_draft_tokens,
-            spec_accepted_tokens=self.spec_accepted_tokens,
-            spec_verify_steps=self.spec_verify_steps,
+            spec_draft_tokens=spec.draft_tokens if spec else 0,
+            spec_accepted_tokens=spec.accepted_tokens if spec else 0,
+            spec_verify_steps=spec.verify_steps if spec else 0,
             sequence_steps=self.sequence_steps,
             spec_acceptance_rate=(
-                self.spec_accepted_tokens / self.spec_draft_tokens
-                if self.spec_draft_tokens
-                else None
+                spec.accepted_tokens / spec.draft_tokens if spec and spec.draft_tokens else None
             ),
             tokens_per_sequence_step=(
                 self.generation_tokens / self.sequence_steps if self.sequence_steps else None
