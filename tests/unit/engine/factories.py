@@ -91,6 +91,25 @@ class ScriptedModel(torch.nn.Module):
         return logits
 
 
+class SoftScriptedModel(ScriptedModel):
+    """ScriptedModel with a spread distribution: after token t, `script[t]` gets logit
+    `margin` and every other token of the script's alphabet 0 (the rest -inf-like), so
+    sampled requests have a known, non-degenerate law."""
+
+    def __init__(self, script: dict[int, int], vocab_size: int, margin: float):
+        super().__init__(script, vocab_size)
+        self.margin = margin
+        self.alphabet = torch.tensor(sorted(set(script.values())))
+
+    def compute_logits(self, hidden):
+        ids = hidden[:, 0].long().tolist()
+        logits = torch.full((len(ids), self.vocab_size), -1e4)  # (M, V)
+        logits[:, self.alphabet] = 0.0
+        for row, tok in enumerate(ids):
+            logits[row, self.script.get(tok, ByteTokenizer.EOS)] = self.margin
+        return logits
+
+
 def make_core(
     text: str = "abcd",
     *,
@@ -102,9 +121,11 @@ def make_core(
     max_queue: int | None = None,
     limits=None,
     speculative=None,
+    soft_margin: float | None = None,
 ):
     """An EngineCore over ScriptedModel that, after any prompt ending in a byte of `text`,
-    continues with the rest of `text` cyclically. Byte tokens, vocab 259."""
+    continues with the rest of `text` cyclically. Byte tokens, vocab 259. With
+    `soft_margin`, the model is a SoftScriptedModel (sampling has a spread law)."""
     from tokenmill.config import (
         CacheConfig,
         EngineConfig,
@@ -135,7 +156,11 @@ def make_core(
         eos_token_ids=(ByteTokenizer.EOS,),
     )
     loaded = LoadedModel(
-        model=ScriptedModel(script, vocab),
+        model=(
+            ScriptedModel(script, vocab)
+            if soft_margin is None
+            else SoftScriptedModel(script, vocab, soft_margin)
+        ),
         tokenizer=ByteTokenizer(),
         arch=arch,
         name="scripted",
