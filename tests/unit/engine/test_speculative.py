@@ -261,3 +261,11 @@ def test_engine_sampling_is_distributed_as_without_speculation():
         table = [[sum(key(t) == c for t in rows) for c in cells] for rows in (a, b)]
         _, pvalue, _, _ = stats.chi2_contingency(table)
         assert pvalue > 1e-3, table
+
+
+def test_serve_refuses_a_draft_model_with_a_clear_message(capsys):
+    from tokenmill.cli.main import main
+
+    assert main(["serve", "--speculative", "draft:smollm2-135m"], env={}) == 2
+    err = capsys.readouterr().err
+    assert "draft-model speculation is not built yet" in err
