@@ -168,6 +168,10 @@ class Scheduler:
                 i += 1
                 continue
             while not self.kv.allocate_slots(req, n):
+                if drafts:  # drafts are optional: drop them before preempting anyone
+                    del drafts[:]
+                    n = min(req.num_tokens - req.num_computed_tokens, budget)
+                    continue
                 victim = self.running.pop()
                 self._preempt(victim, out)
                 if victim is req:

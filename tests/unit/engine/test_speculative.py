@@ -269,3 +269,16 @@ def test_serve_refuses_a_draft_model_with_a_clear_message(capsys):
     assert main(["serve", "--speculative", "draft:smollm2-135m"], env={}) == 2
     err = capsys.readouterr().err
     assert "draft-model speculation is not built yet" in err
+
+
+def test_a_short_pool_drops_drafts_before_preempting():
+    # 3 usable blocks of 4: a 9-token sequence holds 3 blocks; 4 drafts would need a
+    # fourth. The drafts go; the sequence decodes plainly and nobody is preempted.
+    core = make_core("abcdefgh", speculative=NGRAM, num_blocks=4, max_model_len=12)
+    core.add_request(GenerationRequest("r", GREEDY.clone(max_tokens=3), prompt="abcdefga"))
+    req = core._children["r"][0]
+    core.step()
+    req.spec.draft_token_ids = ids("cdef")
+    sched = core.scheduler.schedule()
+    assert [s.num_new_tokens for s in sched.scheduled] == [1]
+    assert req.draft_token_ids == [] and core.scheduler.num_preemptions == 0
