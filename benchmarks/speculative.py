@@ -1,11 +1,13 @@
 """Speed-up of prompt-lookup speculation at batch 1, and its cost where nothing repeats.
 
-One process, the default model, two offline engines with the same settings but
-`speculative` off and ngram. Each workload is one greedy chat request; the two engines
-run it interleaved (off, ngram, off, ngram, ...) `--reps` times, and the medians of the
-generation rate (output tokens / wall seconds of the whole request, prefill included)
-are printed and written as JSON, with the acceptance rate and tokens per step of the
-ngram engine and a check that both engines produced the same tokens.
+One process, the default model, three offline engines with the same settings but
+`speculative` off, ngram, and ngram with auto-off disabled. Each workload is one greedy
+chat request; the engines run it interleaved (off, ngram, ngram without auto-off, off,
+...) `--reps` times, and the medians of the generation rate (output tokens / wall seconds
+of the whole request, prefill included) and of tokens per process CPU second (steadier
+on a shared machine) are printed and written as JSON, with the
+acceptance rate and tokens per step of the ngram engine and a check that every engine
+produced the same tokens.
 
     taskset -c 1 nice -n 10 python benchmarks/speculative.py --reps 5 \
         --out benchmarks/results/speculative.json
@@ -52,9 +54,10 @@ WORKLOADS = {
 def run_once(llm: LLM, prompt: str, max_tokens: int) -> dict:
     before = llm.stats()
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = llm.chat([{"role": "user", "content": prompt}], params)[0].outputs[0]
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     after = llm.stats()
     drafts = after.spec_draft_tokens - before.spec_draft_tokens
     accepted = after.spec_accepted_tokens - before.spec_accepted_tokens
@@ -63,9 +66,14 @@ def run_once(llm: LLM, prompt: str, max_tokens: int) -> dict:
         "tokens": out.token_ids,
         "wall_s": wall,
         "tok_s": len(out.token_ids) / wall,
+        "tok_cpu_s": len(out.token_ids) / cpu,
         "acceptance": accepted / drafts if drafts else None,
         "tokens_per_step": len(out.token_ids) / steps if steps else None,
     }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
 
 
 def main() -> None:
@@ -74,29 +82,52 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--k", type=int, default=4, help="--num-speculative-tokens")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", default=None, help="run only the workloads whose name contains this")
     args = ap.parse_args()
 
     common = {"kv_cache_memory_gib": 0.25, "max_model_len": 2048}
     engines = {
         "off": LLM(**common),
         "ngram": LLM(speculative="ngram", num_speculative_tokens=args.k, **common),
+        "ngram, no auto-off": LLM(
+            speculative="ngram",
+            num_speculative_tokens=args.k,
+            speculative_min_acceptance=0.0,
+            **common,
+        ),
     }
     cpu = detect()
     results = []
     for name, prompt in WORKLOADS.items():
-        runs: dict[str, list[dict]] = {"off": [], "ngram": []}
+        if args.only and args.only not in name:
+            continue
+        runs: dict[str, list[dict]] = {mode: [] for mode in engines}
         for _ in range(args.reps):
             for mode, llm in engines.items():
                 runs[mode].append(run_once(llm, prompt, args.max_tokens))
-        same = all(r["tokens"] == runs["off"][0]["tokens"] for r in runs["off"] + runs["ngram"])
+        same = all(r["tokens"] == runs["off"][0]["tokens"] for rs in runs.values() for r in rs)
         off = statistics.median(r["tok_s"] for r in runs["off"])
         on = statistics.median(r["tok_s"] for r in runs["ngram"])
+        always = statistics.median(r["tok_s"] for r in runs["ngram, no auto-off"])
         row = {
             "workload": name,
             "output_tokens": len(runs["off"][0]["tokens"]),
             "off_tok_s": round(off, 1),
             "ngram_tok_s": round(on, 1),
             "speedup": round(on / off, 2),
+            "cpu_speedup": round(
+                statistics.median(r["tok_cpu_s"] for r in runs["ngram"])
+                / statistics.median(r["tok_cpu_s"] for r in runs["off"]),
+                2,
+            ),
+            "no_auto_off_cpu_speedup": round(
+                statistics.median(r["tok_cpu_s"] for r in runs["ngram, no auto-off"])
+                / statistics.median(r["tok_cpu_s"] for r in runs["off"]),
+                2,
+            ),
+            "no_auto_off_tok_s": round(always, 1),
+            "no_auto_off_speedup": round(always / off, 2),
+            "no_auto_off_acceptance": runs["ngram, no auto-off"][0]["acceptance"],
             "acceptance": runs["ngram"][0]["acceptance"],
             "tokens_per_step": runs["ngram"][0]["tokens_per_step"],
             "identical_output": same,
@@ -112,14 +143,18 @@ def main() -> None:
         "results": results,
     }
     print(f"\nCPU: {cpu.model}, cpus {list(cpu.cpus)}, k={args.k}, medians of {args.reps}")
-    print("| workload | tokens | off tok/s | ngram tok/s | speed-up | acceptance | tok/step |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| workload | tokens | off tok/s | ngram tok/s | speed-up | acceptance | tok/step "
+        "| no auto-off: tok/s, speed-up, acceptance |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         acc = "n/a" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
         tps = "n/a" if r["tokens_per_step"] is None else f"{r['tokens_per_step']:.2f}"
         print(
             f"| {r['workload']} | {r['output_tokens']} | {r['off_tok_s']} | {r['ngram_tok_s']} "
-            f"| {r['speedup']}x | {acc} | {tps} |"
+            f"| {r['speedup']}x | {acc} | {tps} | {r['no_auto_off_tok_s']}, "
+            f"{r['no_auto_off_speedup']}x, {_pct(r['no_auto_off_acceptance'])} |"
         )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -7,6 +7,8 @@ import pytest
 
 from .conftest import start_server
 
+pytestmark = pytest.mark.slow  # the real model (and, for e2e, servers)
+
 PARAGRAPH = (
     "The paged KV cache stores keys and values in fixed-size blocks, so that sequences of "
     "different lengths can share one pool of memory without fragmentation."

@@ -12,6 +12,8 @@ from tests.model.test_tiny_models import make_hf_model
 from tokenmill import LLM
 from tokenmill.sampling_params import SamplingParams
 
+pytestmark = pytest.mark.slow  # the real model (and, for e2e, servers)
+
 PARAGRAPH = (
     "The paged KV cache stores keys and values in fixed-size blocks, so that sequences of "
     "different lengths can share one pool of memory without fragmentation. Each block holds "
