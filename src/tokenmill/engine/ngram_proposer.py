@@ -19,18 +19,23 @@ def find_continuation(tokens: list[int], k: int, max_n: int, min_n: int) -> list
     tokens of `tokens`, for n from `max_n` down to `min_n` (the longest match wins).
     Returns [] when no such n-gram occurred before. Mutates nothing."""
     length = len(tokens)
+    # Searched reversed so that list.index (C speed) walks back from the end: rev[i] is
+    # tokens[length - 1 - i], and a match ending at tokens[end] starts rev[length-1-end:].
+    rev = tokens[::-1]
     for n in range(max_n, min_n - 1, -1):
         if length <= n:
             continue
-        pattern = tokens[length - n :]
-        last = pattern[-1]
-        # `end` is the index of a candidate occurrence's last token; it must leave at
-        # least one token after it, so it stops short of the pattern itself.
-        end = length - 2
-        while end >= n - 1:
-            if tokens[end] == last and tokens[end - n + 1 : end + 1] == pattern:
+        pattern = rev[:n]
+        i = 1  # the occurrence must end before the last token, and start at 0 or later
+        while True:
+            try:
+                i = rev.index(pattern[0], i, length - n + 1)
+            except ValueError:
+                break
+            if rev[i : i + n] == pattern:
+                end = length - 1 - i
                 return tokens[end + 1 : end + 1 + k]
-            end -= 1
+            i += 1
     return []
 
 

@@ -3,6 +3,8 @@ and the rejection sampler's distribution."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from scipy import stats
@@ -44,6 +46,26 @@ def test_no_earlier_occurrence_proposes_nothing():
 
 def test_proposal_is_cut_at_the_end_of_the_text():
     assert find_continuation(list("abcab"), 5, 2, 1) == ["c", "a", "b"]
+
+
+def _naive_continuation(tokens, k, max_n, min_n):
+    """The definition, written as plainly as possible: for n from max_n down, the latest
+    earlier occurrence of the last n tokens, and the k tokens after it."""
+    for n in range(max_n, min_n - 1, -1):
+        for end in range(len(tokens) - 2, n - 2, -1):
+            if len(tokens) > n and tokens[end - n + 1 : end + 1] == tokens[-n:]:
+                return tokens[end + 1 : end + 1 + k]
+    return []
+
+
+def test_lookup_agrees_with_the_plain_definition_on_random_texts():
+    rng = random.Random(0)
+    for _ in range(3000):
+        tokens = [rng.randrange(rng.randint(1, 6)) for _ in range(rng.randint(0, 30))]
+        k, max_n = rng.randint(1, 5), rng.randint(1, 4)
+        min_n = rng.randint(1, max_n)
+        want = _naive_continuation(tokens, k, max_n, min_n)
+        assert find_continuation(tokens, k, max_n, min_n) == want, (tokens, k, max_n, min_n)
 
 
 def test_draft_mode_is_refused_with_a_clear_error():
