@@ -120,6 +120,12 @@ class InputProcessor:
     def check_params(self, params: SamplingParams) -> None:
         """The per-request limits on the sampling params (n, stop strings, capacity)."""
         limits = self.limits
+        if params.beam is not None and params.beam.width > limits.max_n:
+            raise InvalidRequestError(
+                f"best_of={params.beam.width} is a wider beam than this server allows "
+                f"({limits.max_n}, set by --max-n).",
+                param="best_of",
+            )
         if params.n > limits.max_n:
             raise InvalidRequestError(
                 f"n={params.n} is more completions than this server allows per prompt "

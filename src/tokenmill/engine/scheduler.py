@@ -111,6 +111,12 @@ class Scheduler:
         request.status = RequestStatus.WAITING
         self._enqueue(request)
 
+    def adopt(self, request: Request) -> None:
+        """Add a sequence that already holds its KV blocks (a forked beam) straight to
+        the running list; it is not counted against admission this step."""
+        request.status = RequestStatus.RUNNING
+        self.running.append(request)
+
     def _enqueue(self, request: Request) -> None:
         queue = self._waiting.setdefault(request.parent_id, [])
         bisect.insort(queue, request, key=lambda r: r.arrival_seq)
