@@ -115,11 +115,16 @@ CASES = [
     (2, 1, 1.0, False),
     (2, 2, 1.0, True),
     (2, 2, 0.5, "never"),
+    (2, 2, 2.0, "never"),
+    (2, 2, 2.0, False),
     (4, 1, 1.0, False),
     (4, 4, 1.0, False),
     (4, 2, 2.0, True),
     (4, 3, -0.5, "never"),
     (4, 4, 0.0, False),
+    (4, 4, 1.0, "never"),
+    (4, 4, 1.0, True),
+    (4, 4, 2.0, False),
 ]
 
 
@@ -147,3 +152,17 @@ def test_tiny_beams_end_both_ways(tiny_pair):
     at_eos = sum(1 for b in beams if b[-1] in core.eos_token_ids and len(b) < NEW_TOKENS)
     print(f"{at_eos} of {len(beams)} beams end at EOS before max_tokens")
     assert 0.2 * len(beams) <= at_eos <= 0.8 * len(beams)
+
+
+@pytest.mark.parametrize(("k", "lp", "a", "b"), [(2, 2.0, False, "never"), (4, 2.0, False, True)])
+def test_cases_tell_early_stopping_modes_apart(tiny_pair, k, lp, a, b):
+    """In transformers the modes give different beams on some of these prompts, so the
+    parity cases above would catch a mode implemented as another."""
+    model, loaded, prompts = tiny_pair
+    eos = sorted(make_core(loaded).eos_token_ids)
+    differ = [
+        hf_beams(model, p, eos, k, k, lp, a, NEW_TOKENS)
+        != hf_beams(model, p, eos, k, k, lp, b, NEW_TOKENS)
+        for p in prompts
+    ]
+    assert any(differ)
