@@ -37,9 +37,9 @@ the beams end at EOS within NEW_TOKENS (asserted in test_tiny_beams_end_both_way
 NEW_TOKENS = 12
 
 
-def make_core(loaded, block_size: int = 4) -> EngineCore:
+def make_core(loaded, block_size: int = 4, num_blocks: int = 512) -> EngineCore:
     config = EngineConfig(
-        cache=CacheConfig(block_size=block_size, num_blocks=512),
+        cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
         scheduler=SchedulerConfig(max_num_seqs=64, max_num_batched_tokens=512),
     )
     return EngineCore(config, loaded)
@@ -166,3 +166,32 @@ def test_cases_tell_early_stopping_modes_apart(tiny_pair, k, lp, a, b):
         for p in prompts
     ]
     assert any(differ)
+
+
+SMOLLM_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about rust.",
+    "List three prime numbers.",
+]
+SMOLLM_NEW_TOKENS = 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("k", "n", "es"), [(2, 2, False), (4, 2, True), (4, 4, "never")])
+def test_smollm_beams_equal_transformers(smollm, hf_smollm, k, n, es):
+    """The packaged SmolLM2 in float32 (dequantized), chat-formatted prompts."""
+    tok = smollm.tokenizer
+    prompts = [
+        tok.encode(
+            tok.apply_chat_template([{"role": "user", "content": p}]), add_special_tokens=False
+        )
+        for p in SMOLLM_PROMPTS
+    ]
+    core = make_core(smollm, block_size=16, num_blocks=520)  # 8192 tokens: 512 blocks
+    eos = sorted(core.eos_token_ids)
+    params = SamplingParams(
+        n=n, temperature=0.0, max_tokens=SMOLLM_NEW_TOKENS, beam=BeamSpec(k, 1.0, es)
+    )
+    ours = run_beams(core, prompts, params)
+    for ids, got in zip(prompts, ours, strict=True):
+        assert got == hf_beams(hf_smollm, ids, eos, k, n, 1.0, es, SMOLLM_NEW_TOKENS)
