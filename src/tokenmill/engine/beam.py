@@ -73,6 +73,8 @@ class BeamSearch:
         self.generated = 0
         """Tokens every live beam has generated (they advance in lockstep)."""
         self._rows: dict[int, torch.Tensor] = {}
+        self.parked: list[Request] = []
+        """Live beams taken out of the batch (their rows are in) to let the others run."""
         self._improvable = True
 
     def offer(self, beam: Request, logits: torch.Tensor) -> bool:
@@ -120,8 +122,13 @@ class BeamSearch:
 
     def set_live(self, beams: list[Request], scores: list[float]) -> None:
         """The live beams after the caller applied a BeamStep (same order as its
-        survivors)."""
+        survivors). Clears `parked`: the caller has re-queued the parked survivors."""
         self.live, self.scores = beams, scores
+        self.parked = []
+
+    def waiting_on_others(self, beam: Request) -> bool:
+        """Whether `beam` is live and its next-token row is in (it waits for the rest)."""
+        return id(beam) in self._rows and any(b is beam for b in self.live)
 
     def best(self) -> list[Hypothesis]:
         """The `n` best finished hypotheses, best first."""

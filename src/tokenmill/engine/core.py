@@ -264,6 +264,7 @@ class EngineCore:
         requests that progressed."""
         sched = self.scheduler.schedule()
         if not sched.scheduled:
+            self._park_idle_beam()
             return []
         logits = self.runner.execute(sched)
         self.scheduler.update_after_step(sched)
@@ -314,6 +315,19 @@ class EngineCore:
         for search in ready:
             touched.append(self._apply_beam_step(search, search.advance()))
         return list(dict.fromkeys(touched))
+
+    def _park_idle_beam(self) -> bool:
+        """Break a stall: when nothing could be scheduled, beams waiting for their
+        siblings may hold the blocks a sibling needs to be admitted. Park the worst such
+        beam (its row is kept; it re-enters the queue after the beam step). Returns
+        whether one was parked."""
+        for req in reversed(self.scheduler.running):
+            search = self._beams.get(req.parent_id)
+            if search is not None and search.waiting_on_others(req):
+                self.scheduler.park(req)
+                search.parked.append(req)
+                return True
+        return False
 
     def _apply_beam_step(self, search: BeamSearch, step: BeamStep) -> str:
         """Carry out a beam step on the scheduler and the KV cache; returns the parent id.
@@ -371,6 +385,8 @@ class EngineCore:
         self.runner.copy_blocks(copies)
         for beam, choice in zip(beams, step.survivors, strict=True):
             beam.output_token_ids.append(choice.token_id)
+            if any(beam is p for p in search.parked):
+                self.scheduler.add(beam)
         for beam in search.live:
             if id(beam) not in extended:
                 self.scheduler.finish(beam, RequestStatus.FINISHED_ABORTED)
