@@ -186,8 +186,7 @@ class SamplingParams:
             )
         if not self.greedy:
             raise InvalidRequestError(
-                "temperature must be 0 (or unset) with use_beam_search, "
-                f"got {self.temperature}.",
+                f"temperature must be 0 (or unset) with use_beam_search, got {self.temperature}.",
                 param="temperature",
             )
         conflicts = {

@@ -133,9 +133,7 @@ def test_tiny_beams_equal_transformers(tiny_pair, k, n, lp, es):
     model, loaded, prompts = tiny_pair
     core = make_core(loaded)
     eos = sorted(core.eos_token_ids)
-    params = SamplingParams(
-        n=n, temperature=0.0, max_tokens=NEW_TOKENS, beam=BeamSpec(k, lp, es)
-    )
+    params = SamplingParams(n=n, temperature=0.0, max_tokens=NEW_TOKENS, beam=BeamSpec(k, lp, es))
     ours = run_beams(core, prompts, params)
     for ids, got in zip(prompts, ours, strict=True):
         assert got == hf_beams(model, ids, eos, k, n, lp, es, NEW_TOKENS)
@@ -145,7 +143,7 @@ def test_tiny_beams_equal_transformers(tiny_pair, k, n, lp, es):
 def test_tiny_beams_end_both_ways(tiny_pair):
     """The parity cases mean something: some returned beams end at EOS before
     max_tokens, others run to max_tokens."""
-    model, loaded, prompts = tiny_pair
+    _, loaded, prompts = tiny_pair
     core = make_core(loaded)
     params = SamplingParams(n=4, temperature=0.0, max_tokens=NEW_TOKENS, beam=BeamSpec(4))
     beams = [b for req in run_beams(core, prompts, params) for b in req]

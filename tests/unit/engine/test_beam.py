@@ -75,7 +75,9 @@ def test_beam_request_returns_n_beams_and_frees_every_block():
 
 def test_abort_frees_live_beams():
     core = make_core(block_size=4)
-    core.add_request(GenerationRequest("b", beam_params(4, max_tokens=20), prompt_token_ids=prompt(10)))
+    core.add_request(
+        GenerationRequest("b", beam_params(4, max_tokens=20), prompt_token_ids=prompt(10))
+    )
     core.step()
     core.step()
     assert core.kv.pool.num_used > 0
