@@ -67,6 +67,8 @@ class BeamSearch:
         self.n = n
         self.max_tokens = max_tokens
         self.eos_token_ids = frozenset(eos_token_ids)
+        self.root = root
+        """The sequence that prefilled the prompt: its timings stand for the request's."""
         self.live: list[Request] = [root]
         self.scores: list[float] = [0.0]
         self.finished: list[Hypothesis] = []

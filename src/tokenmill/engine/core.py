@@ -346,6 +346,9 @@ class EngineCore:
             del self._beams[pid]
             outputs = self._children.pop(pid)
             for out, hyp in zip(outputs, search.best(), strict=True):
+                out.arrival_time = search.root.arrival_time
+                out.first_scheduled_time = search.root.first_scheduled_time
+                out.num_cached_tokens = search.root.num_cached_tokens
                 for token in hyp.token_ids:
                     if self.outputs.append_token(out, token, None):
                         break

@@ -117,3 +117,24 @@ def test_sampling_fields_that_beam_search_refuses(changes, param):
     with pytest.raises(InvalidRequestError) as err:
         SamplingParams(**values)
     assert err.value.param == param
+
+
+def test_beam_request_beside_greedy_ones_changes_neither():
+    """Beams and sampled sequences share batches; each gets what it gets alone, and the
+    beam request reports the root's queue time."""
+
+    def run(with_beam: bool, with_greedy: bool) -> dict:
+        core = make_core(block_size=4)
+        if with_beam:
+            beam = beam_params(4, n=2)
+            core.add_request(GenerationRequest("b", beam, prompt_token_ids=prompt(9)))
+        if with_greedy:
+            greedy = SamplingParams(temperature=0.0, max_tokens=6)
+            core.add_request(GenerationRequest("g", greedy, prompt_token_ids=prompt(7)))
+        final = run_core(core)
+        assert all(out.queue_time_s is not None for out in final.values())
+        return {k: [o.token_ids for o in out.outputs] for k, out in final.items()}
+
+    both = run(True, True)
+    assert both["b"] == run(True, False)["b"]
+    assert both["g"] == run(False, True)["g"]
