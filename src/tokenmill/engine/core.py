@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.engine.beam import BeamSearch, BeamStep
+from tokenmill.engine.beam import BeamSearch
+from tokenmill.engine.beam_groups import BeamGroups
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
@@ -128,10 +129,10 @@ class EngineCore:
             self.tokenizer, self.loaded.arch.vocab_size, sorted(self.eos_token_ids)
         )
         self._children: dict[str, list[Request]] = {}
-        self._beams: dict[str, BeamSearch] = {}
-        """Per beam-search request, its search; its `_children` only collect the output."""
-        self._beam_ids = itertools.count()
         self._arrivals = itertools.count()
+        self.beams = BeamGroups(
+            self.scheduler, self.kv, self.runner, self.outputs, eos, self._arrivals
+        )
         self.prompt_tokens_computed = 0
         self.generation_tokens = 0
         self.num_steps = 0
@@ -172,7 +173,8 @@ class EngineCore:
                 f"adds {adds} (limit {limit}). Retry shortly."
             )
         if params.beam is not None:
-            self._add_beam_request(req, admitted.token_ids, admitted.max_tokens)
+            outputs = self.beams.add(req, admitted.token_ids, admitted.max_tokens)
+            self._children[req.request_id] = outputs
             return
         children = []
         for i in range(params.n):
@@ -202,39 +204,9 @@ class EngineCore:
         for child in children:
             self.scheduler.add(child)
 
-    def _add_beam_request(self, req: GenerationRequest, prompt: list[int], max_tokens: int):
-        """Queue a beam search: one sequence (the root) prefills the prompt once; the
-        beams fork from it after its first token. The `n` output sequences are never
-        scheduled: they receive the best hypotheses when the search ends."""
-        params = req.params
-
-        def sequence(request_id: str, index: int) -> Request:
-            return Request(
-                request_id=request_id,
-                parent_id=req.request_id,
-                index=index,
-                prompt_token_ids=prompt,
-                params=params,
-                max_tokens=max_tokens,
-                priority=req.priority,
-                arrival_seq=next(self._arrivals),
-                caller=req.caller,
-            )
-
-        outputs = [sequence(f"{req.request_id}#{i}", i) for i in range(params.n)]
-        root = sequence(f"{req.request_id}#beam{next(self._beam_ids)}", 0)
-        self.outputs.add(req.request_id, req.prompt, outputs)
-        self._children[req.request_id] = outputs
-        self._beams[req.request_id] = BeamSearch(
-            params.beam, params.n, max_tokens, self.eos_token_ids, root
-        )
-        self.scheduler.add(root)
-
     def abort(self, request_id: str) -> list[RequestOutput]:
         """End a request at any point, freeing its blocks. Unknown ids are ignored."""
-        search = self._beams.pop(request_id, None)
-        for beam in search.live if search else []:
-            self.scheduler.finish(beam, RequestStatus.FINISHED_ABORTED)
+        self.beams.abort(request_id)
         children = self._children.pop(request_id, None)
         if not children:
             return []
@@ -267,7 +239,7 @@ class EngineCore:
         requests that progressed."""
         sched = self.scheduler.schedule()
         if not sched.scheduled:
-            self._park_idle_beam()
+            self.beams.park_idle()
             return []
         logits = self.runner.execute(sched)
         self.scheduler.update_after_step(sched)
@@ -295,10 +267,10 @@ class EngineCore:
             if req.num_computed_tokens >= req.num_tokens and req.max_tokens == 0:
                 self._finish(req, RequestStatus.FINISHED_LENGTH)
                 touched.append(req.parent_id)
-            search = self._beams.get(req.parent_id)
-            if lr.sample_row is not None and search is not None:
+            if lr.sample_row is not None and req.parent_id in self.beams.searches:
                 self.generation_tokens += 1
-                if search.offer(req, step.logits[lr.sample_row]):
+                search = self.beams.offer(req, step.logits[lr.sample_row])
+                if search is not None:
                     ready.append(search)
             elif lr.sample_row is not None:
                 rows.append(lr.sample_row)
@@ -316,88 +288,11 @@ class EngineCore:
                     self._finish(req, req.status)
                 touched.append(req.parent_id)
         for search in ready:
-            touched.append(self._apply_beam_step(search, search.advance()))
+            pid = self.beams.apply(search, search.advance())
+            if pid not in self.beams.searches:
+                self._children.pop(pid, None)
+            touched.append(pid)
         return list(dict.fromkeys(touched))
-
-    def _park_idle_beam(self) -> bool:
-        """Break a stall: when nothing could be scheduled, beams waiting for their
-        siblings may hold the blocks a sibling needs to be admitted. Park the worst such
-        beam (its row is kept; it re-enters the queue after the beam step). Returns
-        whether one was parked."""
-        for req in reversed(self.scheduler.running):
-            search = self._beams.get(req.parent_id)
-            if search is not None and search.waiting_on_others(req):
-                self.scheduler.park(req)
-                search.parked.append(req)
-                return True
-        return False
-
-    def _apply_beam_step(self, search: BeamSearch, step: BeamStep) -> str:
-        """Carry out a beam step on the scheduler and the KV cache; returns the parent id.
-        A source kept once is extended in place; each further continuation of it is a
-        fork sharing its full blocks (BlockPool refcounts) with a copy of its partly
-        filled last block; sources with no continuation are freed. When the search
-        ends, its best hypotheses become the request's outputs."""
-        root = search.live[0]
-        pid = root.parent_id
-        if step.done:
-            for beam in search.live:
-                self.scheduler.finish(beam, RequestStatus.FINISHED_STOPPED)
-            del self._beams[pid]
-            outputs = self._children.pop(pid)
-            for out, hyp in zip(outputs, search.best(), strict=True):
-                out.arrival_time = search.root.arrival_time
-                out.first_scheduled_time = search.root.first_scheduled_time
-                out.num_cached_tokens = search.root.num_cached_tokens
-                for token in hyp.token_ids:
-                    if self.outputs.append_token(out, token, None):
-                        break
-                self.outputs.mark_prompt_done(out)
-            return pid
-        extended: set[int] = set()
-        beams, copies = [], []
-        for choice in step.survivors:
-            src = choice.source
-            if id(src) not in extended:
-                extended.add(id(src))
-                beams.append(src)
-                continue
-            fork = Request(
-                request_id=f"{pid}#beam{next(self._beam_ids)}",
-                parent_id=pid,
-                index=0,
-                prompt_token_ids=src.prompt_token_ids,
-                params=src.params,
-                max_tokens=src.max_tokens,
-                priority=src.priority,
-                arrival_seq=src.arrival_seq,
-                caller=src.caller,
-                output_token_ids=list(src.output_token_ids),
-                num_cached_tokens=src.num_cached_tokens,
-                first_scheduled_time=src.first_scheduled_time,
-            )
-            try:
-                if not self.kv.holds(src):
-                    raise MemoryError  # src was preempted: nothing to share
-                copy = self.kv.fork(src, fork)
-            except MemoryError:
-                self.scheduler.add(fork)  # recomputes; the prefix cache serves full blocks
-            else:
-                fork.num_computed_tokens = src.num_computed_tokens
-                self.scheduler.adopt(fork)
-                if copy is not None:
-                    copies.append(copy)
-            beams.append(fork)
-        self.runner.copy_blocks(copies)
-        for beam, choice in zip(beams, step.survivors, strict=True):
-            beam.output_token_ids.append(choice.token_id)
-            if any(beam is p for p in search.parked):
-                self.scheduler.add(beam)
-        for beam in search.live:
-            if id(beam) not in extended:
-                self.scheduler.finish(beam, RequestStatus.FINISHED_ABORTED)
-        search.set_live(beams, [c.score for c in step.survivors])
-        return pid
 
     def _sampling_row(self, req: Request) -> SamplingRow:
         p = req.params

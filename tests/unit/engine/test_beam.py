@@ -29,7 +29,7 @@ def test_prefill_once_then_beams_share_full_blocks(width):
     core.add_request(GenerationRequest("b", beam_params(width), prompt_token_ids=prompt(10)))
     core.step()
     assert core.stats().prompt_tokens_computed == 10, "the prompt is prefilled once"
-    beams = core._beams["b"].live
+    beams = core.beams.searches["b"].live
     assert len(beams) == width
     tables = [core.kv.block_ids(b) for b in beams]
     full = tables[0][:2]
@@ -47,8 +47,8 @@ def test_block_aligned_prompt_forks_without_copies():
     core.add_request(GenerationRequest("b", beam_params(4), prompt_token_ids=prompt(8)))
     core.step()
     assert core.kv.pool.num_used == 2
-    assert {tuple(core.kv.block_ids(b)) for b in core._beams["b"].live} == {
-        tuple(core.kv.block_ids(core._beams["b"].live[0]))
+    assert {tuple(core.kv.block_ids(b)) for b in core.beams.searches["b"].live} == {
+        tuple(core.kv.block_ids(core.beams.searches["b"].live[0]))
     }
 
 
@@ -70,7 +70,7 @@ def test_beam_request_returns_n_beams_and_frees_every_block():
     assert all(o.finish_reason in ("stop", "length") for o in final.outputs)
     assert len({tuple(o.token_ids) for o in final.outputs}) == 3, "beams are distinct"
     assert core.kv.pool.num_used == 0
-    assert not core._beams and not core.scheduler.running
+    assert not core.beams.searches and not core.scheduler.running
 
 
 def test_abort_frees_live_beams():
