@@ -133,11 +133,13 @@ class InputProcessor:
                 param="n",
             )
         cap = self.capacity.max_sequences
-        if cap is not None and params.n > cap:
+        seqs = params.beam.width if params.beam is not None else params.n
+        if cap is not None and seqs > cap:
+            name = "best_of" if params.beam is not None else "n"
             raise InvalidRequestError(
-                f"n={params.n} sequences can never be held at once: this server runs and "
+                f"{name}={seqs} sequences can never be held at once: this server runs and "
                 f"queues at most {cap} (--max-num-seqs plus --max-queue).",
-                param="n",
+                param=name,
                 code="exceeds_capacity",
             )
         if len(params.stop) > limits.max_stop_strings:

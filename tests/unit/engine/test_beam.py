@@ -138,3 +138,16 @@ def test_beam_request_beside_greedy_ones_changes_neither():
     both = run(True, True)
     assert both["b"] == run(True, False)["b"]
     assert both["g"] == run(False, True)["g"]
+
+
+def test_beam_width_is_checked_against_the_limits():
+    from tokenmill.config import LimitsConfig
+
+    core = make_core(limits=LimitsConfig(max_n=4))
+    with pytest.raises(InvalidRequestError) as err:
+        core.add_request(GenerationRequest("w", beam_params(8), prompt_token_ids=prompt(4)))
+    assert err.value.param == "best_of"
+    core = make_core(max_seqs=2, max_queue=1)
+    with pytest.raises(InvalidRequestError) as err:
+        core.add_request(GenerationRequest("c", beam_params(4), prompt_token_ids=prompt(4)))
+    assert err.value.param == "best_of" and "never be held" in str(err.value)
