@@ -193,3 +193,21 @@ def test_smollm_beams_equal_transformers(smollm, hf_smollm, k, n, es):
     ours = run_beams(core, prompts, params)
     for ids, got in zip(prompts, ours, strict=True):
         assert got == hf_beams(hf_smollm, ids, eos, k, n, 1.0, es, SMOLLM_NEW_TOKENS)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_tiny_beams_share_the_prefilled_prompt(tiny_pair, k):
+    """On the real model and cache: after the prefill step of a width-k request, the
+    prompt was computed once and the pool holds its blocks plus at most k partly
+    filled ones (forks copy only the last, partial block), not k copies of it."""
+    _, loaded, prompts = tiny_pair
+    ids = prompts[0] * 3  # 3 x 4 tokens or more: several full 4-token blocks
+    core = make_core(loaded)
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=NEW_TOKENS, beam=BeamSpec(k))
+    core.add_request(GenerationRequest("share", params, prompt_token_ids=ids))
+    core.step()
+    prompt_blocks = -(-len(ids) // 4)
+    assert core.stats().prompt_tokens_computed == len(ids)
+    assert len(core.beams.searches["share"].live) == k
+    assert prompt_blocks < core.kv.pool.num_used <= prompt_blocks + k
+    assert core.kv.pool.num_used < k * prompt_blocks
