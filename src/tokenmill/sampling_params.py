@@ -28,6 +28,45 @@ class StructuredSpec:
     """The API field that carried it: compile errors name it."""
 
 
+@dataclass(frozen=True)
+class BeamSpec:
+    """Beam search (vLLM's `use_beam_search`), scored as transformers' `generate(
+    num_beams=width, do_sample=False)`: a finished hypothesis scores its summed token
+    logprobs over (generated tokens, EOS included) ** length_penalty."""
+
+    width: int
+    """Beams kept at every step (`best_of`, else `n`); the best `n` are returned."""
+    length_penalty: float = 1.0
+    """Exponent of the length that divides a hypothesis' score; > 0 favours longer ones."""
+    early_stopping: bool | Literal["never"] = False
+    """True: stop once `width` hypotheses finished. False: stop once no live beam can
+    beat the worst finished one at its current length. "never": as False, but with the
+    best length still possible when length_penalty > 0 (transformers' semantics)."""
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise InvalidRequestError(
+                f"the beam width (best_of, else n) must be at least 1, got {self.width}.",
+                param="best_of",
+            )
+        if self.early_stopping not in (True, False, "never"):
+            raise InvalidRequestError(
+                f'early_stopping must be true, false or "never", got {self.early_stopping!r}.',
+                param="early_stopping",
+            )
+
+
+BEAM_NEUTRAL = {
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+}
+"""What beam search needs of the sampling fields a client left unset: it ranks the
+model's own log-probabilities, so a model's sampling defaults must not apply."""
+
+
 @dataclass
 class SamplingParams:
     """How one request is sampled and when it stops.
@@ -76,6 +115,8 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     structured: StructuredSpec | None = None
     """Constrain the output to a grammar (structured output, tool calls)."""
+    beam: BeamSpec | None = None
+    """Beam search instead of sampling; the best `n` of `beam.width` beams are returned."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -121,6 +162,8 @@ class SamplingParams:
                 "grammar decides where the output ends. Leave them unset.",
                 param="ignore_eos" if self.ignore_eos else "min_tokens",
             )
+        if self.beam is not None:
+            self._check_beam(self.beam)
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop strings must be non-empty.", param="stop")
         if self.logit_bias:
@@ -131,6 +174,48 @@ class SamplingParams:
                         f"logit_bias values must be in [-100, 100], got {bias} for token {tok}.",
                         param="logit_bias",
                     )
+
+    def _check_beam(self, beam: BeamSpec) -> None:
+        # As vLLM (v0) answers: beam search ranks the model's log-probabilities, so a
+        # field that reshapes or samples from them has no meaning there.
+        if beam.width < self.n:
+            raise InvalidRequestError(
+                f"best_of ({beam.width}) must be at least n ({self.n}) with beam search: "
+                "the best n of best_of beams are returned.",
+                param="best_of",
+            )
+        if not self.greedy:
+            raise InvalidRequestError(
+                f"temperature must be 0 (or unset) with use_beam_search, got {self.temperature}.",
+                param="temperature",
+            )
+        conflicts = {
+            "top_p": self.top_p != 1.0,
+            "top_k": self.top_k not in (0, -1),
+            "min_p": self.min_p != 0.0,
+            "repetition_penalty": self.repetition_penalty != 1.0,
+            "presence_penalty": self.presence_penalty != 0.0,
+            "frequency_penalty": self.frequency_penalty != 0.0,
+            "logit_bias": bool(self.logit_bias),
+            "min_tokens": self.min_tokens != 0,
+            "stop": bool(self.stop),
+            "stop_token_ids": bool(self.stop_token_ids),
+            "logprobs": self.logprobs is not None,
+            "prompt_logprobs": self.prompt_logprobs is not None,
+            "ignore_eos": self.ignore_eos,
+            (self.structured.param if self.structured else "response_format"): (
+                self.structured is not None
+            ),
+            "max_tokens": self.max_tokens == 0,
+        }
+        for name, bad in conflicts.items():
+            if bad:
+                raise InvalidRequestError(
+                    f"{name} is not supported with use_beam_search: leave it unset, or "
+                    "drop use_beam_search. Beam search ranks the model's own "
+                    "log-probabilities and ends hypotheses at EOS or max_tokens.",
+                    param=name,
+                )
 
     @property
     def greedy(self) -> bool:

@@ -1,5 +1,6 @@
-"""A real `tokenmill serve --ray` with 2 replicas, joined to a Ray head this test session
-starts on loopback (and shuts down), with a real redis-server for shared limits and cache.
+"""Real `tokenmill serve --ray` servers (one per test module: Serve runs one tokenmill
+application at a time), joined to a Ray head this test session starts on loopback (and
+shuts down), with a real redis-server for shared limits and cache.
 
 The suite is separate from `make test` (`make test-ray`): it takes a few minutes.
 """
@@ -52,7 +53,7 @@ def keys_file(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_server(tmp_path_factory, ray_address, redis_url, keys_file) -> Iterator[ServerProcess]:  # noqa: F811
     log = tmp_path_factory.mktemp("ray-serve") / "serve.log"
     srv = ServerProcess(
@@ -86,10 +87,10 @@ def ray_server(tmp_path_factory, ray_address, redis_url, keys_file) -> Iterator[
         assert code == 0, f"tokenmill serve --ray exited with {code}:\n{srv.log()[-4000:]}"
 
 
-def running_replicas() -> int:
-    """RUNNING replicas of the model deployment, per Serve's controller."""
+def running_replicas(name: str = MODEL_DEPLOYMENT) -> int:
+    """RUNNING replicas of deployment `name`, per Serve's controller."""
     status = serve.status().applications.get(APP)
-    deployment = status.deployments.get(MODEL_DEPLOYMENT) if status is not None else None
+    deployment = status.deployments.get(name) if status is not None else None
     if deployment is None:
         return 0
     return deployment.replica_states.get("RUNNING", 0)
@@ -105,15 +106,21 @@ def replica_actor_names() -> list[str]:
     ]
 
 
-def wait_running(srv: ServerProcess, replicas: int, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Waits until Serve reports the model deployment healthy with `replicas` replicas
-    and /ready answers 200 through the proxy."""
+def wait_running(
+    srv: ServerProcess,
+    replicas: int,
+    timeout_s: float = READY_TIMEOUT_S,
+    deployment: str = MODEL_DEPLOYMENT,
+) -> None:
+    """Waits until Serve reports `deployment` healthy with `replicas` replicas and /ready
+    answers 200 through the proxy."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if srv.proc.poll() is not None:
             pytest.fail(f"tokenmill serve --ray exited with {srv.proc.returncode}:\n{srv.log()}")
         try:
-            if running_replicas() == replicas and srv.http.get("/ready").status_code == 200:
+            ready = srv.http.get("/ready").status_code == 200
+            if running_replicas(deployment) == replicas and ready:
                 return
         except (httpx.TransportError, ray.exceptions.RaySystemError):
             pass

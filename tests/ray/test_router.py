@@ -132,10 +132,23 @@ def test_rayservice_args_and_environment_make_the_config():
         config_from_mapping({"replicas": "many"}, {})
 
 
-def test_ray_with_a_models_file_is_refused_before_ray_starts(tmp_path, capsys):
+def test_a_models_file_is_one_registry_deployment_for_all_its_names(tmp_path, capsys):
     from tokenmill.cli.main import main
+    from tokenmill.config.setting import build
+    from tokenmill.ray.app import REGISTRY_DEPLOYMENT, _deployment_names
 
     models = tmp_path / "models.toml"
-    models.write_text('[[models]]\nname = "m"\nversion = "1"\ntask = "generate"\n')
-    assert main(["serve", "--ray", "--models", str(models)], env={}) == 2
-    assert "--ray with --models is not supported yet" in capsys.readouterr().err
+    models.write_text(
+        '[[models]]\nname = "lm"\nversion = "1"\ntraffic = 90\n\n'
+        '[[models]]\nname = "lm"\nversion = "2"\nquantization = "int8"\ntraffic = 10\n\n'
+        '[[models]]\nname = "minilm"\nversion = "1"\ntask = "embed"\n'
+    )
+    config = build(AppConfig, {"ray": True, "models": str(models)})
+    assert _deployment_names(config) == {"lm": REGISTRY_DEPLOYMENT, "minilm": REGISTRY_DEPLOYMENT}
+    one = build(AppConfig, {"ray": True, "served_model_name": "tiny"})
+    assert _deployment_names(one) == {"tiny": "model-tiny"}
+    # A models file that cannot be served fails before Ray starts.
+    models.write_text('[[models]]\nname = "m"\nversion = "1"\nsource = "no-such-model"\n')
+    assert main(["serve", "--ray", "--models", str(models)], env={}) == 1
+    err = capsys.readouterr().err
+    assert "Unknown model 'no-such-model'" in err and "Ray Serve" not in err

@@ -205,13 +205,23 @@ def registry_deployer(config: AppConfig):
         loaded.close = lambda: None  # the server drains its own engine
         return loaded
 
+    # Under --ray every replica builds this registry from the same files: none may write
+    # the state file, and the admin API may not change one replica's copy.
+    replicated = config.ray.enabled
     deployer = Deployer(
         lambda spec: model_loader.load(spec, config),
         estimate=lambda spec: model_loader.estimate_bytes(spec, config),
         memory_budget_bytes=int(budget * 2**30) if budget else None,
         initial=ordered,
         adopt_engine=adopt,
-        state_path=state_path,
+        state_path=None if replicated else state_path,
+        frozen=(
+            "Under --ray every replica serves its own copy of the models file, so the admin "
+            "API cannot change versions or traffic: edit the models file and redeploy "
+            "(docs/ray.md)."
+            if replicated
+            else None
+        ),
     )
     return deployer, dataclasses.replace(config.engine, model=model)
 

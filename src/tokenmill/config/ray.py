@@ -14,8 +14,9 @@ class RayConfig:
 
     enabled: bool = setting(
         False,
-        "Serve the same API as a Ray Serve application: one deployment per served model, "
-        "its replicas each running the engine and the gateway (see docs/ray.md).",
+        "Serve the same API as a Ray Serve application: one deployment per served model "
+        "(with --models, one for the whole file), its replicas each running the engine and "
+        "the gateway (see docs/ray.md).",
         name="ray",
     )
     replicas: int = setting(

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.beam import BeamSearch
+from tokenmill.engine.beam_groups import BeamGroups
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
@@ -142,6 +144,9 @@ class EngineCore:
         )
         self._children: dict[str, list[Request]] = {}
         self._arrivals = itertools.count()
+        self.beams = BeamGroups(
+            self.scheduler, self.kv, self.runner, self.outputs, eos, self._arrivals
+        )
         self.prompt_tokens_computed = 0
         self.generation_tokens = 0
         self.num_steps = 0
@@ -181,11 +186,16 @@ class EngineCore:
         free_seats = max(0, sc.max_num_seqs - len(self.scheduler.running))
         limit = sc.max_queue
         waiting = self.scheduler.num_waiting
-        if limit is not None and waiting + params.n > limit + free_seats:
+        adds = params.beam.width if params.beam is not None else params.n
+        if limit is not None and waiting + adds > limit + free_seats:
             raise QueueFullError(
                 f"The server is busy: {waiting} sequences are waiting and this request "
-                f"adds {params.n} (limit {limit}). Retry shortly."
+                f"adds {adds} (limit {limit}). Retry shortly."
             )
+        if params.beam is not None:
+            outputs = self.beams.add(req, admitted.token_ids, admitted.max_tokens)
+            self._children[req.request_id] = outputs
+            return
         children = []
         for i in range(params.n):
             gen = None
@@ -217,6 +227,7 @@ class EngineCore:
 
     def abort(self, request_id: str) -> list[RequestOutput]:
         """End a request at any point, freeing its blocks. Unknown ids are ignored."""
+        self.beams.abort(request_id)
         children = self._children.pop(request_id, None)
         if not children:
             return []
@@ -251,6 +262,7 @@ class EngineCore:
             self.speculator.propose(self.scheduler.running)
         sched = self.scheduler.schedule()
         if not sched.scheduled:
+            self.beams.park_idle()
             return []
         logits = self.runner.execute(sched)
         self.scheduler.update_after_step(sched)
@@ -268,6 +280,7 @@ class EngineCore:
     def _postprocess(self, sched: SchedulerOutput, step) -> list[str]:
         rows, row_reqs = [], []
         touched: list[str] = []
+        ready: list[BeamSearch] = []
         for s, lr in zip(sched.scheduled, step.per_request):
             req = s.request
             start = req.num_computed_tokens - s.num_new_tokens
@@ -295,7 +308,12 @@ class EngineCore:
                 else:
                     self.scheduler.reject_drafts(req, verified.num_rejected)
                 touched.append(req.parent_id)
-            if lr.sample_row is not None:
+            if lr.sample_row is not None and req.parent_id in self.beams.searches:
+                self.generation_tokens += 1
+                search = self.beams.offer(req, step.logits[lr.sample_row])
+                if search is not None:
+                    ready.append(search)
+            elif lr.sample_row is not None:
                 rows.append(lr.sample_row)
                 row_reqs.append(req)
         if rows:
@@ -308,6 +326,11 @@ class EngineCore:
                 if self._emit(req, tok, top):
                     self._finish(req, req.status)
                 touched.append(req.parent_id)
+        for search in ready:
+            pid = self.beams.apply(search, search.advance())
+            if pid not in self.beams.searches:
+                self._children.pop(pid, None)
+            touched.append(pid)
         return list(dict.fromkeys(touched))
 
     def _sampling_row(self, req: Request) -> SamplingRow:

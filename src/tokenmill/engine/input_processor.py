@@ -120,6 +120,12 @@ class InputProcessor:
     def check_params(self, params: SamplingParams) -> None:
         """The per-request limits on the sampling params (n, stop strings, capacity)."""
         limits = self.limits
+        if params.beam is not None and params.beam.width > limits.max_n:
+            raise InvalidRequestError(
+                f"best_of={params.beam.width} is a wider beam than this server allows "
+                f"({limits.max_n}, set by --max-n).",
+                param="best_of",
+            )
         if params.n > limits.max_n:
             raise InvalidRequestError(
                 f"n={params.n} is more completions than this server allows per prompt "
@@ -127,11 +133,13 @@ class InputProcessor:
                 param="n",
             )
         cap = self.capacity.max_sequences
-        if cap is not None and params.n > cap:
+        seqs = params.beam.width if params.beam is not None else params.n
+        if cap is not None and seqs > cap:
+            name = "best_of" if params.beam is not None else "n"
             raise InvalidRequestError(
-                f"n={params.n} sequences can never be held at once: this server runs and "
+                f"{name}={seqs} sequences can never be held at once: this server runs and "
                 f"queues at most {cap} (--max-num-seqs plus --max-queue).",
-                param="n",
+                param=name,
                 code="exceeds_capacity",
             )
         if len(params.stop) > limits.max_stop_strings:

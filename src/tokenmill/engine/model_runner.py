@@ -102,6 +102,20 @@ class ModelRunner:
         return slots[start:end]
 
     @torch.inference_mode()
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy whole KV blocks, (source id, destination id) each, in every layer: the
+        copy half of the cache's copy-on-write (a forked beam's partly filled block)."""
+        if not pairs:
+            return
+        bs = self.block_size
+        src = torch.tensor([s for s, _ in pairs], dtype=torch.int64)
+        dst = torch.tensor([d for _, d in pairs], dtype=torch.int64)
+        src_slots = (src[:, None] * bs + self._offsets).flatten()
+        dst_slots = (dst[:, None] * bs + self._offsets).flatten()
+        for kv in self.kv_caches:  # (2, num_slots, kv_heads, head_dim)
+            kv[:, dst_slots] = kv[:, src_slots]
+
+    @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> StepLogits:
         """Run the model over the step's new tokens and return the logits to sample.
         Writes the new tokens' K/V into the cache; mutates nothing else."""

@@ -111,6 +111,23 @@ class Scheduler:
         request.status = RequestStatus.WAITING
         self._enqueue(request)
 
+    def adopt(self, request: Request) -> None:
+        """Add a sequence that already holds its KV blocks (a forked beam) straight to
+        the running list; it is not counted against admission this step."""
+        request.status = RequestStatus.RUNNING
+        self.running.append(request)
+
+    def park(self, request: Request) -> None:
+        """Take a running sequence out of the batch and free its blocks without queueing
+        it: the caller `add`s it back when it should run again, and it then recomputes
+        (the prefix cache serves its full blocks). Counts as a preemption."""
+        self.running = [r for r in self.running if r is not request]
+        self.kv.free(request)
+        request.num_computed_tokens = 0
+        request.status = RequestStatus.PREEMPTED
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+
     def _enqueue(self, request: Request) -> None:
         queue = self._waiting.setdefault(request.parent_id, [])
         bisect.insort(queue, request, key=lambda r: r.arrival_seq)

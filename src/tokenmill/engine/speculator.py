@@ -9,7 +9,8 @@ and every emitted token passes the stop rules in order. The caller rolls back th
 positions of rejected drafts.
 
 Which requests speculate: every sequence while speculation is on, except structured
-output (its grammar state would have to follow drafts that may be rejected). Logprobs,
+output (its grammar state would have to follow drafts that may be rejected) and beam
+search (its beams are ranked on one step's logits each). Logprobs,
 penalties, logit_bias, min_tokens, stop strings and n > 1 are supported: each position is
 processed with the sequence's state at that position.
 """
@@ -55,7 +56,8 @@ class Speculator:
 
     def new_state(self, params: SamplingParams) -> SpeculationState | None:
         """A fresh state for a sequence that may speculate; None for one that may not."""
-        return SpeculationState() if params.structured is None else None
+        plain = params.structured is None and params.beam is None
+        return SpeculationState() if plain else None
 
     def propose(self, running: list[Request]) -> None:
         """Set this step's drafts on every running sequence that decodes (all its tokens

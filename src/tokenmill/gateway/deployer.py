@@ -42,9 +42,13 @@ class Deployer:
         initial: list[ModelSpec] | None = None,
         adopt_engine: Callable[[object], LoadedModel] | None = None,
         state_path: str | None = None,
+        frozen: str | None = None,
     ):
         self.state_path = state_path
         """Where every change is saved (None: not saved)."""
+        self.frozen = frozen
+        """Why the admin API may not change this registry (None: it may): under --ray
+        each replica runs its own copy, and a change would reach only one of them."""
         self._previous_stable: dict[str, str] = {}
         """NAME -> the version promote replaced, for rollback."""
         self.registry = Registry()

@@ -99,7 +99,7 @@ class ChatCompletionRequest(SamplingFields):
             max_tokens=max_tokens,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             structured=structured,
-            **self.sampling_kwargs(),
+            **self.beam_kwargs(self.sampling_kwargs()),
         )
 
 

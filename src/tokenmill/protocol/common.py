@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from tokenmill.errors import InvalidRequestError
-from tokenmill.sampling_params import StructuredSpec
+from tokenmill.sampling_params import BEAM_NEUTRAL, BeamSpec, StructuredSpec
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_N = 128
@@ -134,6 +134,15 @@ class SamplingFields(OpenAIModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     priority: int = Field(0, ge=-1000, le=1000, description="Lower values are scheduled first.")
+    best_of: int | None = Field(None, ge=1, le=MAX_N)
+    """With use_beam_search: the beam width (else n). Without it, must equal n."""
+    use_beam_search: bool = Field(False, description="vLLM's beam search instead of sampling.")
+    length_penalty: float = Field(
+        1.0, ge=-10.0, le=10.0, description="Beam search: exponent of the length penalty."
+    )
+    early_stopping: bool | Literal["never"] = Field(
+        False, description='Beam search: true, false or "never" (transformers\' meaning).'
+    )
 
     def sampling_kwargs(self) -> dict[str, Any]:
         """The SamplingParams arguments these fields set; None where the client left a
@@ -157,6 +166,33 @@ class SamplingFields(OpenAIModel):
             "skip_special_tokens": self.skip_special_tokens,
             "include_stop_str_in_output": self.include_stop_str_in_output,
         }
+
+    def beam_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`kwargs` (from sampling_kwargs) with the beam-search fields applied: the beam
+        spec, and the neutral value of every sampling field the client left unset (a
+        model's sampling defaults do not apply to beam search). Raises
+        InvalidRequestError for beam fields sent without use_beam_search."""
+        if not self.use_beam_search:
+            if self.best_of is not None and self.best_of != self.n:
+                raise InvalidRequestError(
+                    f"best_of={self.best_of} is only supported with use_beam_search; "
+                    f"without it, it must equal n ({self.n}).",
+                    param="best_of",
+                )
+            for name, unset in (("length_penalty", 1.0), ("early_stopping", False)):
+                if getattr(self, name) != unset:
+                    raise InvalidRequestError(
+                        f"{name} applies to beam search only: set use_beam_search to true.",
+                        param=name,
+                    )
+            return kwargs
+        width = self.best_of if self.best_of is not None else self.n
+        out = dict(kwargs)
+        for name, neutral in BEAM_NEUTRAL.items():
+            if out.get(name) is None:
+                out[name] = neutral
+        out["beam"] = BeamSpec(width, self.length_penalty, self.early_stopping)
+        return out
 
     @property
     def include_usage(self) -> bool:

@@ -42,7 +42,6 @@ class CompletionRequest(SamplingFields):
         None, ge=0, le=20, description="Return this many top alternatives per token."
     )
     suffix: str | None = None
-    best_of: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
 
@@ -52,11 +51,6 @@ class CompletionRequest(SamplingFields):
         structured = structured_spec(self.response_format, self.structured_outputs)
         if self.suffix:
             raise InvalidRequestError("suffix (insertion) is not supported.", param="suffix")
-        if self.best_of is not None and self.best_of != self.n:
-            raise InvalidRequestError(
-                f"best_of={self.best_of} is not supported; it must equal n ({self.n}).",
-                param="best_of",
-            )
         prompt_logprobs = None
         if self.echo and self.logprobs is not None:
             prompt_logprobs = self.logprobs
@@ -69,7 +63,7 @@ class CompletionRequest(SamplingFields):
             logprobs=self.logprobs,
             prompt_logprobs=prompt_logprobs,
             structured=structured,
-            **self.sampling_kwargs(),
+            **self.beam_kwargs(self.sampling_kwargs()),
         )
 
 

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from tokenmill.config import AppConfig
 from tokenmill.config.setting import build as build_config
 from tokenmill.config.setting import resolve, settings_of
-from tokenmill.errors import ConfigError
 
 logger = logging.getLogger("tokenmill.ray")
 
@@ -30,19 +29,35 @@ def deployment_name(model: str) -> str:
     return "model-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in model)
 
 
+REGISTRY_DEPLOYMENT = "registry"
+"""The one deployment that serves a --models file: each replica runs the whole registry."""
+
+
 def served_models(config: AppConfig) -> list[str]:
-    """The served model names, one deployment each. --models FILE is refused for now:
-    the registry's versions, traffic splits and admin API live in one process."""
+    """The served model names: --model's, or every name in the --models file (whose
+    versions, traffic splits, shadows and task models each replica serves in full)."""
     if config.registry.models:
-        raise ConfigError(
-            "--ray with --models is not supported yet: serve one --model per deployment "
-            "(docs/ray.md says why).",
-            setting="models",
-        )
+        from tokenmill.gateway import model_loader
+        from tokenmill.gateway.models_file import read_models_file
+
+        specs = read_models_file(config.registry.models)
+        for spec in specs:
+            model_loader.estimate_bytes(spec)  # an unknown source fails before Ray starts
+        return list(dict.fromkeys(spec.name for spec in specs))
     from tokenmill.model.registry import resolve_model
 
     model = config.engine.model
     return [model.served_model_name or resolve_model(model.model).name]
+
+
+def _deployment_names(config: AppConfig) -> dict[str, str]:
+    """Served model name -> its Serve deployment: one per model with --model; with
+    --models one deployment for the whole file (a version's canary split and shadow
+    must be decided where all the versions are)."""
+    names = served_models(config)
+    if config.registry.models:
+        return dict.fromkeys(names, REGISTRY_DEPLOYMENT)
+    return {name: deployment_name(name) for name in names}
 
 
 def build_application(config: AppConfig):
@@ -55,11 +70,14 @@ def build_application(config: AppConfig):
     from tokenmill.ray.replica import ModelReplica
 
     rc = config.ray
-    handles = {}
-    for name in served_models(config):
+    handles, bound = {}, {}
+    for name, deployment_id in _deployment_names(config).items():
+        if deployment_id in bound:
+            handles[name] = bound[deployment_id]
+            continue
         deployment = serve.deployment(
             ModelReplica,
-            name=deployment_name(name),
+            name=deployment_id,
             ray_actor_options={"num_cpus": rc.ray_replica_cpus},
             max_ongoing_requests=max(4, 2 * config.engine.scheduler.max_num_seqs),
             health_check_period_s=5,
@@ -71,7 +89,7 @@ def build_application(config: AppConfig):
             ),
             **rc.deployment_options(),
         )
-        handles[name] = deployment.bind(config)
+        handles[name] = bound[deployment_id] = deployment.bind(config)
     ingress = serve.deployment(
         Ingress, name="ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024
     )

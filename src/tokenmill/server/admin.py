@@ -17,6 +17,7 @@ from pydantic import Field
 
 from tokenmill.errors import ConfigError, InvalidRequestError, ServiceUnavailableError
 from tokenmill.gateway.auth import PermissionDeniedError
+from tokenmill.gateway.deployer import ConflictError
 from tokenmill.gateway.models_file import ModelSpec
 from tokenmill.protocol.common import OpenAIModel
 from tokenmill.server.serving.models import registry_cards, version_card
@@ -70,6 +71,13 @@ def install_admin(app: FastAPI, state: ServerState, admin_open: bool) -> None:
         state.engine  # noqa: B018 - 503 while the server loads or drains
         return state.deployer
 
+    def changer(raw: Request):
+        """deployer(raw), for a route that changes the registry: 409 where it is frozen."""
+        dep = deployer(raw)
+        if dep.frozen is not None:
+            raise ConflictError(dep.frozen, code="registry_frozen")
+        return dep
+
     def card(d) -> dict:
         body = version_card(d).model_dump(exclude_none=True)
         body.update(inflight=d.inflight, served=d.served)
@@ -86,7 +94,7 @@ def install_admin(app: FastAPI, state: ServerState, admin_open: bool) -> None:
         """Loads a version in the background (202; its card says `loading`, then
         `ready` or `failed`); it takes its traffic share once ready. 409 when it exists
         or would pass --memory-budget-gib."""
-        dep = deployer(raw)
+        dep = changer(raw)
         try:
             spec = ModelSpec.from_table(body.model_dump(), "the request")
         except ConfigError as exc:
@@ -96,7 +104,7 @@ def install_admin(app: FastAPI, state: ServerState, admin_open: bool) -> None:
     @app.patch("/admin/models/{key}", tags=["admin"])
     async def patch_version(key: str, body: PatchRequest, raw: Request) -> dict:
         """Changes a version's traffic share (siblings rescaled to fill) or shadow flag."""
-        dep = deployer(raw)
+        dep = changer(raw)
         deployment = dep.registry.get(key)
         dep.set_traffic(deployment, body.traffic, body.shadow)
         return {"data": [card(d) for d in dep.registry.versions(deployment.spec.name)]}
@@ -104,14 +112,14 @@ def install_admin(app: FastAPI, state: ServerState, admin_open: bool) -> None:
     @app.post("/admin/models/{name}/promote", tags=["admin"])
     async def promote(name: str, raw: Request) -> dict:
         """The canary takes all traffic; the old stable stays loaded for rollback."""
-        dep = deployer(raw)
+        dep = changer(raw)
         dep.promote(name)
         return {"data": [card(d) for d in dep.registry.versions(name)]}
 
     @app.post("/admin/models/{name}/rollback", tags=["admin"])
     async def rollback(name: str, raw: Request) -> dict:
         """The version before the last promote takes all traffic back."""
-        dep = deployer(raw)
+        dep = changer(raw)
         dep.rollback(name)
         return {"data": [card(d) for d in dep.registry.versions(name)]}
 
@@ -119,7 +127,7 @@ def install_admin(app: FastAPI, state: ServerState, admin_open: bool) -> None:
     async def unload(key: str, raw: Request, wait: bool = False) -> JSONResponse:
         """Stops routing to the version, drains its in-flight calls, then unloads it
         (in the background; `?wait=true` answers once it is gone)."""
-        dep = deployer(raw)
+        dep = changer(raw)
         deployment = dep.registry.get(key)
         if deployment.status == "draining":
             raise ServiceUnavailableError(f"{key} is draining already.", code="model_draining")

@@ -142,3 +142,34 @@ def test_memory_budget_refuses_with_409():
         assert "lm@2 needs about 1.00 GiB" in error["message"]
         assert "enc@1" in error["message"] and "lm@1" in error["message"]
         assert _traffic(client, headers={}) == {"lm@1": 100.0, "enc@1": 100.0}
+
+
+def test_a_frozen_registry_refuses_every_change_and_still_lists(tmp_path):
+    """Under --ray each replica serves its own copy of the models file: the admin API
+    reads it, and every change answers 409 with the reason (a change would reach one
+    replica)."""
+    state = tmp_path / "state.json"
+
+    async def loader(s):
+        return fake_model(s)
+
+    deployer = Deployer(loader, state_path=None, frozen="Under --ray: edit the models file.")
+    with registry_client(
+        [spec("lm"), spec("lm", "2", traffic=0)], deployer=deployer, api_key=("sk-admin",)
+    ) as client:
+        assert set(_traffic(client)) == {"lm@1", "lm@2"}
+        changes = [
+            client.post(
+                "/admin/models", json={"name": "lm", "version": "3", "traffic": 0}, headers=ADMIN
+            ),
+            client.patch("/admin/models/lm@2", json={"traffic": 50}, headers=ADMIN),
+            client.post("/admin/models/lm/promote", headers=ADMIN),
+            client.post("/admin/models/lm/rollback", headers=ADMIN),
+            client.delete("/admin/models/lm@2", headers=ADMIN),
+        ]
+        for r in changes:
+            assert r.status_code == 409, r.text
+            error = r.json()["error"]
+            assert error["code"] == "registry_frozen" and "models file" in error["message"]
+        assert _traffic(client) == {"lm@1": 100.0, "lm@2": 0.0}
+    assert not state.exists()

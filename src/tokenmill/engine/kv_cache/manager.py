@@ -130,6 +130,34 @@ class KVCacheManager:
             self.pool.free(list(reversed(seq.blocks[keep:])))
             del seq.blocks[keep:]
 
+    def fork(self, source: Request, child: Request) -> tuple[int, int] | None:
+        """Give `child` (a new sequence with the same computed tokens as `source`) the
+        source's KV: its full blocks shared by reference (copy-on-write: a full block is
+        never written again), its partly filled last block copied into a fresh block,
+        since both sequences will write their next tokens there. Returns the
+        (source block id, new block id) whose contents the caller must copy in the KV
+        tensors, or None when no copy is needed. Takes one block at most; raises
+        MemoryError (and changes nothing) when none is free."""
+        seq = self._seqs[source.request_id]
+        num_full = source.num_computed_tokens // self.block_size
+        partial = source.num_computed_tokens % self.block_size != 0
+        if partial and self.pool.num_free < 1:
+            raise MemoryError("no KV block free for a beam's partly filled last block")
+        shared = seq.blocks[:num_full]
+        self.pool.touch(shared)
+        forked = _SeqBlocks(list(shared), min(seq.num_hashed, num_full), seq.last_hash)
+        copy = None
+        if partial:
+            (block,) = self.pool.allocate(1)
+            forked.blocks.append(block)
+            copy = (seq.blocks[num_full].block_id, block.block_id)
+        self._seqs[child.request_id] = forked
+        return copy
+
+    def holds(self, request: Request) -> bool:
+        """Whether the request has a block table (it is running)."""
+        return request.request_id in self._seqs
+
     def free(self, request: Request) -> None:
         """Release every block of the request, tail first (see BlockPool.free)."""
         seq = self._seqs.pop(request.request_id, None)
