@@ -304,3 +304,20 @@ def test_a_short_pool_drops_drafts_before_preempting():
     sched = core.scheduler.schedule()
     assert [s.num_new_tokens for s in sched.scheduled] == [1]
     assert req.draft_token_ids == [] and core.scheduler.num_preemptions == 0
+
+
+def test_beam_search_and_structured_output_do_not_speculate():
+    from tokenmill.config import SpeculativeConfig as Config
+    from tokenmill.engine.speculator import Speculator
+    from tokenmill.sampling_params import BeamSpec, StructuredSpec
+
+    speculator = Speculator(Config(mode="ngram"), max_model_len=64)
+    assert speculator.new_state(GREEDY) is not None
+    beam = SamplingParams(n=2, temperature=0.0, max_tokens=8, beam=BeamSpec(2))
+    assert speculator.new_state(beam) is None
+    structured = GREEDY.clone(structured=StructuredSpec(kind="json_object"))
+    assert speculator.new_state(structured) is None
+    # Through the engine: a beam request's sequences carry no speculation state.
+    plain, _ = _run("abcdefg", "abcdefga", beam, None)
+    spec, core = _run("abcdefg", "abcdefga", beam, NGRAM)
+    assert spec.token_ids == plain.token_ids and core.stats().spec_draft_tokens == 0
