@@ -8,7 +8,7 @@ TOML, one `[[models]]` table per version:
     source = "smollm2-135m-instruct"  # packaged short name, .gguf path or HF directory
     task = "generate"                 # generate | embed | classify | ner
     dtype = "float32"                 # optional (generate): auto | float32 | bfloat16
-    quantization = "int8"             # optional (generate): int8 | none
+    quantization = "int8"             # optional (generate): int8 | auto | none
     traffic = 90                      # percent of NAME's requests (sticky per key/user)
     shadow = false                    # true: gets a copy of live traffic, answers compared
 
@@ -61,7 +61,7 @@ class ModelSpec:
         if self.dtype not in DTYPES:
             raise ConfigError(f"{where}: dtype must be one of {', '.join(DTYPES)}.", "models")
         if self.quantization not in (None, *QUANTIZATIONS):
-            raise ConfigError(f"{where}: quantization must be int8 or omitted.", "models")
+            raise ConfigError(f"{where}: quantization must be int8, auto or omitted.", "models")
         if not 0.0 <= self.traffic <= 100.0:
             raise ConfigError(f"{where}: traffic must be a percent in [0, 100].", "models")
         if self.shadow and self.traffic:
