@@ -4,10 +4,13 @@ against a real `tokenmill serve` (the session's shared server)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import openai
 import pytest
+
+from tests.e2e.conftest import start_server
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +166,65 @@ def test_tool_results_in_the_history_are_answered(server, model_name):
         temperature=0,
     )
     assert r.choices[0].message.content and r.choices[0].message.tool_calls is None
+
+
+TOOLS_TEMPLATE = Path(__file__).parents[2] / "examples" / "chat_templates" / "chatml_tools.jinja"
+
+
+@pytest.fixture(scope="module")
+def template_server(tmp_path_factory):
+    """A server whose chat template (`--chat-template`) renders tools itself."""
+    srv = start_server(tmp_path_factory, "chat-template", "--chat-template", str(TOOLS_TEMPLATE))
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def test_a_template_with_tool_syntax_renders_the_tools_and_the_history(template_server):
+    http = template_server.http
+    source = TOOLS_TEMPLATE.read_text()
+    assert http.get("/tokenizer_info").json()["chat_template"] == source
+    model = http.get("/v1/models").json()["data"][0]["id"]
+    call = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+        {"role": "user", "content": "And in Rome?"},
+    ]
+    r = template_server.client(timeout=120).chat.completions.create(
+        model=model,
+        messages=history,
+        tools=TOOLS[:1],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=60,
+    )
+    (made,) = r.choices[0].message.tool_calls
+    assert made.function.name == "get_weather"
+    jsonschema.validate(json.loads(made.function.arguments), WEATHER_PARAMS)
+    # The prompt the server counted is the template's own rendering of the tools and of
+    # the earlier call and its result (not the fallback prompt).
+    rendered = (
+        "<|im_start|>system\nYou can call functions. Their signatures are listed inside "
+        "<tools></tools>:\n<tools>\n"
+        + json.dumps(TOOLS[0]["function"], ensure_ascii=False)
+        + '\n</tools>\nTo call one, write <tool_call>{"name": <function name>, '
+        '"arguments": <arguments object>}</tool_call>.<|im_end|>\n'
+        "<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>" + json.dumps(call) + "</tool_call><|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n18 C and sunny\n</tool_response><|im_end|>\n"
+        "<|im_start|>user\nAnd in Rome?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    counted = http.post("/tokenize", json={"prompt": rendered}).json()["count"]
+    assert r.usage.prompt_tokens == counted

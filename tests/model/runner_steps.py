@@ -98,7 +98,9 @@ class RunnerSteps:
         with contextlib.ExitStack() as stack:
             if not self.native:
                 stack.enter_context(
-                    mock.patch("tokenmill.model.layers.attention.inference_kernels", lambda *t: None)
+                    mock.patch(
+                        "tokenmill.model.layers.attention.inference_kernels", lambda *t: None
+                    )
                 )
             if probe:
                 self.runner.model = _HiddenProbe(self.model)

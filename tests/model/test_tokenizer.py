@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from tokenmill.model.chat_template import read_chat_template
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +93,53 @@ def test_sentencepiece_merges_follow_piece_rank():
     pieces = spelled_pieces(["a", "b", "c", "ab", "bc", "abc", "  "])
     assert pieces[-1] == "\u2581\u2581"
     assert implied_merges(pieces) == [("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")]
+
+
+TOOLS_TEMPLATE = Path(__file__).parents[2] / "examples" / "chat_templates" / "chatml_tools.jinja"
+TOOL_DEFS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 18}'},
+]
+
+
+def test_a_tool_template_renders_tools_as_transformers_does(ours, hf_tokenizer):
+    """`--chat-template` with a template that takes `tools`: the same text as
+    transformers' apply_chat_template(..., tools=...) with that template."""
+    source = read_chat_template(str(TOOLS_TEMPLATE))
+    tok = ours.with_chat_template(source)
+    assert tok.native_tools and not ours.native_tools
+    for conversation, tools in [(TOOL_CONVERSATION, TOOL_DEFS), (CONVERSATIONS[1], None)]:
+        want = hf_tokenizer.apply_chat_template(
+            conversation,
+            tools=tools,
+            chat_template=source,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert tok.apply_chat_template(conversation, tools=tools) == want
+    # The copy leaves the model's own template alone.
+    assert ours.apply_chat_template(CONVERSATIONS[0]) == hf_tokenizer.apply_chat_template(
+        CONVERSATIONS[0], tokenize=False, add_generation_prompt=True
+    )

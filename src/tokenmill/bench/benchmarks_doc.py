@@ -144,10 +144,23 @@ core with one thread. {met} met, {missed} not met, {len(verdicts) - met - missed
 """
 
 
+KEPT = "<!-- kept across runs: measurements that `bench compare` does not make -->"
+
+
+def kept_tail(page: str) -> str:
+    """The part of an existing page from the KEPT marker on ("" without one): figures of
+    other benchmarks (speculative decoding, beam search, the edge profile, Ray scaling)
+    that a rewrite must not drop."""
+    at = page.find(KEPT)
+    return "" if at < 0 else page[at:]
+
+
 def write_benchmarks_doc(rec: CompareRecord, out: Path) -> None:
     """Write `out` (markdown) and one plot per plan beside it (`out`'s name, then the plan:
-    benchmarks.png for the first, benchmarks-all.png for the next)."""
+    benchmarks.png for the first, benchmarks-all.png for the next). The old page's KEPT
+    tail is carried over to the new one; the file is replaced atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    tail = kept_tail(out.read_text()) if out.exists() else ""
     names = {}
     for i, plan in enumerate(rec.plans):
         png = (
@@ -155,5 +168,8 @@ def write_benchmarks_doc(rec: CompareRecord, out: Path) -> None:
         )
         why = plot_comparison(plan, png)
         names[plan.plan.name] = png.name if not why else f"Plot not drawn: {why}"
-    out.write_text(render(rec, names))
+    page = render(rec, names) + (f"\n{tail}" if tail else "")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
     print(f"wrote {out}", flush=True)

@@ -50,6 +50,14 @@ class ModelConfig:
         "The name clients pass as `model`. Default: the model's short or file name.",
         metavar="NAME",
     )
+    chat_template: str | None = setting(
+        None,
+        "A Jinja chat template file to render chats with instead of the model's own. A "
+        "template that takes `tools` and spells calls as <tool_call> tags (Hermes, Qwen) "
+        "renders tool definitions and tool turns itself.",
+        metavar="FILE",
+        none_words=("none", ""),
+    )
     generation_config: str = setting(
         "auto",
         "Default sampling for requests that leave it unset: auto takes the model's "

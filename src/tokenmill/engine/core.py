@@ -20,6 +20,7 @@ from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
 from tokenmill.errors import InvalidRequestError, QueueFullError
+from tokenmill.model.chat_template import read_chat_template
 from tokenmill.model.loader import LoadedModel, load_model
 from tokenmill.sampling_params import SamplingDefaults
 
@@ -81,6 +82,8 @@ class EngineCore:
         self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len, mc.quantization)
         self.config = config
         self.tokenizer = self.loaded.tokenizer
+        if mc.chat_template is not None:
+            self.tokenizer = self.tokenizer.with_chat_template(read_chat_template(mc.chat_template))
         self.model_name = mc.served_model_name or self.loaded.name
         self.max_model_len = self.loaded.max_model_len
         self.sampling_defaults = (

@@ -15,7 +15,7 @@ from tokenmill.gateway.engine_client import EngineClient
 from tokenmill.gateway.generation import GenerationRun
 from tokenmill.gateway.policy import CallContext, Prepared
 from tokenmill.gateway.prompts import chat_prompt, completion_items, completion_prompts
-from tokenmill.protocol.tools import history_messages
+from tokenmill.protocol.tools import history_messages, template_tools
 
 
 class BackendStream(Protocol):
@@ -76,8 +76,16 @@ class LocalBackend:
                 )
             check = inputs.check_prompt_text
         if ctx.call.kind == "chat":
-            messages = history_messages(body.messages, body.tool_mode())
-            prompts = [await chat_prompt(tokenizer, messages, body.add_generation_prompt, check)]
+            mode = body.tool_mode()
+            if getattr(tokenizer, "native_tools", False):
+                # The template writes the tools and the tool turns in the <tool_call>
+                # spelling the tool grammar generates.
+                messages, tools = body.messages, template_tools(mode)
+            else:
+                messages, tools = history_messages(body.messages, mode), None
+            prompts = [
+                await chat_prompt(tokenizer, messages, body.add_generation_prompt, check, tools)
+            ]
         else:
             prompts = await completion_prompts(tokenizer, body.prompt, check)
         return Prepared(prompts, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import json
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import jinja2
 from tokenmill.errors import InvalidRequestError
 from tokenmill.gateway.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatMessage
+from tokenmill.protocol.tools import ToolCallIn
 
 T = TypeVar("T")
 
@@ -102,8 +104,26 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"role": role, "content": content or ""}
         if message.name is not None:
             entry["name"] = message.name
+        if message.tool_calls:
+            entry["tool_calls"] = [_call_dict(c) for c in message.tool_calls]
+        if message.tool_call_id is not None:
+            entry["tool_call_id"] = message.tool_call_id
         out.append(entry)
     return out
+
+
+def _call_dict(call: ToolCallIn) -> dict[str, Any]:
+    """An earlier call as chat templates expect it: HF's convention gives `arguments` as
+    an object (templates write it with `tojson`); text that is not JSON stays text."""
+    try:
+        arguments: Any = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        arguments = call.function.arguments
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.function.name, "arguments": arguments},
+    }
 
 
 async def chat_prompt(
@@ -111,16 +131,18 @@ async def chat_prompt(
     messages: list[ChatMessage],
     add_generation_prompt: bool = True,
     check: CheckText | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> EnginePrompt:
-    """Renders the model's chat template, then tokenizes without adding special tokens
-    (the template already wrote them). `check` sees the messages' text, then the rendered
-    prompt, before anything is tokenized."""
+    """Renders the model's chat template (with `tools` where the template takes them),
+    then tokenizes without adding special tokens (the template already wrote them).
+    `check` sees the messages' text, then the rendered prompt, before anything is
+    tokenized."""
     size = sum(len(str(m.content or "")) for m in messages)
     if check is not None and size > INLINE_CHARS:
         # The template only adds text: content alone over the bound is over it.
         check("".join(str(m.content or "") for m in messages), "messages")
     return await off_loop_if_large(
-        size, _chat_prompt, tokenizer, messages, add_generation_prompt, check
+        size, _chat_prompt, tokenizer, messages, add_generation_prompt, check, tools
     )
 
 
@@ -129,20 +151,28 @@ def _chat_prompt(
     messages: list[ChatMessage],
     add_generation_prompt: bool,
     check: CheckText | None,
+    tools: list[dict[str, Any]] | None,
 ) -> EnginePrompt:
-    text = render_chat(tokenizer, messages, add_generation_prompt)
+    text = render_chat(tokenizer, messages, add_generation_prompt, tools)
     if check is not None:
         check(text, "messages")
     return EnginePrompt(tokenizer.encode(text, add_special_tokens=False), text=text)
 
 
 def render_chat(
-    tokenizer: TokenizerClient, messages: list[ChatMessage], add_generation_prompt: bool = True
+    tokenizer: TokenizerClient,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The chat template applied to `messages`; template errors become a 400."""
+    """The chat template applied to `messages`, with `tools` passed to it when given (only
+    templates that render tools get them); template errors become a 400."""
     dicts = messages_to_dicts(messages)
+    extra = {} if tools is None else {"tools": tools}
     try:
-        return tokenizer.apply_chat_template(dicts, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            dicts, add_generation_prompt=add_generation_prompt, **extra
+        )
     except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
         raise InvalidRequestError(
             f"The model's chat template rejected these messages: {exc}", param="messages"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tokenmill.errors import InvalidRequestError
+from tokenmill.errors import ConfigError, InvalidRequestError
 
 
 def _raise_exception(message: str) -> None:
@@ -43,6 +44,8 @@ class ChatTemplate:
         self.source = source
         self._template = env.from_string(source)
         self._special_tokens = special_tokens
+        self.native_tools = speaks_hermes_tools(source)
+        """True when the template renders `tools` and spells calls as <tool_call> tags."""
 
     def render(
         self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
@@ -60,6 +63,34 @@ class ChatTemplate:
             raise InvalidRequestError(
                 f"The chat template rejected the messages: {exc}", param="messages"
             ) from exc
+
+
+def read_chat_template(path: str) -> str:
+    """The template source in file `path` (`--chat-template`), checked to compile.
+    ConfigError names the file when it is missing or not a valid Jinja template."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the chat template {path}: {exc.strerror}.", setting="chat_template"
+        ) from exc
+    try:
+        ChatTemplate(source, {})
+    except TemplateError as exc:
+        raise ConfigError(
+            f"The chat template {path} is not a valid Jinja template: {exc}",
+            setting="chat_template",
+        ) from exc
+    return source
+
+
+def speaks_hermes_tools(source: str) -> bool:
+    """Whether a template takes a `tools` list and writes calls and results in the
+    <tool_call> / <tool_response> spelling (Hermes, Qwen 2.5 and later, SmolLM3): the one
+    tokenmill's tool grammar generates. Templates with another call syntax (Llama 3.1's
+    bare JSON, Mistral's [TOOL_CALLS]) get the fallback prompt, so the prompt never
+    teaches a syntax the grammar would then forbid."""
+    return "tools" in source and "<tool_call>" in source and "<tool_response>" in source
 
 
 # Gemma's turn format: BOS, then "<start_of_turn>{user|model}\n{text}<end_of_turn>\n" per

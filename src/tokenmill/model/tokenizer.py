@@ -7,6 +7,7 @@ the same tokenizer is rebuilt.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -121,17 +122,37 @@ class Tokenizer:
         """The vocabulary strings of `ids` (byte-level spelling, e.g. "Ġthe")."""
         return [self.backend.id_to_token(i) for i in ids]
 
+    @property
+    def native_tools(self) -> bool:
+        """Whether the chat template renders tools itself (chat_template.speaks_hermes_tools);
+        otherwise tools go through the fallback prompt in protocol/tools.py."""
+        return self._template is not None and self._template.native_tools
+
+    def with_chat_template(self, source: str) -> Tokenizer:
+        """A copy that renders chats with `source` (`--chat-template`); self is unchanged."""
+        twin = copy.copy(self)
+        twin.chat_template = source
+        twin._template = ChatTemplate(
+            source, {"bos_token": self.bos_token, "eos_token": self.eos_token}
+        )
+        return twin
+
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """The prompt text for `messages`. InvalidRequestError when the model has no
-        template or the template rejects the messages."""
+        """The prompt text for `messages`; `tools` (OpenAI function tools) are passed to
+        the template when given. InvalidRequestError when the model has no template or
+        the template rejects the messages."""
         if self._template is None:
             raise InvalidRequestError(
                 "This model has no chat template; use the completions endpoint instead.",
                 param="messages",
             )
-        return self._template.render(messages, add_generation_prompt=add_generation_prompt)
+        extra = {} if tools is None else {"tools": tools}
+        return self._template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
 
     @classmethod
     def from_gguf(cls, metadata: Mapping[str, Any]) -> Tokenizer:

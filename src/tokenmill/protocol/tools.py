@@ -189,16 +189,7 @@ def tool_spec(mode: ToolMode) -> StructuredSpec | None:
 
 def tools_system_text(mode: ToolMode) -> str:
     """The fallback prompt that describes the tools and the call syntax."""
-    listing = "\n".join(
-        json.dumps(
-            {
-                "name": t.function.name,
-                "description": t.function.description or "",
-                "parameters": _parameters(t),
-            }
-        )
-        for t in mode.tools
-    )
+    listing = "\n".join(json.dumps(_described(t)) for t in mode.tools)
     return (
         "You can call these functions:\n"
         f"{listing}\n"
@@ -246,6 +237,22 @@ def _json_or_none(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return None
+
+
+def template_tools(mode: ToolMode | None) -> list[dict[str, Any]] | None:
+    """The request's tools as a chat template that renders them takes them (OpenAI's
+    function objects, with `parameters` filled in); None without tools."""
+    if mode is None:
+        return None
+    return [{"type": "function", "function": _described(t)} for t in mode.tools]
+
+
+def _described(tool: Tool) -> dict[str, Any]:
+    return {
+        "name": tool.function.name,
+        "description": tool.function.description or "",
+        "parameters": _parameters(tool),
+    }
 
 
 def history_messages(messages: list[Any], mode: ToolMode | None) -> list[Any]:

@@ -105,3 +105,17 @@ def test_rendering_does_not_import_the_runner():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_rewrite_keeps_the_other_measurements_below_the_marker(tmp_path):
+    from tokenmill.bench.benchmarks_doc import KEPT
+
+    out = tmp_path / "benchmarks.md"
+    tail = f"{KEPT}\n\n## Beam search\n\n| width | tok/s |\n|---|---|\n| 4 | 12.5 |\n"
+    out.write_text("# Benchmarks\n\nan older run's tables\n\n" + tail)
+    rec = recorded_run()
+    write_benchmarks_doc(rec, out)
+    text = out.read_text()
+    assert text.startswith(render(rec, {"single": "benchmarks.png"}))
+    assert text.endswith(tail) and "an older run's tables" not in text
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
