@@ -24,6 +24,8 @@ Examples:
   tokenmill optimize prune --method 2:4 --recover-steps 100 -o out/sparse24
   tokenmill optimize distill --layers 15 --steps 300 -o out/student15
   tokenmill optimize export onnx -o out/onnx
+  tokenmill optimize quantize --method int8 -o out/int8 --register smollm2 \
+      --models-file models.toml --server http://127.0.0.1:8000
 """
 
 
