@@ -1,8 +1,9 @@
 """The command line's view of the declared settings: flags, environment, config file.
 
 Precedence: command-line flag > TOKENMILL_<NAME> environment variable > config file >
-the --profile's value > the default declared on the config field. Every flag here is generated from the
-config classes (tokenmill.config), so there is nothing to keep in step by hand.
+the --profile's value > the default declared on the config field. Every flag here is
+generated from the config classes (tokenmill.config), so there is nothing to keep in step
+by hand.
 """
 
 from __future__ import annotations
