@@ -141,9 +141,9 @@ bench-drift: $(STAMP)
 guardrails-eval: $(STAMP)
 	$(BIN)/python benchmarks/guardrails_eval.py --out docs/guardrails.md
 
-# RSS and tokens/s of the default model under the edge profile (int8, small KV, 1 thread).
+# RSS and batch-1 tokens/s of `serve --profile edge` against the default profile, on one core.
 bench-edge: $(STAMP)
-	$(BIN)/python benchmarks/edge_profile.py --out docs/optimize/edge.json
+	$(BIN)/python benchmarks/edge_profile.py --out docs/edge_profile.json
 
 # Issue 14's reliability soak: 30 minutes of mixed traffic, cancellations and a
 # slowloris client against a fresh server; figures for docs/reliability.md.

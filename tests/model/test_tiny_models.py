@@ -170,6 +170,27 @@ def test_int8_with_bias_and_tied_head(tmp_path, tokenizer):
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
 
 
+def test_auto_quantization_is_int8_without_kernel_blocks(tmp_path, tokenizer):
+    """--quantization auto (the edge profile's): a float checkpoint becomes int8."""
+    hf_model = make_hf_model("llama", tokenizer.get_vocab_size())
+    loaded = load_model(str(tiny.save_hf(hf_model, tokenizer, tmp_path)), quantization="auto")
+    assert loaded.quantization == "int8" and loaded.kernel_path == "int8"
+    assert isinstance(loaded.model.layers[0].self_attn.qkv_proj, Int8Linear)
+
+
+def test_auto_quantization_keeps_the_packaged_gguf_blocks():
+    """The default model's own Q4_1 blocks are smaller than int8: auto keeps them where
+    the native kernels run, and asks for int8 nowhere."""
+    from tokenmill.model.kernels import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("no native kernels here: auto falls back to int8")
+    loaded = load_model(None, max_model_len=64, quantization="auto")
+    assert loaded.quantization is None
+    assert loaded.kernel_path.startswith("gguf-blocks:")
+    assert not any(isinstance(m, Int8Linear) for m in loaded.model.modules())
+
+
 def test_max_model_len(tmp_path, tokenizer):
     hf_model = make_hf_model("llama", tokenizer.get_vocab_size())
     path = str(tiny.save_hf(hf_model, tokenizer, tmp_path))

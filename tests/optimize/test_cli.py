@@ -3,24 +3,6 @@
 from tokenmill.cli.main import main
 
 
-def test_register_without_the_registry_fails_first(tmp_path, capsys):
-    code = main(
-        [
-            "optimize",
-            "quantize",
-            "--method",
-            "int8",
-            "-o",
-            str(tmp_path / "o"),
-            "--register",
-            "smol",
-        ]
-    )
-    assert code == 1
-    assert "issue 10" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
 def test_prune_amount_outside_zero_one_is_refused(tmp_path, capsys):
     code = main(
         ["optimize", "prune", "--method", "heads", "--amount", "1.5", "-o", str(tmp_path / "o")]

@@ -1,8 +1,9 @@
 """The command line's view of the declared settings: flags, environment, config file.
 
 Precedence: command-line flag > TOKENMILL_<NAME> environment variable > config file >
-the default declared on the config field. Every flag here is generated from the
-config classes (tokenmill.config), so there is nothing to keep in step by hand.
+the --profile's value > the default declared on the config field. Every flag here is
+generated from the config classes (tokenmill.config), so there is nothing to keep in step
+by hand.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from tokenmill.config import AppConfig, EngineConfig
+from tokenmill.config.profile import PROFILES, Profile, get_profile
 from tokenmill.config.setting import Setting, build, resolve, settings_of
 from tokenmill.errors import ConfigError
+
+PROFILE_ENV = "TOKENMILL_PROFILE"
 
 
 def add_settings(parser: argparse.ArgumentParser, root: type) -> list[Setting]:
@@ -23,6 +27,14 @@ def add_settings(parser: argparse.ArgumentParser, root: type) -> list[Setting]:
     parsed default is None ("not given"). Returns the settings."""
     settings = settings_of(root)
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings.")
+    parser.add_argument(
+        "--profile",
+        metavar="{" + ",".join(PROFILES) + "}",
+        help="A preset of defaults that flags, TOKENMILL_* variables and the --config file "
+        "still override [env TOKENMILL_PROFILE, or `profile` in the config file]. "
+        + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
+        + ".",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for s in settings:
         if s.spec.hidden:
@@ -83,8 +95,24 @@ def config_from_args(root: type, args: argparse.Namespace, env: Mapping[str, str
     and the --config file. Raises ConfigError naming the source of a bad value."""
     settings = settings_of(root)
     flags = {s.name: getattr(args, s.name, None) for s in settings}
-    values = resolve(settings, flags, env, load_config_file(getattr(args, "config", None)))
+    file_values = load_config_file(getattr(args, "config", None))
+    profile = selected_profile(getattr(args, "profile", None), env, file_values)
+    known = {s.name for s in settings}
+    values = resolve(settings, flags, env, file_values, profile.for_settings(known))
     return build(root, values)
+
+
+def selected_profile(flag: str | None, env: Mapping[str, str], file_values: dict) -> Profile:
+    """The profile named by --profile, else $TOKENMILL_PROFILE, else the config file's
+    `profile` key (removed from `file_values`: it is not a setting), else default."""
+    in_file = file_values.pop("profile", None)
+    if flag:
+        return get_profile(flag)
+    if env.get(PROFILE_ENV):
+        return get_profile(env[PROFILE_ENV], f"${PROFILE_ENV}")
+    if in_file is not None:
+        return get_profile(str(in_file), "config key 'profile'")
+    return get_profile(None)
 
 
 def settings_markdown(root: type = AppConfig) -> str:

@@ -12,7 +12,7 @@ from tokenmill.config.setting import setting
 from tokenmill.errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16")
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "auto")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,9 @@ class ModelConfig:
     quantization: str | None = setting(
         None,
         "Lossy weight quantization: int8 stores weights as int8 and computes with per-row "
-        "int8 activations (+3.7% perplexity on the default model); none keeps the "
-        "model's own weights.",
+        "int8 activations (+3.7% perplexity on the default model); auto keeps a GGUF's own "
+        "4-8 bit blocks where the native kernels serve them (with --dtype auto), else int8; "
+        "none keeps the model's own weights.",
         choices=QUANTIZATIONS,
         none_words=("none", ""),
     )

@@ -192,10 +192,11 @@ def resolve(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
     file_values: Mapping[str, Any],
+    profile_values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Each setting given anywhere, by precedence: flag > TOKENMILL_ env > file. Settings
-    given nowhere are left out (their declared default applies). `flags` maps names to
-    raw values, None meaning not given."""
+    """Each setting given anywhere, by precedence: flag > TOKENMILL_ env > file > profile.
+    Settings given nowhere are left out (their declared default applies). `flags` maps
+    names to raw values, None meaning not given; `profile_values` holds typed values."""
     known = {s.name for s in settings}
     unknown = sorted(set(file_values) - known)
     if unknown:
@@ -210,4 +211,6 @@ def resolve(
             values[s.name] = s.coerce(env[s.env], f"${s.env}")
         elif s.name in file_values:
             values[s.name] = s.coerce(file_values[s.name], f"config key {s.name!r}")
+        elif profile_values and s.name in profile_values:
+            values[s.name] = profile_values[s.name]
     return values

@@ -116,7 +116,7 @@ class EngineCore:
         )
         self.precision = Precision(
             dtype=str(self.loaded.dtype).removeprefix("torch."),
-            quantization=mc.quantization,
+            quantization=self.loaded.quantization,
             kv_cache_dtype=str(self.runner.dtype).removeprefix("torch."),
             kernels=getattr(self.loaded, "kernel_path", None) or "pytorch and native attention",
         )

@@ -8,7 +8,7 @@ TOML, one `[[models]]` table per version:
     source = "smollm2-135m-instruct"  # packaged short name, .gguf path or HF directory
     task = "generate"                 # generate | embed | classify | ner
     dtype = "float32"                 # optional (generate): auto | float32 | bfloat16
-    quantization = "int8"             # optional (generate): int8 | none
+    quantization = "int8"             # optional (generate): int8 | auto | none
     traffic = 90                      # percent of NAME's requests (sticky per key/user)
     shadow = false                    # true: gets a copy of live traffic, answers compared
 
@@ -61,7 +61,7 @@ class ModelSpec:
         if self.dtype not in DTYPES:
             raise ConfigError(f"{where}: dtype must be one of {', '.join(DTYPES)}.", "models")
         if self.quantization not in (None, *QUANTIZATIONS):
-            raise ConfigError(f"{where}: quantization must be int8 or omitted.", "models")
+            raise ConfigError(f"{where}: quantization must be int8, auto or omitted.", "models")
         if not 0.0 <= self.traffic <= 100.0:
             raise ConfigError(f"{where}: traffic must be a percent in [0, 100].", "models")
         if self.shadow and self.traffic:
@@ -177,3 +177,42 @@ def write_state(path: str | Path, specs: list[ModelSpec]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2))
     os.replace(tmp, path)
+
+
+def next_version(specs: list[ModelSpec], name: str) -> str:
+    """One more than the highest numeric version of `name` ("1" for a new name)."""
+    numbers = [int(s.version) for s in specs if s.name == name and s.version.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def add_version(path: str | Path, spec: ModelSpec) -> None:
+    """Appends `spec` as a new [[models]] table to the models file at `path`, keeping
+    the file's own text (comments, order) above it. The edited file is checked as a
+    server would read it before it replaces the old one atomically (a crash leaves the
+    old file or the new, never half of one). ConfigError, with the file untouched, when
+    NAME@VERSION exists or the result would not be a valid models file."""
+    path = Path(path).expanduser()
+    specs = read_models_file(path)
+    if any(s.key == spec.key for s in specs):
+        raise ConfigError(f"models file {path}: {spec.key} exists already.", "models")
+    text = path.read_text()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text.rstrip("\n") + "\n\n" + spec_toml(spec))
+    try:
+        read_models_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def spec_toml(spec: ModelSpec) -> str:
+    """`spec` as one [[models]] table (fields at their defaults left out)."""
+    lines = ["[[models]]"]
+    defaults = ModelSpec(name=spec.name)
+    for key, value in spec.to_json().items():
+        if key not in ("name", "version", "traffic") and value == getattr(defaults, key):
+            continue
+        if value is None:
+            continue
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"

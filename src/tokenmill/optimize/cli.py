@@ -5,10 +5,11 @@ the command and returns an exit status."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from tokenmill.errors import TokenmillError
+from tokenmill.errors import ConfigError, TokenmillError
 
 EPILOG = """\
 Every command writes a servable directory (`tokenmill serve --model OUT_DIR`) and
@@ -23,6 +24,8 @@ Examples:
   tokenmill optimize prune --method 2:4 --recover-steps 100 -o out/sparse24
   tokenmill optimize distill --layers 15 --steps 300 -o out/student15
   tokenmill optimize export onnx -o out/onnx
+  tokenmill optimize quantize --method int8 -o out/int8 --register smollm2 \
+      --models-file models.toml --server http://127.0.0.1:8000
 """
 
 
@@ -75,8 +78,27 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--register",
         metavar="NAME",
-        help="add the output to tokenmill's model registry as a new version of "
-        "NAME (needs the multi-model registry, issue 10)",
+        help="add the output as a new version of NAME (one more than its highest; traffic "
+        "0, to canary it) in --models-file and, with --server, in that running server",
+    )
+    p.add_argument(
+        "--models-file",
+        type=Path,
+        metavar="FILE",
+        help="the models file --register edits (default: the one a server would read, "
+        "$TOKENMILL_MODELS)",
+    )
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="with --register: also load the version into this running server through "
+        "POST /admin/models (http://host:port)",
+    )
+    p.add_argument(
+        "--admin-key",
+        metavar="KEY",
+        help="admin API key for --server (default: $TOKENMILL_ADMIN_KEY; not needed when "
+        "the server runs with --admin-open)",
     )
 
 
@@ -185,8 +207,31 @@ def _spec(args: argparse.Namespace, command: str, method: str, params: dict):
         mlflow_uri=args.mlflow,
         mlflow_experiment=args.mlflow_experiment,
         mlflow_model=args.mlflow_model,
-        register=args.register,
+        register=_register_target(args),
         base_report=args.base_report,
+    )
+
+
+def _register_target(args: argparse.Namespace):
+    """The --register target, or None; ConfigError when no models file is known."""
+    if not args.register:
+        if args.models_file or args.server:
+            raise ConfigError("--models-file and --server go with --register NAME.")
+        return None
+    from tokenmill.optimize.registration import RegisterTarget
+
+    models_file = args.models_file or os.environ.get("TOKENMILL_MODELS")
+    if not models_file:
+        raise ConfigError(
+            "--register needs a models file: pass --models-file FILE (or set "
+            "TOKENMILL_MODELS, as for `tokenmill serve --models FILE`).",
+            "models",
+        )
+    return RegisterTarget(
+        name=args.register,
+        models_file=Path(models_file),
+        server_url=args.server,
+        admin_key=args.admin_key or os.environ.get("TOKENMILL_ADMIN_KEY") or None,
     )
 
 
@@ -220,7 +265,7 @@ def _guard(fn):
         except (TokenmillError, ValueError, RuntimeError, OSError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             print(f"tokenmill optimize: error: {message}", file=sys.stderr)
-            return 2 if isinstance(exc, ValueError) else 1
+            return 2 if isinstance(exc, ValueError | ConfigError) else 1
 
     return wrapped
 

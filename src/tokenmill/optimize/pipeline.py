@@ -15,10 +15,11 @@ from typing import Any
 
 from tokenmill.model.loader import LoadedModel
 from tokenmill.model.registry import DEFAULT_MODEL
-from tokenmill.optimize import tracking
+from tokenmill.optimize import registration, tracking
 from tokenmill.optimize.checkpoint import files_size, load_float, weights_size
 from tokenmill.optimize.evaluation import EngineTarget, EvalConfig, EvalTarget, Evaluator
 from tokenmill.optimize.fusion import fused_operations
+from tokenmill.optimize.registration import RegisterTarget
 from tokenmill.optimize.report import Report, load_base
 
 
@@ -37,8 +38,8 @@ class RunSpec:
     mlflow_experiment: str = "tokenmill-optimize"
     mlflow_model: str | None = None
     """Registered model name in MLflow; None: the output directory's name."""
-    register: str | None = None
-    """Name in tokenmill's model registry (issue 10)."""
+    register: RegisterTarget | None = None
+    """Where to add the output as a new model version (--register), or None."""
     base_report: Path | None = None
     """An earlier report.json of the same model and evaluation settings whose base
     measurements to reuse instead of measuring the base again."""
@@ -64,8 +65,8 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
     wrote, writes report.json / report.md into spec.out, then logs to MLflow and the
     registry when asked. Returns the report."""
     start = time.perf_counter()
-    if spec.register and not tracking.registry_available():
-        tracking.register(spec.register, spec.out)  # raises, before any work is done
+    if spec.register is not None:
+        registration.plan(spec.register, spec.out)  # raises before any work is done
     spec.out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(spec.eval_config)
     if spec.base_report is not None:
@@ -111,10 +112,7 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
             report, spec.out, spec.mlflow_uri, spec.mlflow_experiment, name
         )
         report.write(spec.out)
-    if spec.register:
-        report.details["registry"] = {
-            "name": spec.register,
-            "version": tracking.register(spec.register, spec.out),
-        }
+    if spec.register is not None:
+        report.details["registry"] = registration.register(spec.register, spec.out).to_json()
         report.write(spec.out)
     return report

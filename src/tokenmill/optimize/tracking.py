@@ -1,24 +1,17 @@
-"""Where a finished run goes besides its directory: MLflow, and the model registry.
+"""Where a finished run goes besides its directory: MLflow (tokenmill's own model
+registry is `registration.py`).
 
 `log_to_mlflow` records the run (parameters, base and result metrics, the report and
 the servable directory as artefacts) and registers the directory as a new version of a
 registered model. Any MLflow tracking URI works; a registry needs a database store
 (e.g. `sqlite:///mlflow.db`).
-
-`register` hands the directory to tokenmill's multi-model registry (issue 10). That
-registry does not exist yet: `registry_available()` says so before a run starts, and
-`register` is the one call to wire when it lands.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 
 from tokenmill.optimize.report import Report
-
-REGISTRY_MODULE = "tokenmill.registry"
 
 
 def log_to_mlflow(
@@ -67,21 +60,3 @@ def log_to_mlflow(
         },
     )
     return {"run_id": run_id, "registered_model": model_name, "version": str(version.version)}
-
-
-def registry_available() -> bool:
-    """Whether tokenmill's multi-model registry (issue 10) is installed."""
-    return importlib.util.find_spec(REGISTRY_MODULE) is not None
-
-
-def register(name: str, out: Path) -> str:
-    """Adds `out` to tokenmill's model registry as a new version of `name`; returns the
-    version. RuntimeError while the registry (issue 10) has not landed."""
-    if not registry_available():
-        raise RuntimeError(
-            f"--register needs tokenmill's model registry ({REGISTRY_MODULE}, issue 10), "
-            "which this version does not have; serve the directory with "
-            f"`tokenmill serve --model {out}` instead"
-        )
-    registry = importlib.import_module(REGISTRY_MODULE)
-    return str(registry.add_version(name, out))

@@ -81,7 +81,9 @@ def load_model(
     model's. quantization="int8" stores every projection and the output head as int8
     (see tokenmill.model.quant.int8); it needs float32 activations. A directory written
     pre-quantized by `tokenmill optimize quantize` loads as it was stored: int8 into
-    Int8Linear (float32 activations), int4 dequantized to `dtype`."""
+    Int8Linear (float32 activations), int4 dequantized to `dtype`. quantization="auto"
+    keeps a GGUF's own blocks where the native kernels compute on them (dtype auto), else
+    is int8; LoadedModel.quantization says which was chosen."""
     if quantization not in QUANTIZATIONS:
         raise ConfigError(
             f"quantization must be one of {sorted(q for q in QUANTIZATIONS if q)} or unset, "
@@ -97,18 +99,21 @@ def load_model(
         checkpoint = SafetensorsCheckpoint.open(source.path)
     stored = getattr(checkpoint, "quantization", None) or {}
     prequantized = stored.get("quant_method") == INT8_METHOD
-    if prequantized:
-        quantization = "int8"
-    if quantization == "int8":
-        dtype = "float32"
-    torch_dtype = resolve_dtype(dtype)
-    blocks = (
+    block_capable = (
         dtype == "auto"
-        and quantization is None
         and isinstance(checkpoint, GGUFCheckpoint)
         and checkpoint.has_kernel_blocks()
         and cpu_kernels() is not None
     )
+    if prequantized:
+        quantization = "int8"
+    if quantization == "auto":
+        # The GGUF's own 4-8 bit blocks are smaller than int8 and lose nothing more.
+        quantization = None if block_capable else "int8"
+    if quantization == "int8":
+        dtype = "float32"
+    torch_dtype = resolve_dtype(dtype)
+    blocks = block_capable and quantization is None
     if blocks:
         torch_dtype = torch.float32
     arch = checkpoint.arch

@@ -17,7 +17,7 @@ from torch import nn
 
 from tokenmill.model.kernels import cpu_kernels
 
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "auto")
 INT8_METHOD = "tokenmill-w8a8"
 """`quant_method` in a checkpoint's `quantization_config` whose linears are stored as
 `X.qweight` int8 (N, K) and `X.scale` float32 (N,): loaded straight into Int8Linear."""
