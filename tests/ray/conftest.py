@@ -21,6 +21,7 @@ from tests.services.redis import redis_url  # noqa: F401 - the session's redis-s
 
 ray = pytest.importorskip("ray", reason="tests/ray need the ray extra: pip install '.[ray]'")
 from ray import serve
+from ray.serve import context as serve_context
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -139,4 +140,7 @@ def stop(srv: ServerProcess, timeout_s: float = 120) -> int:
             srv.proc.wait()
     srv.http.close()
     srv._log.close()
+    # The server's exit shut Serve down: forget this process's client of the dead
+    # controller, so the next server's status calls reach its new one.
+    serve_context._set_global_client(None)
     return srv.proc.returncode

@@ -72,11 +72,13 @@ def registry_ray_server(tmp_path_factory, ray_address) -> Iterator[ServerProcess
 
 
 def complete(srv: ServerProcess, user: str, max_tokens: int = 4, **extra) -> httpx.Response:
+    # A prompt of its own per call: a shared one would be a response-cache hit, and its
+    # shared prefix would pin every call to one replica (prefix affinity).
     return srv.http.post(
         "/v1/completions",
         json={
             "model": "smollm2",
-            "prompt": "The mill by the river",
+            "prompt": f"Call {user}. The mill by the river",
             "max_tokens": max_tokens,
             "temperature": 0,
             "user": user,
