@@ -294,3 +294,56 @@ def test_prompt_logprobs_values_and_shape():
         assert entry.logprobs == [raw[p, targets[p]].item(), *top.values.tolist()]
         assert entry.ranks[0] == int((raw[p] > raw[p, targets[p]]).sum()) + 1
         assert entry.ranks[1:] == [1, 2, 3]
+
+
+class _OnlyTokens:
+    """A grammar state that allows exactly `allowed` next (fills its bitmask row)."""
+
+    def __init__(self, *allowed: int):
+        self.allowed = allowed
+
+    def fill_bitmask(self, bitmask: torch.Tensor, row: int) -> None:
+        bitmask[row] = 0
+        for token in self.allowed:
+            word, bit = divmod(token, 32)
+            value = int(bitmask[row, word]) | (1 << bit)
+            bitmask[row, word] = value - (1 << 32) if value >= 1 << 31 else value
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_grammar_wins_over_bans_that_remove_all_it_allows(temperature):
+    """A finished grammar allows only EOS; min_tokens bans EOS. The row must still pick a
+    token the grammar allows (a token outside it used to stop the engine)."""
+    eos = 40
+    row = make_row(banned=[eos], seed=3, temperature=temperature, min_tokens=5)
+    row.constraint = _OnlyTokens(eos)
+    free = make_row(seed=4, temperature=temperature)
+    logits = torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
+    out = Sampler().sample(logits, [row, free])
+    assert out.token_ids[0] == eos
+    assert 0 <= out.token_ids[1] < 64
+
+
+def test_a_tiny_repetition_penalty_leaves_a_distribution_to_sample():
+    """logit / 5e-324 overflows to +inf; the row must not turn into NaN probabilities."""
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5]])
+    row = make_row(prompt=[0, 1], seed=1, temperature=1.0, repetition_penalty=5e-324)
+    process_logits(logits, [row])
+    assert not torch.isnan(logits).any() and not torch.isposinf(logits).any()
+    probs = logits.softmax(dim=1)
+    assert torch.allclose(probs.sum(), torch.tensor(1.0))
+    # Both boosted tokens (the prompt's, positive logits) share the probability.
+    assert probs[0, 0] == pytest.approx(0.5) and probs[0, 1] == pytest.approx(0.5)
+    row = make_row(prompt=[0, 1], seed=1, temperature=1.0, repetition_penalty=5e-324)
+    assert Sampler().sample(torch.tensor([[2.0, 1.0, -1.0, 0.5]]), [row]).token_ids[0] in (0, 1)
+
+
+def test_a_masked_token_seen_before_stays_masked_under_a_vanishing_penalty():
+    """repetition_penalty 5e-324 is 0 in float32, and -inf x 0 is NaN: argmax then took
+    the grammar-masked token (schemathesis found it: "token 32 is outside the request's
+    grammar" stopped the engine)."""
+    eos = 7
+    row = make_row(prompt=[3], output=[3], temperature=0.0, repetition_penalty=5e-324)
+    row.constraint = _OnlyTokens(eos)
+    logits = torch.randn(1, 16, generator=torch.Generator().manual_seed(2))
+    assert Sampler().sample(logits, [row]).token_ids == [eos]

@@ -107,13 +107,13 @@ def process_logits(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
     them, which leave their logits unchanged. Returns `logits`.
     """
     params = [row.params for row in rows]
-    _apply_constraints(logits, rows)
+    grammar = _apply_constraints(logits, rows)
     _apply_bias_and_bans(logits, rows)
     if any(_uses_penalties(p) for p in params):
         _apply_row_penalties(logits, rows)
     sampled = [not p.greedy for p in params]
     if not any(sampled):
-        return logits
+        return _keep_samplable(logits, grammar)
     vocab = logits.shape[1]
     temperature = [p.temperature if s else 1.0 for p, s in zip(params, sampled)]
     top_k = [min(p.top_k, vocab) if s and p.top_k > 0 else vocab for p, s in zip(params, sampled)]
@@ -132,6 +132,28 @@ def process_logits(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
         )
     if any(m > 0.0 for m in min_p):
         apply_min_p(logits, torch.tensor(min_p, device=device))
+    return _keep_samplable(logits, grammar)
+
+
+def _keep_samplable(
+    logits: torch.Tensor, grammar: tuple[list[int], torch.Tensor] | None
+) -> torch.Tensor:
+    """Leaves every row with a token to pick; mutates `logits`, returns it.
+
+    - +inf (a logit divided by a tiny repetition_penalty or temperature) becomes the
+      largest float and NaN becomes -inf, so softmax stays a distribution.
+    - A constrained row left with no finite logit gets its grammar-masked logits back: a
+      ban took the only tokens its grammar allows (min_tokens bans EOS, which is all a
+      completed grammar allows). A token outside the grammar cannot be emitted, so the
+      grammar wins over min_tokens, stop_token_ids and logit bans.
+    """
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        torch.nan_to_num_(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
+    if grammar is not None:
+        constrained, masked = grammar
+        for j, i in enumerate(constrained):
+            if not torch.isfinite(logits[i]).any():
+                logits[i] = masked[j]
     return logits
 
 
@@ -206,16 +228,20 @@ def _uses_penalties(params: SamplingParams) -> bool:
     )
 
 
-def _apply_constraints(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+def _apply_constraints(
+    logits: torch.Tensor, rows: list[SamplingRow]
+) -> tuple[list[int], torch.Tensor] | None:
     """One bitmask for the batch, filled only for constrained rows, so free rows in the
-    same batch pay nothing but the check."""
+    same batch pay nothing but the check. Returns the constrained rows' indices and a
+    copy of their masked logits (for _keep_samplable), or None without constraints."""
     constrained = [i for i, row in enumerate(rows) if row.constraint is not None]
     if not constrained:
-        return
+        return None
     bitmask = allocate_bitmask(len(rows), logits.shape[1])
     for i in constrained:
         rows[i].constraint.fill_bitmask(bitmask, i)
     apply_bitmask(logits, bitmask, constrained)
+    return constrained, logits[constrained].clone()
 
 
 def _apply_bias_and_bans(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
