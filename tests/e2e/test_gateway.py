@@ -53,6 +53,12 @@ def pair(tmp_path_factory, redis_url):  # noqa: F811
                     redis_url,
                     "--audit-log",
                     str(root / f"audit-{name}.jsonl"),
+                    # The schema fuzzer sends requests without max_tokens: keep each one
+                    # short, so none outlasts its 60 s client timeout on a slow CI machine.
+                    "--default-max-tokens",
+                    "32",
+                    "--request-timeout",
+                    "45",
                 )
             )
         yield servers[0], servers[1], root
