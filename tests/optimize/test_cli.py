@@ -35,3 +35,31 @@ def test_a_missing_base_report_is_an_error_not_a_crash(tmp_path, capsys):
     )
     assert code == 1
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_an_int4_group_that_does_not_divide_the_rows_is_refused_before_calibrating(
+    tmp_path, capsys
+):
+    from pathlib import Path
+
+    base = Path(__file__).parents[2] / "docs" / "optimize" / "onnx" / "report.json"
+    code = main(
+        [
+            "optimize",
+            "quantize",
+            "--method",
+            "int4",
+            "--group-size",
+            "128",
+            "-o",
+            str(tmp_path / "o"),
+            "--eval",
+            "quick",
+            "--base-report",
+            str(base),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "--group-size 128 does not divide" in err and "576" in err
+    assert "use --group-size 32" in err

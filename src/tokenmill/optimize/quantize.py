@@ -120,7 +120,24 @@ def quantize_int8(loaded: LoadedModel, s: QuantizeSettings) -> Quantized:
 
 def quantize_int4(loaded: LoadedModel, s: QuantizeSettings) -> Quantized:
     """GPTQ int4 of every decoder projection (the tied embedding / output head stays
-    float16 on disk). Measures round-to-nearest on the same groups for the report."""
+    float16 on disk). Measures round-to-nearest on the same groups for the report.
+    ValueError, before any calibration, when the group size does not divide a
+    projection's input width (SmolLM2's 576-wide rows take 32, not 128)."""
+    ragged = sorted(
+        {
+            lin.weight.shape[1]
+            for lin in projections(loaded.model).values()
+            if lin.weight.shape[1] % s.group_size
+        }
+    )
+    if ragged:
+        fits = [g for g in int4.GROUP_SIZES if all(w % g == 0 for w in ragged)]
+        raise ValueError(
+            f"--group-size {s.group_size} does not divide this model's projection input "
+            f"widths {', '.join(map(str, ragged))}"
+            + (f"; use --group-size {fits[0]}" if fits else "")
+            + "."
+        )
     windows = _calibration(loaded, s)
     model = loaded.model
     h = hessians(model, windows)
