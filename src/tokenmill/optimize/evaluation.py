@@ -96,6 +96,8 @@ class EvalTarget(Protocol):
     tokenizer: Tokenizer
     max_len: int
     """Longest sequence the target takes; longer texts are scored in windows."""
+    kernel_path: str
+    """What computes it (e.g. "gguf-blocks:avx2", "float32", "int8", onnxruntime)."""
 
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
         """For each sequence, the log-probability of tokens 1.. given those before."""
@@ -214,7 +216,11 @@ class Evaluator:
 
 
 class EngineTarget:
-    """A model served by tokenmill's offline engine (`tokenmill.LLM`)."""
+    """A model served by tokenmill's offline engine (`tokenmill.LLM`) in the precision
+    `tokenmill serve --model MODEL` picks by default (dtype auto): the packaged GGUF on
+    its own Q4_1 blocks where the native kernels are built, an int8 output on the int8
+    path, a float output in float32 (or bfloat16 on a CPU that computes it natively).
+    `kernel_path` says which."""
 
     def __init__(self, model: str | None, batch: int = 32) -> None:
         from tokenmill.engine.llm import LLM
@@ -222,7 +228,7 @@ class EngineTarget:
 
         self.llm = LLM(
             model,
-            dtype="float32",
+            dtype="auto",
             kv_cache_memory_gib=0.25,
             max_model_len=min(2048, read_arch(model).max_position_embeddings),
             enable_prefix_caching=False,
@@ -230,6 +236,7 @@ class EngineTarget:
         )
         self.tokenizer = self.llm.tokenizer
         self.max_len = self.llm.engine.max_model_len
+        self.kernel_path = self.llm.engine.loaded.kernel_path
 
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
         from tokenmill.sampling_params import SamplingParams

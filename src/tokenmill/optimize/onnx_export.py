@@ -124,6 +124,7 @@ class OnnxTarget:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.kernel_path = f"onnxruntime CPUExecutionProvider, {threads} intra-op thread(s)"
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.path = path

@@ -20,7 +20,7 @@ from tokenmill.optimize.checkpoint import files_size, load_float, weights_size
 from tokenmill.optimize.evaluation import EngineTarget, EvalConfig, EvalTarget, Evaluator
 from tokenmill.optimize.fusion import fused_operations
 from tokenmill.optimize.registration import RegisterTarget
-from tokenmill.optimize.report import Report, load_base
+from tokenmill.optimize.report import SERVED_ON, Report, base_served_on, load_base
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,11 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
     evaluator = Evaluator(spec.eval_config)
     if spec.base_report is not None:
         base, reference = load_base(spec.base_report, spec.model_name, spec.eval_config)
+        base_path = base_served_on(spec.base_report)
     else:
         base_target = EngineTarget(spec.model, spec.eval_config.throughput_batch)
         base, reference = evaluator.evaluate(base_target, weights_size(spec.model), None)
+        base_path = base_target.kernel_path
         del base_target
         gc.collect()
 
@@ -86,6 +88,10 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
     size = produced.size_bytes if produced.size_bytes is not None else files_size(spec.out)
     result, _ = evaluator.evaluate(target, size, reference)
     details = dict(produced.details)
+    details[SERVED_ON] = {
+        "base": base_path,
+        "result": target.kernel_path,
+    }
     if spec.command == "quantize" and isinstance(target, EngineTarget):
         details["layer fusion (what the engine fuses when serving this output)"] = fused_operations(
             target.llm.engine.loaded.model

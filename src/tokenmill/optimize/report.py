@@ -11,6 +11,9 @@ from tokenmill.optimize.evaluation import EvalConfig, Metrics
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+SERVED_ON = "served on (what computed the measurements)"
+"""details key: {"base": ..., "result": ...}, each the engine's kernel path (e.g.
+"gguf-blocks:avx2", "float32", "int8") or the runtime that ran the result."""
 
 _ROWS = (
     ("perplexity", "perplexity (held-out text, lower is better)", "{:.3f}"),
@@ -102,6 +105,13 @@ def load_base(path: Path, model: str, eval_config: EvalConfig) -> tuple[Metrics,
             f"{model!r} with {asdict(eval_config)}"
         )
     return Metrics(**saved["base"]), saved["base_greedy"]
+
+
+def base_served_on(path: Path) -> str:
+    """What computed the base measurements of an earlier report.json ("not recorded"
+    for reports written before the key existed)."""
+    saved = json.loads(Path(path).read_text())
+    return saved.get("details", {}).get(SERVED_ON, {}).get("base", "not recorded")
 
 
 def _details_markdown(value: Any) -> str:
