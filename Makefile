@@ -107,12 +107,12 @@ task-quality: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,tasks]'
 	$(BIN)/python benchmarks/task_quality.py --out docs/task_quality.json
 
-# The optimization toolkit: unit tests on tiny models (seconds, also in `make test`) and
-# one end-to-end run per command on the default model (tests/optimize/slow: minutes each,
-# see docs/optimize/README.md), with MLflow from the `optimize` extra.
+# The optimization toolkit end to end: one run per command on the default model
+# (tests/optimize/slow, with --eval quick and one shared base measurement), with MLflow
+# and onnxruntime from the `optimize` extra. Its unit tests on tiny models are in `make test`.
 test-optimize: $(STAMP) $(KERNELS)
 	$(BIN)/pip install -q -e '.[test,optimize]'
-	$(BIN)/python -m pytest -q tests/optimize
+	$(BIN)/python -m pytest -q tests/optimize/slow
 
 bench: $(STAMP) $(KERNELS)
 	$(BIN)/python benchmarks/offline_throughput.py --variants float32,int8 \

@@ -2,9 +2,11 @@
 
 Reads every docs/optimize/*/report.json (copied there from longer runs' output
 directories) and prints a markdown table: size, speed and quality of the base model
-and of each variant, with the command that produced it.
+(as measured by the run named by --base, whose base the others reused through
+--base-report) and of each variant, with the command that produced it. --write puts the
+table after its marker in docs/optimize/README.md and in the top-level README.
 
-    python benchmarks/optimize_table.py [--docs docs/optimize] [--write]
+    python benchmarks/optimize_table.py [--docs docs/optimize] [--base onnx] [--write]
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 from pathlib import Path
 
 MARK = "<!-- variants table: benchmarks/optimize_table.py -->"
+README_MARK = "<!-- optimize table: copied from docs/optimize/README.md -->"
+SERVED_ON = "served on (what computed the measurements)"
 
 
 def command_line(report: dict, name: str) -> str:
@@ -43,12 +47,16 @@ def row(name: str, m: dict, command: str) -> str:
     )
 
 
-def table(docs: Path) -> str:
+def table(docs: Path, base_run: str) -> str:
     reports = sorted(docs.glob("*/report.json"))
     if not reports:
         raise SystemExit(f"no reports under {docs}")
     loaded = [(p.parent.name, json.loads(p.read_text())) for p in reports]
-    base = loaded[0][1]["base"]
+    by_name = dict(loaded)
+    if base_run not in by_name:
+        raise SystemExit(f"--base {base_run}: no {docs / base_run / 'report.json'}")
+    base = by_name[base_run]["base"]
+    served = by_name[base_run]["details"].get(SERVED_ON, {}).get("base", "float32")
     lines = [
         (
             "| variant | disk (MB) | memory (MB) | tok/s batch 1 | tok/s batch 32 | perplexity "
@@ -56,7 +64,7 @@ def table(docs: Path) -> str:
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         row(
-            "base: SmolLM2-135M-Instruct Q4_1 GGUF, served float32",
+            f"base: SmolLM2-135M-Instruct Q4_1 GGUF, served on {served}",
             base,
             "`tokenmill serve` (default)",
         ),
@@ -66,22 +74,45 @@ def table(docs: Path) -> str:
     return "\n".join(lines)
 
 
+def replace_table(path: Path, mark: str, text: str) -> None:
+    """Replaces the markdown table (the run of lines starting with "|") after `mark` in
+    `path` with `text`, keeping everything else."""
+    page = path.read_text()
+    if mark not in page:
+        raise SystemExit(f"{path} has no {mark}")
+    head, _, rest = page.partition(mark)
+    lines = rest.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    path.write_text(head + mark + "\n".join([*lines[:start], text, *lines[end:]]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=Path, default=Path("docs/optimize"))
     ap.add_argument(
+        "--base",
+        default="onnx",
+        help="the run whose base measurements head the table (default onnx: the run that "
+        "measured the base the others reuse)",
+    )
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="the top-level README whose copy of the table --write also replaces",
+    )
+    ap.add_argument(
         "--write",
         action="store_true",
-        help="replace the table after the marker in docs/optimize/README.md",
+        help="replace the table after its marker in docs/optimize/README.md and --readme",
     )
     args = ap.parse_args()
-    text = table(args.docs)
+    text = table(args.docs, args.base)
     print(text)
     if args.write:
-        readme = args.docs / "README.md"
-        head, _, rest = readme.read_text().partition(MARK)
-        _, heading, tail = rest.partition("\n## ")  # the table ends at the next section
-        readme.write_text(f"{head}{MARK}\n\n{text}\n{heading}{tail}")
+        replace_table(args.docs / "README.md", MARK, text)
+        replace_table(args.readme, README_MARK, text)
 
 
 if __name__ == "__main__":
