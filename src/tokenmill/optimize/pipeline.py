@@ -7,6 +7,7 @@ and every output directory gets the same report.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,13 @@ from tokenmill.optimize.checkpoint import files_size, load_float, weights_size
 from tokenmill.optimize.evaluation import EngineTarget, EvalConfig, EvalTarget, Evaluator
 from tokenmill.optimize.fusion import fused_operations
 from tokenmill.optimize.registration import RegisterTarget
-from tokenmill.optimize.report import SERVED_ON, Report, base_served_on, load_base
+from tokenmill.optimize.report import (
+    MACHINE_LOAD,
+    SERVED_ON,
+    Report,
+    base_served_on,
+    load_base,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
     wrote, writes report.json / report.md into spec.out, then logs to MLflow and the
     registry when asked. Returns the report."""
     start = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     if spec.register is not None:
         registration.plan(spec.register, spec.out)  # raises before any work is done
     spec.out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +106,12 @@ def run(spec: RunSpec, produce: Callable[[LoadedModel, Path], Produced]) -> Repo
         )
     del target
     gc.collect()
+    # Throughput depends on what else the machine runs; quality does not.
+    details[MACHINE_LOAD] = {
+        "CPUs": os.cpu_count(),
+        "1-min load average at start": round(load_at_start, 2),
+        "at end": round(os.getloadavg()[0], 2),
+    }
     report = Report(
         command=spec.command,
         method=spec.method,

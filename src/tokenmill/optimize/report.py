@@ -14,6 +14,7 @@ REPORT_MD = "report.md"
 SERVED_ON = "served on (what computed the measurements)"
 """details key: {"base": ..., "result": ...}, each the engine's kernel path (e.g.
 "gguf-blocks:avx2", "float32", "int8") or the runtime that ran the result."""
+MACHINE_LOAD = "machine load during the run (tok/s depend on it)"
 
 _ROWS = (
     ("perplexity", "perplexity (held-out text, lower is better)", "{:.3f}"),
