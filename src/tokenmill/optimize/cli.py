@@ -48,9 +48,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--eval",
-        choices=("full", "quick"),
+        choices=("full", "quick", "smoke"),
         default="full",
-        help="measurement size: full (default) or quick (for smoke tests)",
+        help="measurement size: full (default), quick (shorter runs) or smoke (the test "
+        "suite's: fewer questions, a short throughput run)",
     )
     p.add_argument(
         "--mlflow",

@@ -71,7 +71,17 @@ QUICK = EvalConfig(
     throughput_prompt_len=32,
     throughput_new_tokens=16,
 )
-EVAL_CONFIGS = {"full": FULL, "quick": QUICK}
+SMOKE = EvalConfig(
+    heldout_chars=2500,
+    num_questions=8,
+    num_agreement_prompts=4,
+    agreement_tokens=16,
+    throughput_prompt_len=16,
+    throughput_new_tokens=8,
+)
+"""For the end-to-end tests: QUICK's perplexity text and agreement prompts (the tests
+compare those), fewer questions and a shorter throughput run (they check only range)."""
+EVAL_CONFIGS = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
 @dataclass
@@ -112,10 +122,24 @@ class EvalTarget(Protocol):
         """Bytes of the loaded weights."""
 
 
+def _block_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The GGUF block bytes a module holds outside its parameters and buffers
+    (BlockLinear's row segments, BlockEmbedding's table)."""
+    from tokenmill.model.quant.blocks import BlockWeight
+
+    out = []
+    for m in module.modules():
+        for value in vars(m).values():
+            items = value if isinstance(value, tuple) else (value,)
+            out += [v.data for v in items if isinstance(v, BlockWeight)]
+    return out
+
+
 def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers, each storage counted once."""
+    """Bytes of a module's parameters, buffers and GGUF block weights, each storage
+    counted once (a tied output head shares the embedding's)."""
     seen, total = set(), 0
-    for t in [*module.parameters(), *module.buffers()]:
+    for t in [*module.parameters(), *module.buffers(), *_block_tensors(module)]:
         key = t.untyped_storage().data_ptr()
         if key in seen:
             continue
