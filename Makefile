@@ -108,8 +108,9 @@ task-quality: $(STAMP)
 	$(BIN)/python benchmarks/task_quality.py --out docs/task_quality.json
 
 # The optimization toolkit end to end: one run per command on the default model
-# (tests/optimize/slow, with --eval quick and one shared base measurement), with MLflow
-# and onnxruntime from the `optimize` extra. Its unit tests on tiny models are in `make test`.
+# (tests/optimize/slow, with --eval smoke and one shared base measurement), with MLflow
+# and onnxruntime from the `optimize` extra; about 390 s of CPU time (17 min of wall time
+# beside a load average of 5 on 2 cores). Its unit tests on tiny models are in `make test`.
 test-optimize: $(STAMP) $(KERNELS)
 	$(BIN)/pip install -q -e '.[test,optimize]'
 	$(BIN)/python -m pytest -q tests/optimize/slow
