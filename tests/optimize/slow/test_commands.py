@@ -38,11 +38,11 @@ def generates(out) -> str:
     return reply
 
 
-def sane(report: dict) -> None:
+def sane(report: dict, max_perplexity: float = 1e5) -> None:
     assert report["base"].keys() == report["result"].keys() == KEYS
     for side in ("base", "result"):
         m = report[side]
-        assert 1.0 < m["perplexity"] < 1e5  # 2:4 without recovery reaches ~1,600
+        assert 1.0 < m["perplexity"] < max_perplexity  # 2:4 without recovery reaches ~1,600
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["agreement"] <= 1.0
         assert m["size_bytes"] > 10**6 and m["memory_bytes"] > 10**6
         assert m["tok_s_batch32"] > 0 and m["tok_s_batch1"] > 0
@@ -96,7 +96,9 @@ def test_int4_gptq_beats_round_to_nearest(tmp_path, student_run):
         "--calib-tokens",
         "512",
     )
-    sane(report)
+    # The 3-step student is worse than uniform (~95,000 on a 49,152-token vocabulary)
+    # and int4 multiplies that by ~6: the GPTQ-vs-RTN checks below carry this test.
+    sane(report, max_perplexity=1e7)
     table = report["details"]["round-to-nearest vs GPTQ"]
     assert table["int4 GPTQ"]["output_error"] < table["int4 round-to-nearest"]["output_error"]
     # A 3-step student's perplexity is in the 10^5 (int4 multiplies it by ~6 in a 2026-12
