@@ -4,6 +4,7 @@ exactly: same tokens and the same logprob bits, on the packaged SmolLM2's GGUF b
 from __future__ import annotations
 
 import pytest
+
 from tokenmill import LLM, SamplingParams
 from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.layers.decode_stack import DecodeStack
