@@ -21,6 +21,7 @@ from tokenmill.engine.outputs import RequestOutput
 from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
+from tokenmill.engine.draft_proposer import DraftProposer, check_same_vocabulary
 from tokenmill.engine.speculator import Speculator
 from tokenmill.errors import InvalidRequestError, QueueFullError
 from tokenmill.model.chat_template import read_chat_template
@@ -151,11 +152,23 @@ class EngineCore:
         self.generation_tokens = 0
         self.num_steps = 0
         self.speculator = (
-            Speculator(config.speculative, self.max_model_len)
+            Speculator(config.speculative, self.max_model_len, self._draft_proposer())
             if config.speculative.enabled
             else None
         )
         self.sequence_steps = 0
+
+    def _draft_proposer(self) -> DraftProposer | None:
+        """In draft:MODEL mode, load the draft (as --model would) and refuse one whose
+        vocabulary differs from the target's (ConfigError)."""
+        name = self.config.speculative.draft_model
+        if name is None:
+            return None
+        draft = load_model(name)
+        check_same_vocabulary(self.loaded, draft)
+        return DraftProposer(
+            self.config.speculative, draft, self.max_model_len, self.loaded.arch.vocab_size
+        )
 
     def _kv_dtype(self) -> torch.dtype:
         choice = self.config.cache.dtype
@@ -232,6 +245,8 @@ class EngineCore:
         if not children:
             return []
         for child in children:
+            if self.speculator is not None:
+                self.speculator.release(child)
             if not child.is_finished:
                 self.scheduler.finish(child, RequestStatus.FINISHED_ABORTED)
                 self.outputs.finish_without_output(child, RequestStatus.FINISHED_ABORTED)
@@ -343,6 +358,8 @@ class EngineCore:
         )
 
     def _finish(self, req: Request, status: RequestStatus) -> None:
+        if self.speculator is not None:
+            self.speculator.release(req)
         self.scheduler.finish(req, status)
         self.outputs.finish_without_output(req, status)
         self.outputs.mark_prompt_done(req)
