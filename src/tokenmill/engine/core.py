@@ -12,6 +12,7 @@ import torch
 from tokenmill.config import EngineConfig
 from tokenmill.engine.beam import BeamSearch
 from tokenmill.engine.beam_groups import BeamGroups
+from tokenmill.engine.draft_proposer import DraftProposer, check_same_vocabulary
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
@@ -21,7 +22,6 @@ from tokenmill.engine.outputs import RequestOutput
 from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
-from tokenmill.engine.draft_proposer import DraftProposer, check_same_vocabulary
 from tokenmill.engine.speculator import Speculator
 from tokenmill.errors import InvalidRequestError, QueueFullError
 from tokenmill.model.chat_template import read_chat_template
