@@ -276,6 +276,9 @@ class EngineCore:
         if self.speculator is not None:
             self.speculator.propose(self.scheduler.running)
         sched = self.scheduler.schedule()
+        if self.speculator is not None:
+            for req in sched.preempted:  # recomputed from scratch when it runs again
+                self.speculator.release(req)
         if not sched.scheduled:
             self.beams.park_idle()
             return []
