@@ -154,11 +154,23 @@ class DraftProposer:
         start = len(cache.tokens)
         end = start + len(feed)
         slots = torch.arange(end, dtype=torch.int64)
-        attn = AttentionMetadata(
-            slot_mapping=slots[start:],
-            prefills=[PrefillSeq(0, len(feed), end, slots)],
-            num_prefill_tokens=len(feed),
-        )
+        if len(feed) == 1:
+            # The decode path (the native kernel where built): the whole cache is one
+            # block of `capacity` slots, so a position is its slot.
+            attn = AttentionMetadata(
+                slot_mapping=slots[start:],
+                prefills=[],
+                num_prefill_tokens=0,
+                decode_lens=torch.tensor([end], dtype=torch.int64),
+                block_tables=torch.zeros((1, 1), dtype=torch.int64),
+                block_size=cache.capacity,
+            )
+        else:
+            attn = AttentionMetadata(
+                slot_mapping=slots[start:],
+                prefills=[PrefillSeq(0, len(feed), end, slots)],
+                num_prefill_tokens=len(feed),
+            )
         model = self.draft.model
         ids = torch.tensor(feed, dtype=torch.int64)
         hidden = model(ids, slots[start:], attn, cache.kv)  # (len(feed), hidden)
