@@ -108,7 +108,8 @@ class Speculator:
         """Emit `req`'s tokens from its verify rows `logits` (len(drafts) + 1, V): each
         accepted draft, then the model's token at the first rejection or the bonus row.
         `sampling_row` is read afresh per position (it sees the tokens emitted so far).
-        Clears the drafts and records the acceptance (auto-off)."""
+        Clears the drafts and records the acceptance (auto-off, which frees the
+        sequence's draft cache)."""
         drafts = req.spec.draft_token_ids
         req.spec.draft_token_ids = []
         accepted = emitted = 0
@@ -125,4 +126,6 @@ class Speculator:
         self.draft_tokens += len(drafts)
         self.accepted_tokens += accepted
         req.spec.record(len(drafts), accepted, self.config)
+        if req.spec.disabled:
+            self.release(req)
         return Verified(emitted, 0 if finished else len(drafts) - accepted, finished)

@@ -162,3 +162,25 @@ def test_draft_mode_config():
     assert SpeculativeConfig(mode="ngram").draft_model is None
     with pytest.raises(ConfigError, match="needs a model"):
         SpeculativeConfig(mode="draft:")
+
+
+def test_a_poor_draft_changes_nothing_and_is_turned_off(tiny_path, tmp_path):
+    # Another random model with the same tokenizer: its drafts are mostly rejected, the
+    # output is still the target's, and auto-off frees the cache while the sequence runs.
+    tok = tiny.build_tokenizer()
+    path = tiny.save_hf(make_hf_model("qwen2", tok.get_vocab_size()), tok, tmp_path / "poor")
+    common = {"dtype": "float32", "kv_cache_memory_gib": 0.05}
+    plain = LLM(tiny_path, **common)
+    spec = LLM(tiny_path, speculative=f"draft:{path}", **common)
+    params = GREEDY.clone(max_tokens=60)
+    core = spec.engine
+    core.add_request(GenerationRequest("r", params, prompt_token_ids=PROMPT))
+    req = core._children["r"][0]
+    while core.has_unfinished():
+        core.step()
+        if req.spec.disabled and not req.is_finished:
+            assert core.speculator.draft.caches == {}
+    assert req.spec.disabled
+    st = spec.stats()
+    assert st.spec_accepted_tokens < 0.3 * st.spec_draft_tokens
+    assert req.output_token_ids == plain.generate([PROMPT], params)[0].outputs[0].token_ids
