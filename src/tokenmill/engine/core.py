@@ -23,7 +23,12 @@ from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
 from tokenmill.engine.speculator import Speculator
-from tokenmill.errors import InvalidRequestError, QueueFullError
+from tokenmill.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    QueueFullError,
+)
 from tokenmill.model.chat_template import read_chat_template
 from tokenmill.model.loader import LoadedModel, load_model
 from tokenmill.sampling_params import SamplingDefaults
@@ -164,7 +169,13 @@ class EngineCore:
         name = self.config.speculative.draft_model
         if name is None:
             return None
-        draft = load_model(name)
+        try:
+            draft = load_model(name)
+        except (ModelNotFoundError, ConfigError) as exc:
+            raise ConfigError(
+                f"speculative=draft:{name}: the draft model cannot be loaded: {exc}",
+                setting="speculative",
+            ) from exc
         check_same_vocabulary(self.loaded, draft)
         return DraftProposer(
             self.config.speculative, draft, self.max_model_len, self.loaded.arch.vocab_size

@@ -184,3 +184,8 @@ def test_a_poor_draft_changes_nothing_and_is_turned_off(tiny_path, tmp_path):
     st = spec.stats()
     assert st.spec_accepted_tokens < 0.3 * st.spec_draft_tokens
     assert req.output_token_ids == plain.generate([PROMPT], params)[0].outputs[0].token_ids
+
+
+def test_an_unknown_draft_model_is_a_speculative_setting_error(tiny_path):
+    with pytest.raises(ConfigError, match="draft:nope-model: the draft model cannot be loaded"):
+        LLM(tiny_path, dtype="float32", kv_cache_memory_gib=0.05, speculative="draft:nope-model")
