@@ -12,7 +12,7 @@ import torch
 from tokenmill.config import EngineConfig
 from tokenmill.engine.beam import BeamSearch
 from tokenmill.engine.beam_groups import BeamGroups
-from tokenmill.engine.draft_proposer import DraftProposer, check_same_vocabulary
+from tokenmill.engine.draft_proposer import load_draft_proposer
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
@@ -23,12 +23,7 @@ from tokenmill.engine.request import GenerationRequest, Request, RequestStatus
 from tokenmill.engine.sampler import Sampler, SamplingRow, prompt_logprobs
 from tokenmill.engine.scheduler import Scheduler, SchedulerOutput
 from tokenmill.engine.speculator import Speculator
-from tokenmill.errors import (
-    ConfigError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    QueueFullError,
-)
+from tokenmill.errors import InvalidRequestError, QueueFullError
 from tokenmill.model.chat_template import read_chat_template
 from tokenmill.model.loader import LoadedModel, load_model
 from tokenmill.sampling_params import SamplingDefaults
@@ -157,29 +152,15 @@ class EngineCore:
         self.generation_tokens = 0
         self.num_steps = 0
         self.speculator = (
-            Speculator(config.speculative, self.max_model_len, self._draft_proposer())
+            Speculator(
+                config.speculative,
+                self.max_model_len,
+                load_draft_proposer(config.speculative, self.loaded, self.max_model_len),
+            )
             if config.speculative.enabled
             else None
         )
         self.sequence_steps = 0
-
-    def _draft_proposer(self) -> DraftProposer | None:
-        """In draft:MODEL mode, load the draft (as --model would) and refuse one whose
-        vocabulary differs from the target's (ConfigError)."""
-        name = self.config.speculative.draft_model
-        if name is None:
-            return None
-        try:
-            draft = load_model(name)
-        except (ModelNotFoundError, ConfigError) as exc:
-            raise ConfigError(
-                f"speculative=draft:{name}: the draft model cannot be loaded: {exc}",
-                setting="speculative",
-            ) from exc
-        check_same_vocabulary(self.loaded, draft)
-        return DraftProposer(
-            self.config.speculative, draft, self.max_model_len, self.loaded.arch.vocab_size
-        )
 
     def _kv_dtype(self) -> torch.dtype:
         choice = self.config.cache.dtype

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import SpeculativeConfig
-from tokenmill.errors import ConfigError
+from tokenmill.errors import ConfigError, ModelNotFoundError
 from tokenmill.model.layers.attention_metadata import AttentionMetadata, PrefillSeq
-from tokenmill.model.loader import LoadedModel
+from tokenmill.model.loader import LoadedModel, load_model
 
 MIN_CAPACITY = 128
 VOCAB_SAMPLE = 64
@@ -177,3 +177,23 @@ class DraftProposer:
         logits = model.compute_logits(hidden[-1:])  # (1, V_draft)
         cache.tokens.extend(feed)
         return int(logits[0, : self.vocab_size].argmax())
+
+
+def load_draft_proposer(
+    config: SpeculativeConfig, target: LoadedModel, max_model_len: int
+) -> DraftProposer | None:
+    """In draft:MODEL mode, load the draft (as --model would, dtype auto) and refuse one
+    that cannot be loaded or whose vocabulary differs from the target's (ConfigError
+    naming the speculative setting); None in the other modes."""
+    name = config.draft_model
+    if name is None:
+        return None
+    try:
+        draft = load_model(name)
+    except (ModelNotFoundError, ConfigError) as exc:
+        raise ConfigError(
+            f"speculative=draft:{name}: the draft model cannot be loaded: {exc}",
+            setting="speculative",
+        ) from exc
+    check_same_vocabulary(target, draft)
+    return DraftProposer(config, draft, max_model_len, target.arch.vocab_size)
