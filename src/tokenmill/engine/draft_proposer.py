@@ -7,7 +7,9 @@ greedy output is identical and sampled tokens keep the target's distribution.
 KV: each speculating sequence gets its own contiguous draft cache (one tensor per layer,
 shape (2, capacity, kv_heads, head_dim), slot = position), grown by doubling. Simpler than
 a second paged pool, and cheap for a small draft; the price is that the draft runs one
-forward pass per sequence (not batched across sequences). The cache remembers which
+forward pass per sequence (not batched across sequences). The caches sit outside the
+target's KV budget but are bounded by it: only running sequences, which hold target KV
+for their tokens, keep one, at most twice their length. The cache remembers which
 tokens its positions hold, so rolling back rejected drafts is lazy: at the next proposal
 it keeps the longest prefix shared with the sequence's text and recomputes from there.
 """
