@@ -14,7 +14,7 @@ loopback port, with drift watching on so its tile shows. In headless Chromium
 It fails, leaving no screenshot of a still dashboard, if the charts have not moved
 within --max-load-s. The server and the load stop before it returns.
 
-    python scripts/console_screenshots.py [--out docs/img] [--clients 4] [--points 15]
+    python scripts/console_screenshots.py [--out docs/img] [--clients 4] [--points 40]
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ PROMPTS = (
     "Why is the sky blue? Answer in two sentences.",
     "List four things to pack for a day hike.",
 )
+STATE_JS = """() => ({
+  throughput: {...document.getElementById('chart-throughput').dataset},
+  queue: {...document.getElementById('chart-queue').dataset},
+  conn: document.getElementById('conn').textContent,
+})"""
 CACHED = "Name the planets of the solar system."
 
 
@@ -106,14 +111,17 @@ def dashboard(page, url: str, model: str, args: argparse.Namespace) -> dict:
     page.click("#tab-dashboard")
     start = time.monotonic()
     with Load(url, model, args.clients) as load:
-        page.wait_for_function(
-            "(n) => { const t = document.getElementById('chart-throughput').dataset;"
-            " const q = document.getElementById('chart-queue').dataset;"
-            " return Number(t.points) >= n && Number(t.max) > 0 && Number(q.max) > 0; }",
-            arg=args.points,
-            timeout=args.max_load_s * 1000,
-        )
-        page.wait_for_function("document.getElementById('m-ttft').textContent.includes('ms')")
+        while True:
+            state = page.evaluate(STATE_JS)
+            points = int(state["throughput"].get("points") or 0)
+            tokens = float(state["throughput"].get("max") or 0)
+            running = float(state["queue"].get("max") or 0)
+            if points >= args.points and tokens > 0 and running > 0:
+                break
+            if time.monotonic() - start > args.max_load_s:
+                raise SystemExit(f"the dashboard did not move within {args.max_load_s} s: {state}")
+            time.sleep(1)
+        page.wait_for_function("!document.getElementById('m-ttft').textContent.startsWith('-')")
         page.screenshot(path=str(args.out / "console-dashboard.png"), full_page=True)
         shown = {k: page.inner_text(f"#m-{k}") for k in ("throughput", "queue", "kv", "ttft")}
     shown |= {"requests_ok": load.ok, "requests_failed": load.failed}
@@ -125,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--points", type=int, default=15, help="chart samples to wait for")
+    parser.add_argument("--points", type=int, default=40, help="chart samples to wait for")
     parser.add_argument("--max-load-s", type=int, default=240)
     parser.add_argument("--model", help="a model path for `tokenmill serve --model`")
     args = parser.parse_args()

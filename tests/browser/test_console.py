@@ -1,5 +1,6 @@
 """The web console in headless Chromium: a streamed chat, the dashboard moving under
-load, the key prompt. TOKENMILL_SCREENSHOTS=DIR saves the README's screenshots."""
+load, the key prompt. TOKENMILL_SCREENSHOTS=DIR saves screenshots of these fake-engine
+pages; the README's come from the real model, by scripts/console_screenshots.py."""
 
 from __future__ import annotations
 
