@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tokenmill.bench.cpu import detect
 from tokenmill.bench.peers import ServerProcess, ServerSpec, free_port
+from tokenmill.bench.proc import tree_cpu_seconds
 from tokenmill.bench.spread import Spread
 
 SERVER_CPU, CLIENT_CPU = 1, 0
@@ -55,8 +56,12 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
-def bench(url: str, args: argparse.Namespace, seed: int, out: Path) -> dict:
-    """One `tokenmill bench serve` run on CLIENT_CPU; returns its level's metrics."""
+def bench(server: ServerProcess, args: argparse.Namespace, seed: int, out: Path) -> dict:
+    """One `tokenmill bench serve` run on CLIENT_CPU; returns its level's metrics plus
+    the server's CPU time per output token over the run (less sensitive than throughput
+    to other jobs on a shared machine: time the server waits for the CPU is not counted).
+    """
+    url = server.spec.url
     argv = [
         "taskset", "-c", str(CLIENT_CPU), sys.executable, "-m", "tokenmill.cli.main",
         "bench", "serve", "--url", url, "--concurrency", str(args.concurrency),
@@ -64,10 +69,13 @@ def bench(url: str, args: argparse.Namespace, seed: int, out: Path) -> dict:
         "--output-len", str(args.output_len), "--seed", str(seed), "--no-progress",
         "--result-json", str(out),
     ]  # fmt: skip
+    cpu_before = tree_cpu_seconds([server.pid])
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    cpu_s = tree_cpu_seconds([server.pid]) - cpu_before
     metrics = json.loads(out.read_text())["levels"][0]["metrics"]
     if metrics["failed"]:
         raise SystemExit(f"{url}: {metrics['failed']} requests failed: {metrics['errors']}")
+    metrics["server_cpu_ms_per_token"] = 1000 * cpu_s / metrics["total_output_tokens"]
     return metrics
 
 
@@ -80,10 +88,14 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             "output_tok_s": Spread.of([r["output_throughput"] for r in rs]),
             "ttft_p50_ms": Spread.of([r["ttft"]["p50"] for r in rs]),
             "tpot_p50_ms": Spread.of([r["tpot"]["p50"] for r in rs]),
+            "cpu_ms_per_token": Spread.of([r["server_cpu_ms_per_token"] for r in rs]),
         }
         base = runs["metrics"]
         out[name]["vs_metrics"] = Spread.of(
             [r["output_throughput"] / b["output_throughput"] for r, b in zip(rs, base)]
+        )
+        out[name]["cpu_vs_metrics"] = Spread.of(
+            [r["server_cpu_ms_per_token"] / b["server_cpu_ms_per_token"] for r, b in zip(rs, base)]
         )
     return out
 
@@ -92,16 +104,18 @@ def table(summary: dict) -> str:
     rows = [
         (
             "| variant | output tok/s, median (range) | range / median | vs metrics-on, "
-            "same round: median (range) | TTFT p50 ms | TPOT p50 ms |"
+            "same round | TTFT p50 ms | TPOT p50 ms | server CPU ms per output token | CPU vs "
+            "metrics-on, same round |"
         ),
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         tps = s["output_tok_s"]
         rows.append(
             f"| {name} | {tps.render()} | {100 * tps.relative:.1f}% | "
             f"{s['vs_metrics'].render(3)} | {s['ttft_p50_ms'].render(0)} | "
-            f"{s['tpot_p50_ms'].render(1)} |"
+            f"{s['tpot_p50_ms'].render(1)} | {s['cpu_ms_per_token'].render(1)} | "
+            f"{s['cpu_vs_metrics'].render(3)} |"
         )
     return "\n".join(rows)
 
@@ -135,12 +149,12 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         started = [stack.enter_context(s) for s in servers]
         for s in started:  # warm-up: kernels, caches, first-call paths
-            bench(s.spec.url, args, 10_000, logs / f"warm-{s.spec.name}.json")
+            bench(s, args, 10_000, logs / f"warm-{s.spec.name}.json")
         for rnd in range(args.rounds):
             order = started[rnd % len(started) :] + started[: rnd % len(started)]
             for s in order:
                 loads.append(os.getloadavg()[0])
-                m = bench(s.spec.url, args, rnd, logs / f"{s.spec.name}-{rnd}.json")
+                m = bench(s, args, rnd, logs / f"{s.spec.name}-{rnd}.json")
                 runs[s.spec.name].append(m)
                 print(f"round {rnd} {s.spec.name}: {m['output_throughput']:.1f} tok/s", flush=True)
     sink.shutdown()
