@@ -214,6 +214,10 @@ inline void gemv_block(const Problem& p, int64_t n, int64_t m0) {
     const int64_t kb = blk * T::kElems;
     for (int r = 0; r < R; ++r) {
       const uint8_t* b = p.w + (n + r) * p.row_bytes + blk * T::kBytes;
+      // The hardware prefetcher loses R interleaved row streams (measured on Zen 3: a
+      // 30 MB Q8_0 head read at 2.9 GB/s, against 5 GB/s for the same rows read one
+      // after another): fetch the same block of the next group of rows ahead.
+      __builtin_prefetch(b + R * p.row_bytes);
       T::groups(b, [&](const F* q, float s, float o, int k0) {
         const F sv = V::set1(s), ov = V::set1(o);
         for (int v = 0; v < NV; ++v) {
