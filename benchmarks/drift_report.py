@@ -52,7 +52,7 @@ def render(res: dict) -> str:
             "(`.venv/bin/python benchmarks/drift_calibration.py --null-trials "
             f"{s['null_trials']} --trials {s['trials']} --stream-trials {s['stream_trials']} "
             f"--shares {','.join(str(x) for x in s['shares'])} --check-every "
-            f"{s['check_every']}`), "
+            f"{s['check_every']} --threads {s['torch_threads']}`), "
             "from the records that "
             "`benchmarks/drift_records.py` wrote. Figures below are measured, not set."
         ),

@@ -25,6 +25,7 @@ import torch
 from tokenmill import LLM, SamplingParams
 from tokenmill.engine.request import GenerationRequest
 from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.layers.decode_stack import DecodeStack
 
 # The heavy arithmetic: the native kernels (recorded under "native::" by this script)
 # and ATen's matmuls and attention. Everything else in a step is overhead.
@@ -42,6 +43,10 @@ NATIVE_FUNCTIONS = (
     "quant_rows",
     "decode_attention",
     "int8_linear",
+    # Every Llama layer of a decode-only step in one call: the kernels above, called from
+    # C++ (its glue, a few tensor allocations per layer, is counted with them; compare
+    # with --no-stack for the layer-by-layer split).
+    "llama_decode_stack",
 )
 
 
@@ -168,7 +173,14 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=float, default=0.5)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="run the decoder layer by layer from Python (no llama_decode_stack)",
+    )
     args = ap.parse_args()
+    if args.no_stack:
+        DecodeStack.__call__ = lambda self, *a, **k: None
     results = []
     for b in args.batch:
         r = profile(args, b)

@@ -1,5 +1,6 @@
 """The web console in headless Chromium: a streamed chat, the dashboard moving under
-load, the key prompt. TOKENMILL_SCREENSHOTS=DIR saves the README's screenshots."""
+load, the key prompt. TOKENMILL_SCREENSHOTS=DIR saves screenshots of these fake-engine
+pages; the README's come from the real model, by scripts/console_screenshots.py."""
 
 from __future__ import annotations
 
@@ -108,6 +109,27 @@ def test_the_dashboard_charts_move_under_load(browser_page):
     assert points >= 2
     assert int(requests.split(" / ")[0]) > 0
     assert drift == "off"
+
+
+def test_the_dashboard_opens_on_a_server_that_already_served_requests(browser_page):
+    # The first scrape has no previous one to subtract; with requests already in the
+    # histograms it once threw, and the charts never drew a point.
+    page = browser_page
+    with live_server(FakeEngine(script="done", max_model_len=512)) as url:
+        body = {"prompt": "go", "max_tokens": 4}
+        assert httpx.post(url + "/v1/completions", json=body).status_code == 200
+        page.goto(url + "/ui/")
+        page.click("#tab-dashboard")
+        page.wait_for_function(
+            "Number(document.getElementById('chart-throughput').dataset.points) >= 2",
+            timeout=15_000,
+        )
+        conn = page.inner_text("#conn")
+        ttft = page.inner_text("#m-ttft")
+        requests = page.inner_text("#m-requests")
+    assert conn == "connected", conn
+    assert "ms" in ttft, ttft
+    assert requests.startswith("1 / "), requests
 
 
 def test_behind_keys_it_asks_for_a_key_first(browser_page, tmp_path):

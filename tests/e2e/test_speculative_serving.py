@@ -37,3 +37,24 @@ def test_greedy_answers_match_the_plain_server_streamed_and_not(server, spec_ser
     assert stats["tokens_per_sequence_step"] > 1.5
     metrics = spec_server.http.get("/metrics").text
     assert "tokenmill:spec_decode_num_accepted_tokens_total" in metrics
+
+
+def test_a_draft_model_server_answers_as_the_plain_one_and_counts(server, tmp_path_factory):
+    srv = start_server(tmp_path_factory, "draft", "--speculative", "draft:smollm2-135m-instruct")
+    try:
+        model = srv.http.get("/v1/models").json()["data"][0]["id"]
+        kwargs = {"model": model, "messages": MESSAGES, "temperature": 0, "max_tokens": 24}
+        plain = server.client().chat.completions.create(**kwargs).choices[0].message.content
+        spec = srv.client().chat.completions.create(**kwargs).choices[0].message.content
+        assert spec == plain
+        stats = srv.stats()
+        assert stats["spec_draft_tokens"] > 0 and stats["spec_acceptance_rate"] > 0.5
+        metrics = srv.http.get("/metrics").text
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith("tokenmill:spec_decode_num_draft_tokens_total")
+        )
+        assert float(line.split()[-1]) == stats["spec_draft_tokens"]
+    finally:
+        assert srv.stop() == 0, srv.log()

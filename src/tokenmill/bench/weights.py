@@ -40,7 +40,26 @@ def decode_bytes(model) -> tuple[int, str]:
         total += tensor.nbytes
         key = str(tensor.dtype).removeprefix("torch.")
         dtypes[key] = dtypes.get(key, 0) + tensor.nbytes
+    # GGUF block matrices are not parameters: count each BlockLinear's bytes (a tied
+    # head's BlockLinear shares the embedding's blocks, so they count once, read whole).
+    # A BlockEmbedding only gathers rows and is not counted on its own.
+    from tokenmill.model.quant.blocks import BlockLinear
+
+    for module in model.modules():
+        if not isinstance(module, BlockLinear):
+            continue
+        for part in module.parts:
+            if part.data.data_ptr() in seen:
+                continue
+            seen.add(part.data.data_ptr())
+            total += part.data.nbytes
+            key = f"GGUF {part.type_name}"
+            dtypes[key] = dtypes.get(key, 0) + part.data.nbytes
     mix = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(dtypes.items(), key=lambda i: -i[1]))
+    blocks = getattr(getattr(model, "embed_tokens", None), "weight_blocks", None)
+    head_parts = getattr(getattr(model, "lm_head", None), "parts", ())
+    if blocks is not None and any(p.data.data_ptr() == blocks.data.data_ptr() for p in head_parts):
+        tied = True
     head = "tied head reads the embedding table" if tied else "embedding table gathered, not read"
     return total, f"{mix}; {head}"
 

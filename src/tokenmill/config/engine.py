@@ -189,9 +189,10 @@ class SpeculativeConfig:
         "off",
         "off, or ngram: prompt lookup (the tokens that followed the last n-gram's earlier "
         "occurrence in the prompt and output), verified in one pass. Greedy output is "
-        "unchanged and sampling keeps its distribution. draft:MODEL is not built yet.",
+        "unchanged and sampling keeps its distribution. draft:MODEL: a second, smaller "
+        "model with the same vocabulary (anything --model accepts) proposes greedily.",
         name="speculative",
-        metavar="off|ngram",
+        metavar="off|ngram|draft:MODEL",
     )
     num_tokens: int = setting(
         4, "Tokens proposed per verify step.", name="num_speculative_tokens", metavar="K"
@@ -221,16 +222,22 @@ class SpeculativeConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.mode == "ngram"
+        return self.mode != "off"
+
+    @property
+    def draft_model(self) -> str | None:
+        """The draft model's name or path in draft:MODEL mode; None otherwise."""
+        return self.mode.removeprefix("draft:") if self.mode.startswith("draft:") else None
 
     def __post_init__(self) -> None:
         if self.mode.startswith("draft:"):
-            raise ConfigError(
-                f"speculative={self.mode!r}: draft-model speculation is not built yet; use "
-                "ngram (prompt lookup) or off.",
-                setting="speculative",
-            )
-        if self.mode not in SPECULATIVE_MODES:
+            if not self.mode.removeprefix("draft:").strip():
+                raise ConfigError(
+                    "speculative=draft:MODEL needs a model after 'draft:' (a packaged name, "
+                    "a .gguf path or a Hugging Face directory).",
+                    setting="speculative",
+                )
+        elif self.mode not in SPECULATIVE_MODES:
             raise ConfigError(
                 f"speculative must be off, ngram or draft:MODEL, got {self.mode!r}.",
                 setting="speculative",

@@ -12,6 +12,7 @@ import torch
 from tokenmill.config import EngineConfig
 from tokenmill.engine.beam import BeamSearch
 from tokenmill.engine.beam_groups import BeamGroups
+from tokenmill.engine.draft_proposer import load_draft_proposer
 from tokenmill.engine.grammar import GrammarCache
 from tokenmill.engine.input_processor import Capacity, InputProcessor
 from tokenmill.engine.kv_cache.manager import KVCacheManager
@@ -151,7 +152,11 @@ class EngineCore:
         self.generation_tokens = 0
         self.num_steps = 0
         self.speculator = (
-            Speculator(config.speculative, self.max_model_len)
+            Speculator(
+                config.speculative,
+                self.max_model_len,
+                load_draft_proposer(config.speculative, self.loaded, self.max_model_len),
+            )
             if config.speculative.enabled
             else None
         )
@@ -232,6 +237,8 @@ class EngineCore:
         if not children:
             return []
         for child in children:
+            if self.speculator is not None:
+                self.speculator.release(child)
             if not child.is_finished:
                 self.scheduler.finish(child, RequestStatus.FINISHED_ABORTED)
                 self.outputs.finish_without_output(child, RequestStatus.FINISHED_ABORTED)
@@ -261,6 +268,9 @@ class EngineCore:
         if self.speculator is not None:
             self.speculator.propose(self.scheduler.running)
         sched = self.scheduler.schedule()
+        if self.speculator is not None:
+            for req in sched.preempted:  # recomputed from scratch when it runs again
+                self.speculator.release(req)
         if not sched.scheduled:
             self.beams.park_idle()
             return []
@@ -343,6 +353,8 @@ class EngineCore:
         )
 
     def _finish(self, req: Request, status: RequestStatus) -> None:
+        if self.speculator is not None:
+            self.speculator.release(req)
         self.scheduler.finish(req, status)
         self.outputs.finish_without_output(req, status)
         self.outputs.mark_prompt_done(req)

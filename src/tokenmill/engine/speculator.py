@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import SpeculativeConfig
+from tokenmill.engine.draft_proposer import DraftProposer
 from tokenmill.engine.draft_verifier import choose
 from tokenmill.engine.ngram_proposer import NgramProposer, SpeculationState
 from tokenmill.engine.request import Request
@@ -47,9 +48,16 @@ class Speculator:
     """Owns the proposer and the cumulative speculation counters; mutates the
     SpeculationState of the sequences it is handed."""
 
-    def __init__(self, config: SpeculativeConfig, max_model_len: int):
+    def __init__(
+        self,
+        config: SpeculativeConfig,
+        max_model_len: int,
+        draft: DraftProposer | None = None,
+    ):
+        """draft: the draft-model proposer in draft:MODEL mode; None for prompt lookup."""
         self.config = config
         self.proposer = NgramProposer(config, max_model_len)
+        self.draft = draft
         self.draft_tokens = 0
         self.accepted_tokens = 0
         self.verify_steps = 0
@@ -61,7 +69,13 @@ class Speculator:
 
     def propose(self, running: list[Request]) -> None:
         """Set this step's drafts on every running sequence that decodes (all its tokens
-        computed but the last) and has not been turned off; clears the others'."""
+        computed but the last) and has not been turned off; clears the others'. In
+        draft mode, frees the draft caches of sequences no longer running or turned off
+        (finished, aborted, preempted)."""
+        if self.draft is not None:
+            self.draft.retain(
+                {r.request_id for r in running if r.spec is not None and not r.spec.disabled}
+            )
         for req in running:
             spec = req.spec
             if spec is None:
@@ -69,11 +83,20 @@ class Speculator:
             spec.draft_token_ids = []
             if spec.disabled or req.num_computed_tokens != req.num_tokens - 1:
                 continue
-            spec.draft_token_ids = self.proposer.propose(
-                req.prompt_token_ids + req.output_token_ids,
-                len(req.output_token_ids),
-                req.max_tokens,
-            )
+            tokens = req.prompt_token_ids + req.output_token_ids
+            if self.draft is not None:
+                spec.draft_token_ids = self.draft.propose(
+                    req.request_id, tokens, len(req.output_token_ids), req.max_tokens
+                )
+            else:
+                spec.draft_token_ids = self.proposer.propose(
+                    tokens, len(req.output_token_ids), req.max_tokens
+                )
+
+    def release(self, req: Request) -> None:
+        """Free whatever the proposer keeps for `req` (its draft cache), at its end."""
+        if self.draft is not None:
+            self.draft.release(req.request_id)
 
     def verify(
         self,
@@ -85,7 +108,8 @@ class Speculator:
         """Emit `req`'s tokens from its verify rows `logits` (len(drafts) + 1, V): each
         accepted draft, then the model's token at the first rejection or the bonus row.
         `sampling_row` is read afresh per position (it sees the tokens emitted so far).
-        Clears the drafts and records the acceptance (auto-off)."""
+        Clears the drafts and records the acceptance (auto-off, which frees the
+        sequence's draft cache)."""
         drafts = req.spec.draft_token_ids
         req.spec.draft_token_ids = []
         accepted = emitted = 0
@@ -102,4 +126,6 @@ class Speculator:
         self.draft_tokens += len(drafts)
         self.accepted_tokens += accepted
         req.spec.record(len(drafts), accepted, self.config)
+        if req.spec.disabled:
+            self.release(req)
         return Verified(emitted, 0 if finished else len(drafts) - accepted, finished)

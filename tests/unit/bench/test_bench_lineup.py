@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -82,3 +83,23 @@ def test_a_weight_shared_by_two_modules_counts_once():
     model = Toy(tied=True)
     model.twin = model.layer
     assert decode_bytes(model)[0] == 160 + 64
+
+
+def test_gguf_block_matrices_count_and_a_tied_block_head_reads_the_table_once():
+    from gguf import GGMLQuantizationType as T
+
+    from tokenmill.model.kernels import cpu_kernels
+    from tokenmill.model.quant.blocks import BlockEmbedding, BlockLinear, BlockWeight
+
+    if cpu_kernels() is None:
+        pytest.skip("block modules need the native kernels")
+    rows = torch.zeros(4, 34, dtype=torch.uint8)  # 4 rows of one Q8_0 block (32 weights)
+    table = BlockWeight(torch.zeros(10, 34, dtype=torch.uint8), int(T.Q8_0), 32)
+    model = nn.Module()
+    model.embed_tokens = BlockEmbedding(table)
+    model.layer = BlockLinear(BlockWeight(rows, int(T.Q8_0), 32))
+    model.norm = nn.Linear(2, 2, bias=False)  # 16 float32 bytes
+    model.lm_head = BlockLinear(table)
+    nbytes, text = decode_bytes(model)
+    assert nbytes == 4 * 34 + 10 * 34 + 16
+    assert text == ("GGUF Q8_0 0.0 MB, float32 0.0 MB; tied head reads the embedding table")

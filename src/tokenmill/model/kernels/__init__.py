@@ -46,6 +46,7 @@ _INCLUDED = (
     "int8_linear.cpp",
     "layer_ops.cpp",
     "quant_ops.cpp",
+    "layer_stack.cpp",
     "ops.h",
     "ops_simd.h",
     "quant.h",

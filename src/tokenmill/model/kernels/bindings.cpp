@@ -13,6 +13,7 @@
 #include "int8_linear.cpp"
 #include "layer_ops.cpp"
 #include "quant_ops.cpp"
+#include "layer_stack.cpp"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention from the KV cache",
@@ -26,6 +27,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rope_write_kv", &rope_write_kv, "rotate q, k in place; store k, v in the cache",
         py::arg("qkv"), py::arg("cos"), py::arg("sin"), py::arg("kv_cache"), py::arg("slots"),
         py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("variant") = "");
+  m.def("llama_decode_stack", &llama_decode_stack,
+        "every Llama decoder layer of a decode-only step; returns (output, residual)");
   m.def("int8_linear", &int8_linear, "per-row W8A8 linear on the int8 GEMM");
   m.def("quant_matmul_out", &quant_matmul_out, "out = x @ W^T, W in GGUF blocks",
         py::arg("out"), py::arg("x"), py::arg("w"), py::arg("type"), py::arg("method") = "",

@@ -17,6 +17,7 @@ from tokenmill.model.arch import ArchConfig
 from tokenmill.model.kernels import inference_kernels
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
+from tokenmill.model.layers.decode_stack import DecodeStack
 from tokenmill.model.layers.rmsnorm import RMSNorm
 from tokenmill.model.layers.rotary import RotaryEmbedding
 from tokenmill.model.quant.blocks import concat_rows
@@ -151,11 +152,23 @@ class LlamaForCausalLM(nn.Module):
         `attn.slot_mapping`. Returns the final normed hidden states (T, hidden)."""
         h = self.embed_tokens(input_ids)  # (T, hidden)
         cos, sin = self.rotary.cos_sin(positions, h.dtype)  # (T, 1, hd // 2) x2
-        residual = None
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, kv_cache, attn)
+        stack = self._decode_stack()
+        stacked = stack(h, cos, sin, kv_caches, attn) if stack is not None else None
+        if stacked is not None:
+            h, residual = stacked
+        else:
+            residual = None
+            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+                h, residual = layer(h, residual, cos, sin, kv_cache, attn)
         h, _ = self.norm(h, residual)
         return h
+
+    def _decode_stack(self) -> DecodeStack | None:
+        """The native decode stack over these layers, built on first use (the weights
+        are final by then) and kept; None where it cannot stand in for them."""
+        if not hasattr(self, "_stack"):
+            self._stack = DecodeStack.of(self.layers)
+        return self._stack
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (N, hidden). Returns (N, vocab) float32 logits."""

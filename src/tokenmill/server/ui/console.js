@@ -297,10 +297,13 @@ async function pollOnce() {
   const kv = sum(samples, "tokenmill:kv_cache_usage_perc");
   const queries = sum(samples, "tokenmill:prefix_cache_queries_total");
   const hits = sum(samples, "tokenmill:prefix_cache_hits_total");
+  // Percentiles over the last poll interval; over all time when it saw no new sample
+  // (or on the first poll, when there is no previous scrape).
   const recent = (b, key) => {
-    const window = quantile(0.5, b, previous && previous[key]);
+    const before = previous && previous[key];
+    const window = quantile(0.5, b, before);
     return window === null ? [quantile(0.5, b), quantile(0.95, b)]
-      : [window, quantile(0.95, b, previous[key])];
+      : [window, quantile(0.95, b, before)];
   };
   const [ttft50, ttft95] = recent(ttft, "ttft");
   const [itl50, itl95] = recent(itl, "itl");
