@@ -193,3 +193,20 @@ def test_real_q4_k_m_tensors():
                 got = kernels.quant_matmul(x, w, int(t.tensor_type), method=method, variant=v)
                 check_matmul(got, x, reference(w, t.tensor_type))
     assert seen == {"Q5_0", "Q8_0", "Q4_K", "Q6_K"}
+
+
+def test_module_bytes_counts_block_weights_once():
+    """The registry's and the optimize report's memory figure: a tied block head shares
+    the embedding's blocks, which count once beside the float parameters."""
+    from torch import nn
+
+    from tokenmill.model.quant.blocks import BlockEmbedding, module_bytes
+
+    table = BlockWeight(torch.zeros(10, 34, dtype=torch.uint8), int(T.Q8_0), 32)
+    model = nn.Module()
+    model.embed_tokens = BlockEmbedding(table)
+    model.layer = BlockLinear(BlockWeight(torch.zeros(4, 34, dtype=torch.uint8), int(T.Q8_0), 32))
+    model.norm = nn.Linear(2, 2, bias=False)
+    model.lm_head = BlockLinear(table)
+    assert module_bytes(model) == 10 * 34 + 4 * 34 + 16
+    assert module_bytes(model, model.layer) == module_bytes(model)

@@ -17,21 +17,7 @@ from tokenmill.errors import ConfigError
 from tokenmill.gateway.backend import LocalBackend
 from tokenmill.gateway.models_file import ModelSpec
 from tokenmill.gateway.registry import LoadedModel
-
-
-def module_bytes(*modules) -> int:
-    """Bytes of the tensors (parameters and buffers) the torch modules hold, each
-    storage counted once."""
-    seen: set[int] = set()
-    total = 0
-    for module in modules:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            ptr = tensor.untyped_storage().data_ptr()
-            if ptr in seen:
-                continue
-            seen.add(ptr)
-            total += tensor.untyped_storage().nbytes()
-    return total
+from tokenmill.model.quant.blocks import module_bytes
 
 
 def estimate_bytes(spec: ModelSpec, config: AppConfig | None = None) -> int:

@@ -24,8 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-import torch
-
+from tokenmill.model.quant.blocks import module_bytes
 from tokenmill.model.tokenizer import Tokenizer
 from tokenmill.optimize import data
 
@@ -120,32 +119,6 @@ class EvalTarget(Protocol):
 
     def memory_bytes(self) -> int:
         """Bytes of the loaded weights."""
-
-
-def _block_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    """The GGUF block bytes a module holds outside its parameters and buffers
-    (BlockLinear's row segments, BlockEmbedding's table)."""
-    from tokenmill.model.quant.blocks import BlockWeight
-
-    out = []
-    for m in module.modules():
-        for value in vars(m).values():
-            items = value if isinstance(value, tuple) else (value,)
-            out += [v.data for v in items if isinstance(v, BlockWeight)]
-    return out
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters, buffers and GGUF block weights, each storage
-    counted once (a tied output head shares the embedding's)."""
-    seen, total = set(), 0
-    for t in [*module.parameters(), *module.buffers(), *_block_tensors(module)]:
-        key = t.untyped_storage().data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.untyped_storage().nbytes()
-    return total
 
 
 def common_prefix_ratio(a: list[int], b: list[int]) -> float:

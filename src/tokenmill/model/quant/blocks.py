@@ -189,3 +189,25 @@ def install_block_weights(model: nn.Module, state: dict, tie_word_embeddings: bo
     if tie_word_embeddings and isinstance(embed, BlockEmbedding):
         model.lm_head = BlockLinear(embed.weight_blocks)
     return installed
+
+
+def module_bytes(*modules: nn.Module) -> int:
+    """Bytes of the tensors the modules hold: parameters, buffers and GGUF block weights
+    (BlockLinear's row segments, BlockEmbedding's table), each storage counted once, so a
+    tied output head counts with the embedding. A block weight that views a mapped file
+    counts the storage it views."""
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        tensors = [*module.parameters(), *module.buffers()]
+        for m in module.modules():
+            for value in vars(m).values():
+                items = value if isinstance(value, tuple) else (value,)
+                tensors += [v.data for v in items if isinstance(v, BlockWeight)]
+        for t in tensors:
+            key = t.untyped_storage().data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
