@@ -15,6 +15,17 @@ namespace tokenmill {
 namespace ops {
 namespace {
 
+// Whether V reduces 16 accumulators at once (V::hsum16), adding the same pairs in the
+// same tree as V::hsum does for each, so either way gives the same bits.
+template <class T, class = void>
+struct HasHsum16 {
+  static constexpr bool value = false;
+};
+template <class T>
+struct HasHsum16<T, decltype(void(T::kHsum16))> {
+  static constexpr bool value = T::kHsum16;
+};
+
 template <class V>
 void rmsnorm(const float* x, float* residual, const float* w, float eps, int64_t D,
              float* out) {
@@ -118,7 +129,9 @@ inline void for_each_slot(const AttendArgs& a, Fn&& f) {
 }
 
 // Scores: each K row is loaded once for the whole query group, with two partial sums
-// per query head to halve the FMA chain. Values: one query head at a time, its output
+// per query head to halve the FMA chain; where V has hsum16, 16 positions' sums are
+// reduced together (at head size 64 the reduction was most of a score's work).
+// Values: one query head at a time, its output
 // held in registers over chunks of up to 8 vectors. The vector loops cover the first
 // D / W * W elements of a row; the rest (none for head sizes 64, 128, 256) runs scalar.
 template <class V, typename T>
@@ -129,22 +142,49 @@ void attend(const AttendArgs& a) {
   // L: the number of positions attended (scratch index j is position first + j).
   const int64_t D = a.D, Dv = D / V::W * V::W, G = a.G, L = a.L - a.first, row = a.Hkv * D;
   const int64_t head = a.h * D;
-  for_each_slot(a, [&](int64_t l, int64_t slot) {
+  // The vector part of query g's dot product with the K row at k, not yet reduced.
+  auto partial = [&](const float* q, const T* k) {
+    F s0 = V::zero(), s1 = V::zero();
+    int64_t d = 0;
+    for (; d + 2 * V::W <= Dv; d += 2 * V::W) {
+      s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
+      s1 = V::fmadd(V::loadu(q + d + V::W), load_row<V>(k + d + V::W), s1);
+    }
+    if (d < Dv) s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
+    return V::add(s0, s1);
+  };
+  auto finish = [&](float s, const float* q, const T* k) {
+    for (int64_t d = Dv; d < D; ++d) s += q[d] * load_one(k + d);
+    return s * a.scale;
+  };
+  auto score = [&](int64_t l, int64_t slot) {
     const T* k = kc + slot * row + head;
     for (int64_t g = 0; g < G; ++g) {
       const float* q = a.q + g * D;
-      F s0 = V::zero(), s1 = V::zero();
-      int64_t d = 0;
-      for (; d + 2 * V::W <= Dv; d += 2 * V::W) {
-        s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
-        s1 = V::fmadd(V::loadu(q + d + V::W), load_row<V>(k + d + V::W), s1);
-      }
-      if (d < Dv) s0 = V::fmadd(V::loadu(q + d), load_row<V>(k + d), s0);
-      float s = V::hsum(V::add(s0, s1));
-      for (d = Dv; d < D; ++d) s += q[d] * load_one(k + d);
-      a.scratch[g * L + l] = s * a.scale;
+      a.scratch[g * L + l] = finish(V::hsum(partial(q, k)), q, k);
     }
-  });
+  };
+  if constexpr (HasHsum16<V>::value) {
+    int64_t slots[16];
+    int n = 0;
+    for_each_slot(a, [&](int64_t l, int64_t slot) {
+      slots[n++] = slot;
+      if (n < 16) return;
+      n = 0;
+      for (int64_t g = 0; g < G; ++g) {
+        const float* q = a.q + g * D;
+        F acc[16];
+        float sums[16];
+        for (int i = 0; i < 16; ++i) acc[i] = partial(q, kc + slots[i] * row + head);
+        V::hsum16(acc, sums);
+        for (int i = 0; i < 16; ++i)
+          a.scratch[g * L + l - 15 + i] = finish(sums[i], q, kc + slots[i] * row + head);
+      }
+    });
+    for (int i = 0; i < n; ++i) score(L - n + i, slots[i]);
+  } else {
+    for_each_slot(a, score);
+  }
   for (int64_t g = 0; g < G; ++g) {
     float* sc = a.scratch + g * L;
     float mx = std::numeric_limits<float>::lowest();
