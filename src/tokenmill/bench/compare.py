@@ -196,7 +196,12 @@ def _start_all(
             rec.failures[suite.name] = f"failed to start: {exc}"
             continue
         stack.enter_context(own)
-        rec.settings.update(peer.settings)
+        for key, value in peer.settings.items():
+            # A suite may start a peer differently (llama-server's --parallel follows the
+            # concurrency): keep each distinct command, not only the last one.
+            if key == "command" and rec.settings.get(key, value) != value:
+                key = f"command ({suite.name})"
+            rec.settings[key] = value
         running.append((peer, rec))
     return running
 

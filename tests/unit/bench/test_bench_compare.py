@@ -194,3 +194,33 @@ def test_runs_on_a_busy_machine_are_kept_but_marked_busy(world):
     assert [s.clean for s in samples] == [False, False]
     assert all(s.load_before == BUSY and s.load_during == BUSY for s in samples)
     assert plan_rec.peer(TOKENMILL).levels[0].spread("output_tok_s") is None
+
+
+def test_a_peer_started_differently_for_a_later_suite_keeps_both_commands(world):
+    """llama-server runs with --parallel 1 for the TTFT suite: the page must show that
+    command beside the throughput suite's, not only the last one started."""
+    _, _, peers = world
+    cfg = CompareConfig(repeats=1)
+    plan_rec = PlanRecord(PLAN)
+    compare._run_suite(make_suite(keys=(1,), repeats=1), plan_rec, cfg, None, make_gate(), "")
+    original = compare.start
+
+    @contextlib.contextmanager
+    def restarted(defn, plan, ctx):
+        with original(defn, plan, ctx) as peer:
+            if defn.name == LLAMA:
+                peer.settings = {"command": "run llama-server --parallel 1"}
+            yield peer
+
+    compare.start = restarted
+    try:
+        ttft = make_suite(keys=(1,), repeats=1)
+        ttft = Suite("ttft", ttft.keys, ttft.warm_up, ttft.requests, ttft.description)
+        compare._run_suite(ttft, plan_rec, cfg, None, make_gate(), "")
+    finally:
+        compare.start = original
+    assert plan_rec.peer(LLAMA).settings == {
+        "command": f"run {LLAMA}",
+        "command (ttft)": "run llama-server --parallel 1",
+    }
+    assert plan_rec.peer(TOKENMILL).settings == {"command": f"run {TOKENMILL}"}
