@@ -76,6 +76,22 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
+def print_table(results: list[dict], mode: str, extra_head: str = "", extra=None) -> None:
+    """The Markdown table of a run: each workload with speculation off and in `mode`
+    ("ngram" or "draft"), and an optional extra column."""
+    head = ["workload", "tokens", "off tok/s", f"{mode} tok/s", "speed-up", "acceptance",
+            "tok/step"] + ([extra_head] if extra_head else [])  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        cells = [r["workload"], r["output_tokens"], r["off_tok_s"], r[f"{mode}_tok_s"],
+                 f"{r['speedup']}x", _pct(r["acceptance"]),
+                 "n/a" if r["tokens_per_step"] is None else f"{r['tokens_per_step']:.2f}"]  # fmt: skip
+        if extra is not None:
+            cells.append(extra(r))
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -143,19 +159,13 @@ def main() -> None:
         "results": results,
     }
     print(f"\nCPU: {cpu.model}, cpus {list(cpu.cpus)}, k={args.k}, medians of {args.reps}")
-    print(
-        "| workload | tokens | off tok/s | ngram tok/s | speed-up | acceptance | tok/step "
-        "| no auto-off: tok/s, speed-up, acceptance |"
+    print_table(
+        results,
+        "ngram",
+        "no auto-off: tok/s, speed-up, acceptance",
+        lambda r: f"{r['no_auto_off_tok_s']}, {r['no_auto_off_speedup']}x, "
+        f"{_pct(r['no_auto_off_acceptance'])}",
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        acc = "n/a" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
-        tps = "n/a" if r["tokens_per_step"] is None else f"{r['tokens_per_step']:.2f}"
-        print(
-            f"| {r['workload']} | {r['output_tokens']} | {r['off_tok_s']} | {r['ngram_tok_s']} "
-            f"| {r['speedup']}x | {acc} | {tps} | {r['no_auto_off_tok_s']}, "
-            f"{r['no_auto_off_speedup']}x, {_pct(r['no_auto_off_acceptance'])} |"
-        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 

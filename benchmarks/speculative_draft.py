@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speculative import WORKLOADS, run_once
+from speculative import WORKLOADS, print_table, run_once
 
 from tokenmill.bench.cpu import detect
 from tokenmill.engine.llm import LLM
@@ -99,15 +99,7 @@ def main() -> None:
         f"target {report['target']} {args.target_dtype}, draft {args.draft}, "
         f"medians of {args.reps}"
     )
-    print("| workload | tokens | off tok/s | draft tok/s | speed-up | acceptance | tok/step |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        acc = "n/a" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
-        tps = "n/a" if r["tokens_per_step"] is None else f"{r['tokens_per_step']:.2f}"
-        print(
-            f"| {r['workload']} | {r['output_tokens']} | {r['off_tok_s']} | {r['draft_tok_s']} "
-            f"| {r['speedup']}x | {acc} | {tps} |"
-        )
+    print_table(results, "draft")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
