@@ -1,8 +1,6 @@
-"""The compute dtype: what "auto" means on this machine."""
+"""The compute dtype, and what "auto" means."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -11,24 +9,14 @@ from tokenmill.errors import ConfigError
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
 def resolve_dtype(name: str) -> torch.dtype:
-    """ "float32" / "bfloat16" -> that dtype. "auto" -> bfloat16 where the CPU computes it
-    natively (AVX512 with the avx512_bf16 extension), else float32, which is faster than
-    emulated bfloat16."""
+    """ "float32" / "bfloat16" -> that dtype. "auto" -> float32: the default must give
+    transformers float32's greedy output (issue 15), and bfloat16 need not: on a CPU
+    with AVX512-BF16 the default model's bfloat16 path left the float32 tokens within 12
+    greedy steps. So bfloat16 is opt-in, on every CPU. GGUF block weights are computed
+    on their blocks in float32 either way."""
     if name == "auto":
-        native = "AVX512" in torch.backends.cpu.get_cpu_capability()
-        return torch.bfloat16 if native and "avx512_bf16" in _cpu_flags() else torch.float32
+        return torch.float32
     if name not in _DTYPES:
         raise ConfigError(
             f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}.", setting="dtype"
