@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -77,7 +78,9 @@ class TopicReader:
 
 
 def test_kill_9_mid_stream_loses_nothing(bootstrap: str, tmp_path: Path):
-    topics = ("requests", "responses", "requests.dlq")
+    run = uuid.uuid4().hex[:8]  # fresh names: the test can run again on the same broker
+    topics = (f"requests-{run}", f"responses-{run}", f"requests-{run}.dlq")
+    group = f"workers-{run}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
         [NewTopic(topics[0], num_partitions=2)]
@@ -103,7 +106,7 @@ def test_kill_9_mid_stream_loses_nothing(bootstrap: str, tmp_path: Path):
         "--output-topic",
         topics[1],
         "--group-id",
-        "workers",
+        group,
         "--max-in-flight",
         str(MAX_IN_FLIGHT),
         "--max-num-seqs",
@@ -147,17 +150,22 @@ def test_kill_9_mid_stream_loses_nothing(bootstrap: str, tmp_path: Path):
         assert value["response"]["status_code"] == 200
         assert value["response"]["body"]["usage"]["completion_tokens"] == 10
     repeats = sum(c - 1 for c in Counter(v["custom_id"] for v in values).values())
-    assert repeats <= MAX_IN_FLIGHT, Counter(v["custom_id"] for v in values)
 
+    # A dead letter is a response like any other: one written before the kill whose offset
+    # was not yet committed (an earlier message of its partition still ran) is written again
+    # by the second worker. Two distinct letters, and the repeats of both kinds together stay
+    # within the in-flight window (docs/kafka.md).
     dead = {json.dumps(v["input"]["value"]): v for v in letters.values()}
-    assert len(letters.messages) == 2, letters.values()
+    assert len(dead) == 2, letters.values()
+    repeats += len(letters.messages) - len(dead)
+    assert repeats <= MAX_IN_FLIGHT, (Counter(v["custom_id"] for v in values), letters.values())
     garbage = next(v for v in letters.values() if v["custom_id"] is None)
     assert garbage["input"]["value"] == "{not json" and "JSON" in garbage["error"]["message"]
     wrong = next(v for v in letters.values() if v["custom_id"] == "wrong-url")
     assert "/v1/embeddings" in wrong["error"]["message"], dead
-    assert letters.messages[0].key() is None or letters.messages[0].key() == b"wrong-url"
+    assert all(m.key() in (None, b"wrong-url") for m in letters.messages)
 
-    committed = Consumer({"bootstrap.servers": bootstrap, "group.id": "workers"}).committed(
+    committed = Consumer({"bootstrap.servers": bootstrap, "group.id": group}).committed(
         [TopicPartition(topics[0], p) for p in (0, 1)], timeout=30
     )
     assert [tp.offset for tp in committed] == [13, 13], committed  # 12 requests + 1 bad each
