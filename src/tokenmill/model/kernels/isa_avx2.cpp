@@ -31,6 +31,7 @@ struct VecAvx2 {
   using F = __m256;
   static constexpr int W = 8;
   static constexpr int kMR = 4, kNR = 3;  // 12 accumulators + 3 weights + 1 input
+  static constexpr int kGemvRows = 4;
   static inline F zero() { return _mm256_setzero_ps(); }
   static inline F set1(float v) { return _mm256_set1_ps(v); }
   static inline F loadu(const float* p) { return _mm256_loadu_ps(p); }
@@ -79,7 +80,8 @@ struct VecAvx2 {
   }
 };
 
-const Kernels kAvx2 = {"avx2", gemv<VecAvx2>, dequant<VecAvx2>, gemm_tile<VecAvx2>};
+// Measured on Zen 3 (benchmarks/block_kernels.py): row by row wins up to M = 3.
+const Kernels kAvx2 = {"avx2", gemv<VecAvx2>, dequant<VecAvx2>, gemm_tile<VecAvx2>, 3};
 
 }  // namespace
 

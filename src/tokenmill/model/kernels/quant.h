@@ -105,6 +105,8 @@ struct Kernels {
   // y[m, j] = sum_k x[m, k] * wt[j, k] for j < n, wt row-major (n, K) float32.
   void (*gemm_tile)(const float* x, int64_t ldx, int64_t M, const float* wt, int64_t n,
                     int64_t K, float* y, int64_t ldy);
+  // The largest M for which gemv beats dequantize-and-tile (benchmarks/block_kernels.py).
+  int64_t gemv_max_m;
 };
 
 // nullptr where the build or the CPU lacks the instruction set.

@@ -48,8 +48,7 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
               "out: (M, N) float32 with unit column stride");
   if (M == 0 || N == 0) return;
   const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
-  // Measured on Zen 3 (benchmarks/block_kernels.py): row by row wins up to M = 3.
-  const bool use_gemv = method.empty() ? M <= 3 : method == "gemv";
+  const bool use_gemv = method.empty() ? M <= k->gemv_max_m : method == "gemv";
   TORCH_CHECK(method.empty() || method == "gemv" || method == "tile", "unknown method ", method);
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const int64_t row_bytes = w.size(1);

@@ -138,7 +138,7 @@ void gemm_tile(const float* x, int64_t ldx, int64_t M, const float* wt, int64_t 
   }
 }
 
-const Kernels kScalar = {"scalar", gemv, dequant, gemm_tile};
+const Kernels kScalar = {"scalar", gemv, dequant, gemm_tile, 3};
 
 }  // namespace
 

@@ -235,21 +235,32 @@ inline void gemv_block(const Problem& p, int64_t n, int64_t m0) {
 
 template <class V, class T, int MB>
 inline void gemv_rows(const Problem& p, int64_t n0, int64_t n1, int64_t m0) {
-  constexpr int R = MB == 1 ? 4 : MB == 2 ? 4 : 2;
+  constexpr int R = MB <= 2 ? 4 : 2;
   int64_t n = n0;
   for (; n + R <= n1; n += R) gemv_block<V, T, MB, R>(p, n, m0);
   for (; n < n1; ++n) gemv_block<V, T, MB, 1>(p, n, m0);
 }
 
+// x rows one pass over W serves: V::kGemvRows (8 with 32 vector registers: 16
+// accumulators at R = 2; 4 with 16). Each pass dequantizes every block of W once.
 template <class V, class T>
 void gemv_type(const Problem& p, int64_t n0, int64_t n1) {
-  int64_t m = 0;
-  for (; m + 4 <= p.M; m += 4) gemv_rows<V, T, 4>(p, n0, n1, m);
-  switch (p.M - m) {
-    case 3: gemv_rows<V, T, 3>(p, n0, n1, m); break;
-    case 2: gemv_rows<V, T, 2>(p, n0, n1, m); break;
-    case 1: gemv_rows<V, T, 1>(p, n0, n1, m); break;
-    default: break;
+  constexpr int kRows = V::kGemvRows;
+  static_assert(kRows == 4 || kRows == 8, "gemv passes of 4 or 8 rows");
+  for (int64_t m = 0; m < p.M;) {
+    const int64_t rest = p.M - m;
+    const int mb = static_cast<int>(rest < kRows ? rest : kRows);
+    switch (mb) {
+      case 8: if constexpr (kRows == 8) gemv_rows<V, T, 8>(p, n0, n1, m); break;
+      case 7: if constexpr (kRows == 8) gemv_rows<V, T, 7>(p, n0, n1, m); break;
+      case 6: if constexpr (kRows == 8) gemv_rows<V, T, 6>(p, n0, n1, m); break;
+      case 5: if constexpr (kRows == 8) gemv_rows<V, T, 5>(p, n0, n1, m); break;
+      case 4: gemv_rows<V, T, 4>(p, n0, n1, m); break;
+      case 3: gemv_rows<V, T, 3>(p, n0, n1, m); break;
+      case 2: gemv_rows<V, T, 2>(p, n0, n1, m); break;
+      default: gemv_rows<V, T, 1>(p, n0, n1, m); break;
+    }
+    m += mb;
   }
 }
 
