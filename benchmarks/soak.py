@@ -81,6 +81,11 @@ class Soak:
         self.statuses: dict[str, Counter] = {}
         self.unexpected: list[str] = []
         self.probe_ms: list[float] = []
+        self.probe_at: list[float] = []
+        """When each probe of probe_ms started, in seconds from the start of the load."""
+        self.round_starts: list[float] = []
+        """When each `bench serve` round was started, in seconds from the start of the load."""
+        self.started = 0.0
         self.rss: list[tuple[float, float]] = []
         self.load: list[float] = []
         """The machine's 1-minute load average, sampled with the RSS."""
@@ -110,6 +115,7 @@ class Soak:
     async def probe(self) -> None:
         async with httpx.AsyncClient(base_url=self.url, timeout=300) as http:
             while self.running():
+                at = time.monotonic() - self.started
                 try:
                     status, ms = await ttft_ms(http)
                 except httpx.HTTPError as exc:
@@ -117,6 +123,7 @@ class Soak:
                 self.count("probe", status)
                 if ms is not None:
                     self.probe_ms.append(ms)
+                    self.probe_at.append(round(at, 2))
                 await asyncio.sleep(self.probe_interval_s)
 
     async def plain(self) -> None:
@@ -185,6 +192,7 @@ class Soak:
         rounds = 0
         while self.running():
             path = out_dir / f"bench-{rounds}.json"
+            self.round_starts.append(round(time.monotonic() - self.started, 2))
             proc = await asyncio.create_subprocess_exec(
                 *tokenmill(),
                 "bench",
@@ -221,7 +229,8 @@ class Soak:
 
     async def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         quiet = await self.quiet_ttft(args.quiet_probes)
-        self.deadline = time.monotonic() + self.duration_s
+        self.started = time.monotonic()
+        self.deadline = self.started + self.duration_s
         await asyncio.gather(
             self.bench(args.concurrency, args.bench_prompts, out_dir),
             self.plain(),
@@ -262,7 +271,13 @@ class Soak:
                 "ratio": load_p99 / quiet_p99 if quiet_p99 and load_p99 else None,
                 "quiet_samples": len(quiet),
                 "load_samples": len(self.probe_ms),
+                "under_load_percentiles": {
+                    str(q): float(np.percentile(self.probe_ms, q)) if self.probe_ms else None
+                    for q in (50, 90, 95, 99)
+                },
             },
+            "probe_samples": [list(x) for x in zip(self.probe_at, self.probe_ms, strict=True)],
+            "bench_round_starts": self.round_starts,
             "rss": rss,
             "rss_samples": self.rss,
             "slowloris": dict(self.slowloris),
@@ -313,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         result["server_exit_code"] = result_code
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}, indent=2))
+    bulky = ("rss_samples", "probe_samples", "bench_round_starts")
+    print(json.dumps({k: v for k, v in result.items() if k not in bulky}, indent=2))
     return 0 if result["unexpected_count"] == 0 else 1
 
 

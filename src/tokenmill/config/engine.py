@@ -157,6 +157,16 @@ class SchedulerConfig:
         "this size beside the running decodes).",
         metavar="N",
     )
+    max_prefill_tokens_while_decoding: int | None = setting(
+        32,
+        "Most prompt tokens computed in a step that also decodes running sequences: a "
+        "prompt is prefilled in chunks this size beside the decodes, so a stream's next "
+        "token and a new request's first token wait for one short step, not for a long "
+        "prompt. A step with nothing to decode may take max_num_batched_tokens. none: only "
+        "max_num_batched_tokens bounds a step.",
+        metavar="N",
+        none_words=("none",),
+    )
     max_queue: int | None = setting(
         256,
         "Sequences allowed to wait for a batch slot (a request with n=4 counts 4); more are "
@@ -172,6 +182,12 @@ class SchedulerConfig:
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ConfigError(
                 "max_num_batched_tokens must be >= max_num_seqs.", setting="max_num_batched_tokens"
+            )
+        cap = self.max_prefill_tokens_while_decoding
+        if cap is not None and cap < 1:
+            raise ConfigError(
+                "max_prefill_tokens_while_decoding must be at least 1 (or none).",
+                setting="max_prefill_tokens_while_decoding",
             )
         if self.max_queue is not None and self.max_queue < 0:
             raise ConfigError("max_queue must be >= 0.", setting="max_queue")

@@ -1,20 +1,28 @@
 """Continuous batching under a token budget, in the style of vLLM v1, with fair shares.
 
 There are no prefill and decode phases: every step, each scheduled request gets up
-to `num_tokens - num_computed_tokens` tokens of the budget. Running sequences go
-first (so decodes never starve behind a long prompt), then waiting ones are admitted
-while the budget, the sequence limit and the KV pool allow. A long prompt is chunked
-across steps and shares each step with the decodes.
+to `num_tokens - num_computed_tokens` tokens of the budget. Running decodes go first
+(so they never starve behind a long prompt), then waiting sequences are admitted while
+the budget, the sequence limit and the KV pool allow, then running prompts take their
+next chunk from what is left. While anything decodes, the prompt tokens of a step are
+capped (`max_prefill_tokens_while_decoding`), so a step stays short: a stream's next
+token, and a newly arrived short prompt's first, wait for one short step rather than
+for a long prompt's chunk (issue 14's small-request TTFT under load). A running prompt
+that got nothing in one step goes first in the next, so newcomers cannot starve it.
 
 Batch slots are shared fairly, in the order of a *fair key* (lower is served first):
-`(priority, caller rank, request rank, arrival)`. A sequence's caller rank counts the sequences of
-the same caller (API key) ahead of it, when the caller's sequences are dealt round-
-robin between its requests: every request's first sequence, then every second one,
-and so on (a sequence's request rank says which round it is in). So a caller's k-th slot competes with every other caller's k-th slot, and
-inside a caller a request's first sequence beats another request's second.
+`(priority, caller rank, request rank, arrival)`. A sequence's caller rank counts the
+sequences of the same caller (API key) ahead of it, when the caller's sequences are
+dealt round-robin between its requests: every request's first sequence, then every
+second one, and so on (a sequence's request rank says which round it is in). So a
+caller's k-th slot competes with every other caller's k-th slot, and inside a caller a
+request's first sequence beats another request's second.
 
 - Waiting sequences are admitted in fair-key order (the key a sequence would have
-  once running).
+  once running), except that while slots are free a prompt that fits whole in the
+  step's remaining prompt tokens goes ahead of one that does not (for at most
+  MAX_HEAD_BYPASS_STEPS steps in a row), so a burst of long prompts does not hold a
+  short chat back.
 - When every slot is taken and a waiting sequence's key is strictly below the worst
   running one's, that one is preempted to make room. A request with n=64 therefore
   gives up a slot to a newcomer within a step instead of holding all of them until it
@@ -37,6 +45,9 @@ FairKey = tuple[int, int, int, int]
 MAX_FAIRNESS_PREEMPTIONS_PER_STEP = 4
 """Sequences preempted per step to make room for fairer ones; bounds the work one
 step can throw away (the rest follow in later steps)."""
+MAX_HEAD_BYPASS_STEPS = 8
+"""Steps in a row that short prompts may be admitted ahead of the first waiting sequence
+in fair order; then it goes first, so a stream of short prompts cannot starve it."""
 
 
 @dataclass
@@ -59,6 +70,43 @@ class SchedulerOutput:
     @property
     def num_tokens(self) -> int:
         return sum(s.num_new_tokens for s in self.scheduled)
+
+
+@dataclass
+class _Step:
+    """What one schedule() call has handed out so far."""
+
+    budget: int
+    """Tokens left in the step."""
+    prefill_left: int = 0
+    """Prompt tokens left (the budget, or the cap while anything decodes)."""
+    granted: dict[int, int] = field(default_factory=dict)
+    """id() of each scheduled sequence: its tokens."""
+    prompt_grants: set[int] = field(default_factory=set)
+    keys: dict[int, FairKey] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prefill_left = self.prefill_left or self.budget
+
+    def grant(self, req: Request, n: int, prefill: bool) -> None:
+        self.granted[id(req)] = n
+        self.budget -= n
+        if prefill:
+            self.prefill_left -= n
+            self.prompt_grants.add(id(req))
+
+    def take_back(self, req: Request) -> None:
+        """Return a preempted sequence's tokens to the step."""
+        n = self.granted.pop(id(req), 0)
+        self.budget += n
+        if id(req) in self.prompt_grants:
+            self.prefill_left += n
+
+
+def _in_prefill(req: Request) -> bool:
+    """Whether `req` still has prompt (or recomputed) tokens to compute beyond the one
+    token a decode step takes."""
+    return req.num_tokens - req.num_computed_tokens > 1
 
 
 class _Shares:
@@ -101,6 +149,13 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_fairness_preemptions = 0
         """Of num_preemptions, those made to give a slot to a fairer sequence."""
+        self._starved: set[int] = set()
+        """id() of the running prompts the last step gave no tokens."""
+        self._to_compute_est: dict[int, int] = {}
+        """Per waiting sequence (id()), its tokens to compute as first estimated."""
+        self._head_bypassed: tuple[int, int] = (0, 0)
+        """id() of the waiting sequence first in fair order, and the steps in a row that
+        shorter prompts were admitted ahead of it."""
 
     @property
     def num_waiting(self) -> int:
@@ -156,90 +211,185 @@ class Scheduler:
         keyed.sort(key=lambda kr: kr[0])
         return keyed
 
-    def _best_waiting(self, shares: _Shares) -> tuple[FairKey, Request] | None:
+    def _best_waiting(
+        self, shares: _Shares, fits: int | None = None
+    ) -> tuple[FairKey, Request] | None:
+        """The waiting sequence with the lowest fair key; with `fits`, among those with at
+        most that many tokens to compute (beyond their prefix-cache hit)."""
         best: tuple[FairKey, Request] | None = None
         for queue in self._waiting.values():
+            if fits is not None and self._to_compute(queue[0]) > fits:
+                continue
             key = shares.key_if_admitted(queue[0])
             if best is None or key < best[0]:
                 best = (key, queue[0])
         return best
 
+    def _to_compute(self, req: Request) -> int:
+        """Tokens a waiting sequence would compute if admitted now, as of the first time
+        it was asked (an estimate for ordering only: admission matches the prefix again)."""
+        n = self._to_compute_est.get(id(req))
+        if n is None:
+            n = req.num_tokens - self.kv.match_prefix(req).num_tokens
+            self._to_compute_est[id(req)] = n
+        return n
+
     def schedule(self) -> SchedulerOutput:
         """Pick this step's work. Takes KV blocks for everything it schedules; may
-        preempt running sequences (listed in the output) for the pool or for fairness."""
+        preempt running sequences (listed in the output) for the pool or for fairness.
+
+        While anything decodes, prompt tokens are capped (max_prefill_tokens_while_decoding)
+        and granted in this order: newcomers whose whole prompt fits (while batch slots
+        are free; at most half the cap when a running prompt got nothing last step), the
+        running prompts that got nothing last step, the other newcomers in fair order, the
+        other running prompts' next chunks. Decodes come first, always."""
         out = SchedulerOutput()
-        budget = self.config.max_num_batched_tokens
+        step = _Step(self.config.max_num_batched_tokens)
         ranked = self._ranked()
         self.running = [req for _, req in ranked]
-        keys = {id(req): key for key, req in ranked}
-        granted: dict[int, int] = {}
+        step.keys = {id(req): key for key, req in ranked}
+        cap = self.config.max_prefill_tokens_while_decoding
+        decoding = any(not _in_prefill(r) for r in self.running)
+        if cap is not None and decoding:
+            step.prefill_left = min(cap, step.budget)
+        starved, self._starved = self._starved, set()
 
+        # Decodes (and, when nothing decodes, the prompts starved last step), taking KV
+        # blocks from the worst-keyed running sequences when the pool is short.
         i = 0
-        while i < len(self.running) and budget > 0:
+        while i < len(self.running) and step.budget > 0:
             req = self.running[i]
+            i += 1
+            prefill = _in_prefill(req)
+            if prefill and (decoding or id(req) not in starved):
+                continue
             drafts = req.draft_token_ids
-            n = min(req.num_tokens + len(drafts) - req.num_computed_tokens, budget)
+            n = min(req.num_tokens + len(drafts) - req.num_computed_tokens, step.budget)
+            if prefill:
+                n = min(n, step.prefill_left)
             if drafts and n < 1 + len(drafts):
                 del drafts[max(0, n - 1) :]  # verify only the drafts the budget covers
             if n <= 0:
-                i += 1
                 continue
-            while not self.kv.allocate_slots(req, n):
-                if drafts:  # drafts are optional: drop them before preempting anyone
-                    del drafts[:]
-                    n = min(req.num_tokens - req.num_computed_tokens, budget)
-                    continue
-                victim = self.running.pop()
-                self._preempt(victim, out)
-                if victim is req:
-                    break
-            else:
-                out.scheduled.append(ScheduledRequest(req, n, self.kv.block_ids(req)))
-                granted[id(req)] = n
-                budget -= n
-                i += 1
-                continue
-            break  # the request itself was preempted: nothing behind it remains
-
+            n = self._grant_running(req, n, out)
+            if not n:
+                break  # the request itself was preempted: nothing behind it remains
+            step.grant(req, n, prefill)
         if out.preempted:
+            self._note_starved(step.granted)
             return out  # the pool is short: admit nobody this step
 
         shares = _Shares(self.running)
+        head = self._best_waiting(shares)
+        bypassed = False
+        if decoding and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
+            # A burst of long prompts must not hold a short one back for several steps.
+            hungry = any(id(r) in starved for r in self.running)
+            room = max(1, step.prefill_left // 2) if hungry else step.prefill_left
+            while len(self.running) < self.config.max_num_seqs and min(room, step.budget) > 0:
+                short = self._best_waiting(shares, fits=min(room, step.budget))
+                if short is None:
+                    break
+                n = self._admit(short[1], short[0], step, shares, out)
+                if not n:
+                    break
+                room -= n
+                bypassed = bypassed or short[1] is not head[1]
+        if decoding:
+            for req in self.running:
+                if id(req) in starved:
+                    self._grant_chunk(req, step, out)
+
         fairness_left = MAX_FAIRNESS_PREEMPTIONS_PER_STEP
-        while self._num_waiting and budget > 0:
+        while self._num_waiting and min(step.budget, step.prefill_left) > 0:
             best = self._best_waiting(shares)
             assert best is not None
             key, req = best
             if len(self.running) >= self.config.max_num_seqs:
                 if not fairness_left or not self.running:
                     break
-                worst = max(self.running, key=lambda r: keys[id(r)])
-                if not key < keys[id(worst)]:
+                worst = max(self.running, key=lambda r: step.keys[id(r)])
+                if not key < step.keys[id(worst)]:
                     break
                 self.running.remove(worst)
-                budget += granted.pop(id(worst), 0)
+                step.take_back(worst)
                 self._preempt(worst, out)
                 self.num_fairness_preemptions += 1
                 fairness_left -= 1
                 shares = _Shares(self.running)
                 key = shares.key_if_admitted(req)
-            prefix = self.kv.match_prefix(req)
-            n = min(req.num_tokens - prefix.num_tokens, budget)
-            if not self.kv.allocate_slots(req, n, prefix):
+            if not self._admit(req, key, step, shares, out):
                 break
-            self._dequeue(req)
-            if req.num_preemptions == 0:
-                req.num_cached_tokens = prefix.num_tokens
-                req.first_scheduled_time = time.monotonic()
-            req.num_computed_tokens = prefix.num_tokens
-            req.status = RequestStatus.RUNNING
-            self.running.append(req)
-            shares.add(req)
-            keys[id(req)] = key
-            out.scheduled.append(ScheduledRequest(req, n, self.kv.block_ids(req)))
-            granted[id(req)] = n
-            budget -= n
+
+        if head is not None and bypassed and head[1].status == RequestStatus.WAITING:
+            seen = self._head_bypassed[0] == id(head[1])
+            self._head_bypassed = (id(head[1]), self._head_bypassed[1] + 1 if seen else 1)
+        elif head is None or head[1].status != RequestStatus.WAITING:
+            self._head_bypassed = (0, 0)
+
+        # The other running prompts' next chunks, in fair order, from what is left.
+        for req in self.running:
+            if id(req) not in step.granted and _in_prefill(req):
+                self._grant_chunk(req, step, out)
+        self._note_starved(step.granted)
         return out
+
+    def _admit(
+        self, req: Request, key: FairKey, step: _Step, shares: _Shares, out: SchedulerOutput
+    ) -> int:
+        """Start waiting `req` with as much of its prompt as the step has room for.
+        Returns the tokens scheduled; 0 (and nothing changed) when the pool is short."""
+        prefix = self.kv.match_prefix(req)
+        n = min(req.num_tokens - prefix.num_tokens, step.budget, step.prefill_left)
+        if not self.kv.allocate_slots(req, n, prefix):
+            return 0
+        self._dequeue(req)
+        if req.num_preemptions == 0:
+            req.num_cached_tokens = prefix.num_tokens
+            req.first_scheduled_time = time.monotonic()
+        req.num_computed_tokens = prefix.num_tokens
+        req.status = RequestStatus.RUNNING
+        self.running.append(req)
+        shares.add(req)
+        step.keys[id(req)] = key
+        out.scheduled.append(ScheduledRequest(req, n, self.kv.block_ids(req)))
+        step.grant(req, n, True)
+        return n
+
+    def _grant_chunk(self, req: Request, step: _Step, out: SchedulerOutput) -> None:
+        """A running prompt's next chunk from what the step has left. One the pool cannot
+        hold now gets nothing (it goes early next step, when decodes may have freed room;
+        with nothing decoding, it is served where preemption can make room)."""
+        n = min(req.num_tokens - req.num_computed_tokens, step.budget, step.prefill_left)
+        if n <= 0 or not self.kv.allocate_slots(req, n):
+            return
+        out.scheduled.append(ScheduledRequest(req, n, self.kv.block_ids(req)))
+        step.grant(req, n, True)
+
+    def _grant_running(self, req: Request, n: int, out: SchedulerOutput) -> int:
+        """Take KV slots for `n` more tokens of running `req`, dropping its drafts or
+        preempting the worst-keyed running sequences (the end of self.running) while the
+        pool is short. Returns the tokens scheduled: fewer when drafts were dropped, 0
+        when `req` itself was preempted."""
+        drafts = req.draft_token_ids
+        while not self.kv.allocate_slots(req, n):
+            if drafts:  # drafts are optional: drop them before preempting anyone
+                del drafts[:]
+                n = min(req.num_tokens - req.num_computed_tokens, n)
+                continue
+            victim = self.running.pop()
+            self._preempt(victim, out)
+            if victim is req:
+                return 0
+        out.scheduled.append(ScheduledRequest(req, n, self.kv.block_ids(req)))
+        return n
+
+    def _note_starved(self, granted: dict[int, int]) -> None:
+        """Remember the running prompts this step gave nothing: they go first next step,
+        so a stream of newcomers cannot hold a long prompt back for more than one step."""
+        self._starved = {
+            id(r) for r in self.running if id(r) not in granted and _in_prefill(r)
+        }
 
     def _dequeue(self, req: Request) -> bool:
         """Remove `req` from the waiting sequences; False if it was not there."""
@@ -250,6 +400,7 @@ class Scheduler:
             if other is req:
                 del queue[i]
                 self._num_waiting -= 1
+                self._to_compute_est.pop(id(req), None)
                 if not queue:
                     del self._waiting[req.parent_id]
                 return True

@@ -4,7 +4,7 @@ of the sequence so far (so recompute after preemption must reproduce it)."""
 from tokenmill.config import SchedulerConfig
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.request import RequestStatus
-from tokenmill.engine.scheduler import Scheduler
+from tokenmill.engine.scheduler import MAX_HEAD_BYPASS_STEPS, Scheduler
 
 from .factories import make_request
 
@@ -25,9 +25,13 @@ def run_step(sched: Scheduler) -> list:
     return out
 
 
-def make_scheduler(num_blocks=64, block_size=4, budget=32, max_seqs=8):
+def make_scheduler(num_blocks=64, block_size=4, budget=32, max_seqs=8, prefill_cap=None):
     kv = KVCacheManager(num_blocks, block_size)
-    cfg = SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget)
+    cfg = SchedulerConfig(
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=budget,
+        max_prefill_tokens_while_decoding=prefill_cap,
+    )
     return Scheduler(cfg, kv), kv
 
 
@@ -84,6 +88,101 @@ def test_long_prompt_is_chunked_and_shares_steps_with_decodes():
     assert {s.request.request_id: s.num_new_tokens for s in out.scheduled} == {
         short.request_id: 1,
         long.request_id: 15,
+    }
+
+
+def shares_of(out) -> dict[str, int]:
+    return {s.request.request_id: s.num_new_tokens for s in out.scheduled}
+
+
+def distinct_prompt(length: int, first: int) -> list[int]:
+    """A prompt no other shares a block with (the prefix cache would serve shared ones)."""
+    return [first + i for i in range(length)]
+
+
+def test_prefill_is_capped_only_while_something_decodes():
+    sched, _ = make_scheduler(num_blocks=128, budget=64, prefill_cap=8)
+    long = make_request(prompt=distinct_prompt(40, 1000), max_tokens=2)
+    sched.add(long)
+    assert shares_of(run_step(sched)) == {long.request_id: 40}  # nothing decodes: full budget
+    run_to_end(sched)
+
+    decoder = make_request(prompt=distinct_prompt(4, 2000), max_tokens=50)
+    sched.add(decoder)
+    run_step(sched)
+    long = make_request(prompt=distinct_prompt(40, 3000), max_tokens=2)
+    sched.add(long)
+    chunks = []
+    while long.num_computed_tokens < 40:
+        out = run_step(sched)
+        assert shares_of(out)[decoder.request_id] == 1
+        chunks.append(shares_of(out)[long.request_id])
+    assert chunks == [8] * 5
+
+
+def test_a_short_newcomer_prefills_ahead_of_a_long_prompt_in_progress():
+    # The probe of issue 14's soak: a small chat arriving while a long prompt is chunked
+    # beside the decodes gets its whole prompt into the very next step.
+    sched, _ = make_scheduler(num_blocks=128, budget=64, prefill_cap=8)
+    decoder = make_request(prompt=distinct_prompt(4, 100), max_tokens=60)
+    sched.add(decoder)
+    run_step(sched)
+    long = make_request(prompt=distinct_prompt(60, 1000), max_tokens=2)
+    sched.add(long)
+    run_step(sched)
+    assert long.num_computed_tokens == 8
+    short = make_request(prompt=distinct_prompt(6, 5000), max_tokens=2)
+    sched.add(short)
+    out = run_step(sched)
+    assert shares_of(out) == {decoder.request_id: 1, short.request_id: 6, long.request_id: 2}
+    assert sum(n for rid, n in shares_of(out).items() if rid != decoder.request_id) <= 8
+
+
+def test_newcomers_cannot_starve_a_long_prompt():
+    # A short newcomer every step, each taking the whole prefill cap. Short prompts are
+    # admitted ahead of the long one for at most MAX_HEAD_BYPASS_STEPS steps; once it
+    # runs, a step that gave it nothing puts it first in the next, so it advances at
+    # least every other step.
+    sched, _ = make_scheduler(num_blocks=1024, budget=64, prefill_cap=8, max_seqs=64)
+    decoder = make_request(prompt=distinct_prompt(4, 100), max_tokens=500)
+    sched.add(decoder)
+    run_step(sched)
+    long = make_request(prompt=distinct_prompt(40, 1000), max_tokens=2)
+    sched.add(long)
+    progress = []
+    for step in range(40):
+        sched.add(make_request(prompt=distinct_prompt(8, 10_000 + 100 * step), max_tokens=1))
+        before = long.num_computed_tokens
+        run_step(sched)
+        progress.append(min(long.num_computed_tokens, 40) - min(before, 40))
+    assert sum(progress) == 40, progress  # the whole prompt within the 40 steps
+    first = next(i for i, p in enumerate(progress) if p)
+    assert first == MAX_HEAD_BYPASS_STEPS, progress  # the newcomers did go first, boundedly
+    prefill = progress[first : max(i for i, p in enumerate(progress) if p) + 1]
+    assert all(a or b for a, b in zip(prefill, prefill[1:], strict=False)), progress
+    assert 0 in prefill, progress  # the newcomers did take whole steps from it
+
+
+def test_a_short_prompt_is_admitted_ahead_of_a_burst_of_long_ones():
+    # Issue 14's soak: four 64-token prompts arrive together, then a small chat. With
+    # slots free, the chat's whole prompt goes into the next step.
+    sched, _ = make_scheduler(num_blocks=256, budget=64, prefill_cap=16)
+    decoder = make_request(prompt=distinct_prompt(4, 100), max_tokens=60)
+    sched.add(decoder)
+    run_step(sched)
+    burst = [
+        make_request(prompt=distinct_prompt(64, 1000 * (i + 1)), max_tokens=2) for i in range(4)
+    ]
+    for r in burst:
+        sched.add(r)
+    first = shares_of(run_step(sched))
+    assert first == {decoder.request_id: 1, burst[0].request_id: 16}
+    chat = make_request(prompt=distinct_prompt(12, 9000), max_tokens=2)
+    sched.add(chat)
+    assert shares_of(run_step(sched)) == {
+        decoder.request_id: 1,
+        chat.request_id: 12,
+        burst[1].request_id: 4,
     }
 
 
