@@ -157,13 +157,13 @@ class SchedulerConfig:
         "this size beside the running decodes).",
         metavar="N",
     )
-    max_prefill_tokens_while_decoding: int | None = setting(
+    max_prefill_tokens_when_busy: int | None = setting(
         32,
-        "Most prompt tokens computed in a step that also decodes running sequences: a "
-        "prompt is prefilled in chunks this size beside the decodes, so a stream's next "
-        "token and a new request's first token wait for one short step, not for a long "
-        "prompt. A step with nothing to decode may take max_num_batched_tokens. none: only "
-        "max_num_batched_tokens bounds a step.",
+        "Most prompt tokens computed in one step while the engine holds more than one "
+        "sequence (running or waiting): prompts are prefilled in chunks this size beside "
+        "the decodes, so a stream's next token and a new request's first token wait for one "
+        "short step, not for a long prompt or a burst of them. A lone request may take "
+        "max_num_batched_tokens. none: only max_num_batched_tokens bounds a step.",
         metavar="N",
         none_words=("none",),
     )
@@ -183,11 +183,11 @@ class SchedulerConfig:
             raise ConfigError(
                 "max_num_batched_tokens must be >= max_num_seqs.", setting="max_num_batched_tokens"
             )
-        cap = self.max_prefill_tokens_while_decoding
+        cap = self.max_prefill_tokens_when_busy
         if cap is not None and cap < 1:
             raise ConfigError(
-                "max_prefill_tokens_while_decoding must be at least 1 (or none).",
-                setting="max_prefill_tokens_while_decoding",
+                "max_prefill_tokens_when_busy must be at least 1 (or none).",
+                setting="max_prefill_tokens_when_busy",
             )
         if self.max_queue is not None and self.max_queue < 0:
             raise ConfigError("max_queue must be >= 0.", setting="max_queue")

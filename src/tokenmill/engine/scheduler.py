@@ -4,11 +4,13 @@ There are no prefill and decode phases: every step, each scheduled request gets 
 to `num_tokens - num_computed_tokens` tokens of the budget. Running decodes go first
 (so they never starve behind a long prompt), then waiting sequences are admitted while
 the budget, the sequence limit and the KV pool allow, then running prompts take their
-next chunk from what is left. While anything decodes, the prompt tokens of a step are
-capped (`max_prefill_tokens_while_decoding`), so a step stays short: a stream's next
-token, and a newly arrived short prompt's first, wait for one short step rather than
-for a long prompt's chunk (issue 14's small-request TTFT under load). A running prompt
-that got nothing in one step goes first in the next, so newcomers cannot starve it.
+next chunk from what is left. While the engine holds more than one sequence, the prompt
+tokens of a step are capped (`max_prefill_tokens_when_busy`), so a step stays short: a
+stream's next token, and a newly arrived short prompt's first, wait for one short step
+rather than for a long prompt's chunk or a burst of prompts (issue 14's small-request
+TTFT under load); a lone request still prefills in max_num_batched_tokens chunks. A
+running prompt that got nothing in one step goes first in the next, so newcomers cannot
+starve it.
 
 Batch slots are shared fairly, in the order of a *fair key* (lower is served first):
 `(priority, caller rank, request rank, arrival)`. A sequence's caller rank counts the
@@ -238,8 +240,8 @@ class Scheduler:
         """Pick this step's work. Takes KV blocks for everything it schedules; may
         preempt running sequences (listed in the output) for the pool or for fairness.
 
-        While anything decodes, prompt tokens are capped (max_prefill_tokens_while_decoding)
-        and granted in this order: newcomers whose whole prompt fits (while batch slots
+        With more than one sequence in the engine, prompt tokens are capped
+        (max_prefill_tokens_when_busy) and granted in this order: newcomers whose whole prompt fits (while batch slots
         are free; at most half the cap when a running prompt got nothing last step), the
         running prompts that got nothing last step, the other newcomers in fair order, the
         other running prompts' next chunks. Decodes come first, always."""
@@ -248,9 +250,10 @@ class Scheduler:
         ranked = self._ranked()
         self.running = [req for _, req in ranked]
         step.keys = {id(req): key for key, req in ranked}
-        cap = self.config.max_prefill_tokens_while_decoding
+        cap = self.config.max_prefill_tokens_when_busy
         decoding = any(not _in_prefill(r) for r in self.running)
-        if cap is not None and decoding:
+        busy = decoding or len(self.running) + self._num_waiting > 1
+        if cap is not None and busy:
             step.prefill_left = min(cap, step.budget)
         starved, self._starved = self._starved, set()
 
@@ -282,7 +285,7 @@ class Scheduler:
         shares = _Shares(self.running)
         head = self._best_waiting(shares)
         bypassed = False
-        if decoding and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
+        if busy and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
             # A burst of long prompts must not hold a short one back for several steps.
             hungry = any(id(r) in starved for r in self.running)
             room = max(1, step.prefill_left // 2) if hungry else step.prefill_left

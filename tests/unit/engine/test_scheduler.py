@@ -30,7 +30,7 @@ def make_scheduler(num_blocks=64, block_size=4, budget=32, max_seqs=8, prefill_c
     cfg = SchedulerConfig(
         max_num_seqs=max_seqs,
         max_num_batched_tokens=budget,
-        max_prefill_tokens_while_decoding=prefill_cap,
+        max_prefill_tokens_when_busy=prefill_cap,
     )
     return Scheduler(cfg, kv), kv
 
@@ -100,11 +100,18 @@ def distinct_prompt(length: int, first: int) -> list[int]:
     return [first + i for i in range(length)]
 
 
-def test_prefill_is_capped_only_while_something_decodes():
+def test_prefill_is_capped_only_while_the_engine_is_busy():
     sched, _ = make_scheduler(num_blocks=128, budget=64, prefill_cap=8)
     long = make_request(prompt=distinct_prompt(40, 1000), max_tokens=2)
     sched.add(long)
-    assert shares_of(run_step(sched)) == {long.request_id: 40}  # nothing decodes: full budget
+    assert shares_of(run_step(sched)) == {long.request_id: 40}  # alone: the full budget
+    run_to_end(sched)
+
+    # Two prompts arriving at an idle engine (the soak's burst of bench prompts): the cap.
+    pair = [make_request(prompt=distinct_prompt(20, 1000 * i), max_tokens=2) for i in (5, 6)]
+    for r in pair:
+        sched.add(r)
+    assert shares_of(run_step(sched)) == {pair[0].request_id: 8}
     run_to_end(sched)
 
     decoder = make_request(prompt=distinct_prompt(4, 2000), max_tokens=50)
