@@ -241,10 +241,11 @@ class Scheduler:
         preempt running sequences (listed in the output) for the pool or for fairness.
 
         With more than one sequence in the engine, prompt tokens are capped
-        (max_prefill_tokens_when_busy) and granted in this order: newcomers whose whole prompt fits (while batch slots
-        are free; at most half the cap when a running prompt got nothing last step), the
-        running prompts that got nothing last step, the other newcomers in fair order, the
-        other running prompts' next chunks. Decodes come first, always."""
+        (max_prefill_tokens_when_busy) and granted in this order: newcomers whose whole
+        prompt fits (while batch slots are free; at most half the cap when a running
+        prompt got nothing last step), the running prompts that got nothing last step,
+        the other newcomers in fair order, the other running prompts' next chunks.
+        Decodes come first, always."""
         out = SchedulerOutput()
         step = _Step(self.config.max_num_batched_tokens)
         ranked = self._ranked()
