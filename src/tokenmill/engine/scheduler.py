@@ -289,7 +289,8 @@ class Scheduler:
         if busy and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
             # A burst of long prompts must not hold a short one back for several steps.
             hungry = any(id(r) in starved for r in self.running)
-            room = max(1, step.prefill_left // 2) if hungry else step.prefill_left
+            half = max(1, step.prefill_left // 2)
+            room = min(step.prefill_left, half) if hungry else step.prefill_left
             while len(self.running) < self.config.max_num_seqs and min(room, step.budget) > 0:
                 short = self._best_waiting(shares, fits=min(room, step.budget))
                 if short is None:
@@ -345,7 +346,7 @@ class Scheduler:
         Returns the tokens scheduled; 0 (and nothing changed) when the pool is short."""
         prefix = self.kv.match_prefix(req)
         n = min(req.num_tokens - prefix.num_tokens, step.budget, step.prefill_left)
-        if not self.kv.allocate_slots(req, n, prefix):
+        if n <= 0 or not self.kv.allocate_slots(req, n, prefix):
             return 0
         self._dequeue(req)
         if req.num_preemptions == 0:

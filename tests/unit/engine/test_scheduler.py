@@ -170,6 +170,22 @@ def test_newcomers_cannot_starve_a_long_prompt():
     assert 0 in prefill, progress  # the newcomers did take whole steps from it
 
 
+def test_no_empty_grant_when_a_starved_prompt_takes_the_whole_cap():
+    # Found by the 30-minute soak: nothing decoding, two prompts chunked, the starved one
+    # took the whole cap, and a 1-token newcomer was then admitted with 0 tokens, which
+    # the model runner cannot place (the engine thread died with a KeyError).
+    sched, _ = make_scheduler(num_blocks=128, budget=64, prefill_cap=8)
+    a = make_request(prompt=distinct_prompt(40, 1000), max_tokens=2)
+    b = make_request(prompt=distinct_prompt(40, 2000), max_tokens=2)
+    sched.add(a)
+    sched.add(b)
+    run_step(sched)
+    run_step(sched)  # b starts; a gets nothing and is starved
+    sched.add(make_request(prompt=[5000], max_tokens=2))
+    for out in run_to_end(sched):
+        assert all(s.num_new_tokens >= 1 for s in out.scheduled), shares_of(out)
+
+
 def test_a_short_prompt_is_admitted_ahead_of_a_burst_of_long_ones():
     # Issue 14's soak: four 64-token prompts arrive together, then a small chat. With
     # slots free, the chat's whole prompt goes into the next step.
