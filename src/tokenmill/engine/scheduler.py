@@ -9,8 +9,9 @@ tokens of a step are capped (`max_prefill_tokens_when_busy`), so a step stays sh
 stream's next token, and a newly arrived short prompt's first, wait for one short step
 rather than for a long prompt's chunk or a burst of prompts (issue 14's small-request
 TTFT under load); a lone request still prefills in max_num_batched_tokens chunks. A
-running prompt that got nothing in one step goes first in the next, so newcomers cannot
-starve it.
+newly arrived prompt that fits the cap whole gets a step of its own beside the decodes,
+the other prompts' chunks waiting one step. A running prompt that got nothing in one
+step goes first in the next, so newcomers cannot starve it.
 
 Batch slots are shared fairly, in the order of a *fair key* (lower is served first):
 `(priority, caller rank, request rank, arrival)`. A sequence's caller rank counts the
@@ -244,8 +245,9 @@ class Scheduler:
         (max_prefill_tokens_when_busy) and granted in this order: newcomers whose whole
         prompt fits (while batch slots are free; at most half the cap when a running
         prompt got nothing last step), the running prompts that got nothing last step,
-        the other newcomers in fair order, the other running prompts' next chunks.
-        Decodes come first, always."""
+        the other newcomers in fair order, the other running prompts' next chunks. A
+        step that admits such a whole newcomer, with no prompt starved from the last
+        step, takes no other prompt tokens. Decodes come first, always."""
         out = SchedulerOutput()
         step = _Step(self.config.max_num_batched_tokens)
         ranked = self._ranked()
@@ -286,9 +288,10 @@ class Scheduler:
         shares = _Shares(self.running)
         head = self._best_waiting(shares)
         bypassed = False
+        hungry = any(id(r) in starved for r in self.running)
+        short_admitted = False
         if busy and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
             # A burst of long prompts must not hold a short one back for several steps.
-            hungry = any(id(r) in starved for r in self.running)
             half = max(1, step.prefill_left // 2)
             room = min(step.prefill_left, half) if hungry else step.prefill_left
             while len(self.running) < self.config.max_num_seqs and min(room, step.budget) > 0:
@@ -299,7 +302,12 @@ class Scheduler:
                 if not n:
                     break
                 room -= n
+                short_admitted = True
                 bypassed = bypassed or short[1] is not head[1]
+        if short_admitted and not hungry:
+            # The short newcomers' first token should cost one step of decodes and their
+            # own prompts: the other prompts' chunks wait one step (they then go first).
+            step.prefill_left = 0
         if decoding:
             for req in self.running:
                 if id(req) in starved:
