@@ -288,10 +288,10 @@ class Scheduler:
         shares = _Shares(self.running)
         head = self._best_waiting(shares)
         bypassed = False
-        hungry = any(id(r) in starved for r in self.running)
-        short_admitted = False
         if busy and head is not None and self._head_bypassed[1] < MAX_HEAD_BYPASS_STEPS:
             # A burst of long prompts must not hold a short one back for several steps.
+            hungry = any(id(r) in starved for r in self.running)
+            short_admitted = False
             half = max(1, step.prefill_left // 2)
             room = min(step.prefill_left, half) if hungry else step.prefill_left
             while len(self.running) < self.config.max_num_seqs and min(room, step.budget) > 0:
@@ -304,10 +304,10 @@ class Scheduler:
                 room -= n
                 short_admitted = True
                 bypassed = bypassed or short[1] is not head[1]
-        if short_admitted and not hungry:
-            # The short newcomers' first token should cost one step of decodes and their
-            # own prompts: the other prompts' chunks wait one step (they then go first).
-            step.prefill_left = 0
+            if short_admitted and not hungry:
+                # The short newcomers' first token should cost one step of decodes and
+                # their own prompts: the other prompts' chunks wait a step, then go first.
+                step.prefill_left = 0
         if decoding:
             for req in self.running:
                 if id(req) in starved:
