@@ -9,6 +9,8 @@ drawing noise for seeded rows and packing logprob lists.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +149,9 @@ def _keep_samplable(
       completed grammar allows). A token outside the grammar cannot be emitted, so the
       grammar wins over min_tokens, stop_token_ids and logit bans.
     """
-    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+    # One pass finds both: max is NaN where any logit is NaN, +inf where any is +inf.
+    top = float(logits.max()) if logits.numel() else 0.0
+    if math.isnan(top) or top == math.inf:
         torch.nan_to_num_(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     if grammar is not None:
         constrained, masked = grammar
