@@ -10,7 +10,6 @@ drawing noise for seeded rows and packing logprob lists.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch

@@ -152,36 +152,18 @@ inline void gemv_nibble_block(const Problem& p, int64_t n, int64_t m0) {
     for (int r = 0; r < R; ++r) p.y[(m0 + m) * p.ldy + n + r] = VecAvx512::hsum(acc[m][r]);
 }
 
-template <int kType, int MB>
-inline void gemv_nibble_rows(const Problem& p, int64_t n0, int64_t n1, int64_t m0) {
-  constexpr int R = MB <= 2 ? 4 : 2;
-  int64_t n = n0;
-  for (; n + R <= n1; n += R) gemv_nibble_block<kType, MB, R>(p, n, m0);
-  for (; n < n1; ++n) gemv_nibble_block<kType, MB, 1>(p, n, m0);
-}
-
 template <int kType>
-void gemv_nibble(const Problem& p, int64_t n0, int64_t n1) {
-  for (int64_t m = 0; m < p.M;) {
-    const int mb = static_cast<int>(p.M - m < 8 ? p.M - m : 8);
-    switch (mb) {
-      case 8: gemv_nibble_rows<kType, 8>(p, n0, n1, m); break;
-      case 7: gemv_nibble_rows<kType, 7>(p, n0, n1, m); break;
-      case 6: gemv_nibble_rows<kType, 6>(p, n0, n1, m); break;
-      case 5: gemv_nibble_rows<kType, 5>(p, n0, n1, m); break;
-      case 4: gemv_nibble_rows<kType, 4>(p, n0, n1, m); break;
-      case 3: gemv_nibble_rows<kType, 3>(p, n0, n1, m); break;
-      case 2: gemv_nibble_rows<kType, 2>(p, n0, n1, m); break;
-      default: gemv_nibble_rows<kType, 1>(p, n0, n1, m); break;
-    }
-    m += mb;
+struct NibbleGemv {
+  template <int MB, int R>
+  static inline void block(const Problem& p, int64_t n, int64_t m0) {
+    gemv_nibble_block<kType, MB, R>(p, n, m0);
   }
-}
+};
 
 void gemv_avx512(const Problem& p, int64_t n0, int64_t n1) {
   switch (p.type) {
-    case kQ4_0: gemv_nibble<kQ4_0>(p, n0, n1); return;
-    case kQ4_1: gemv_nibble<kQ4_1>(p, n0, n1); return;
+    case kQ4_0: gemv_passes<NibbleGemv<kQ4_0>, VecAvx512::kGemvRows>(p, n0, n1); return;
+    case kQ4_1: gemv_passes<NibbleGemv<kQ4_1>, VecAvx512::kGemvRows>(p, n0, n1); return;
     default: gemv<VecAvx512>(p, n0, n1); return;
   }
 }

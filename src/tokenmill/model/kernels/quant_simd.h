@@ -233,35 +233,50 @@ inline void gemv_block(const Problem& p, int64_t n, int64_t m0) {
     for (int r = 0; r < R; ++r) p.y[(m0 + m) * p.ldy + n + r] = V::hsum(acc[m][r]);
 }
 
-template <class V, class T, int MB>
+// The per-block kernel gemv_passes runs: K::block<MB, R>(p, n, m0) computes rows
+// [m0, m0 + MB) of y for W rows [n, n + R). The generic one decodes through T::groups;
+// an instruction set may bring its own for some types (isa_avx512.cpp).
+template <class V, class T>
+struct GenericGemv {
+  template <int MB, int R>
+  static inline void block(const Problem& p, int64_t n, int64_t m0) {
+    gemv_block<V, T, MB, R>(p, n, m0);
+  }
+};
+
+template <class K, int MB>
 inline void gemv_rows(const Problem& p, int64_t n0, int64_t n1, int64_t m0) {
   constexpr int R = MB <= 2 ? 4 : 2;
   int64_t n = n0;
-  for (; n + R <= n1; n += R) gemv_block<V, T, MB, R>(p, n, m0);
-  for (; n < n1; ++n) gemv_block<V, T, MB, 1>(p, n, m0);
+  for (; n + R <= n1; n += R) K::template block<MB, R>(p, n, m0);
+  for (; n < n1; ++n) K::template block<MB, 1>(p, n, m0);
 }
 
-// x rows one pass over W serves: V::kGemvRows (8 with 32 vector registers: 16
-// accumulators at R = 2; 4 with 16). Each pass dequantizes every block of W once.
-template <class V, class T>
-void gemv_type(const Problem& p, int64_t n0, int64_t n1) {
-  constexpr int kRows = V::kGemvRows;
+// x rows one pass over W serves: kRows (8 with 32 vector registers: 16 accumulators at
+// R = 2; 4 with 16). Each pass dequantizes every block of W once.
+template <class K, int kRows>
+void gemv_passes(const Problem& p, int64_t n0, int64_t n1) {
   static_assert(kRows == 4 || kRows == 8, "gemv passes of 4 or 8 rows");
   for (int64_t m = 0; m < p.M;) {
     const int64_t rest = p.M - m;
     const int mb = static_cast<int>(rest < kRows ? rest : kRows);
     switch (mb) {
-      case 8: if constexpr (kRows == 8) gemv_rows<V, T, 8>(p, n0, n1, m); break;
-      case 7: if constexpr (kRows == 8) gemv_rows<V, T, 7>(p, n0, n1, m); break;
-      case 6: if constexpr (kRows == 8) gemv_rows<V, T, 6>(p, n0, n1, m); break;
-      case 5: if constexpr (kRows == 8) gemv_rows<V, T, 5>(p, n0, n1, m); break;
-      case 4: gemv_rows<V, T, 4>(p, n0, n1, m); break;
-      case 3: gemv_rows<V, T, 3>(p, n0, n1, m); break;
-      case 2: gemv_rows<V, T, 2>(p, n0, n1, m); break;
-      default: gemv_rows<V, T, 1>(p, n0, n1, m); break;
+      case 8: if constexpr (kRows == 8) gemv_rows<K, 8>(p, n0, n1, m); break;
+      case 7: if constexpr (kRows == 8) gemv_rows<K, 7>(p, n0, n1, m); break;
+      case 6: if constexpr (kRows == 8) gemv_rows<K, 6>(p, n0, n1, m); break;
+      case 5: if constexpr (kRows == 8) gemv_rows<K, 5>(p, n0, n1, m); break;
+      case 4: gemv_rows<K, 4>(p, n0, n1, m); break;
+      case 3: gemv_rows<K, 3>(p, n0, n1, m); break;
+      case 2: gemv_rows<K, 2>(p, n0, n1, m); break;
+      default: gemv_rows<K, 1>(p, n0, n1, m); break;
     }
     m += mb;
   }
+}
+
+template <class V, class T>
+void gemv_type(const Problem& p, int64_t n0, int64_t n1) {
+  gemv_passes<GenericGemv<V, T>, V::kGemvRows>(p, n0, n1);
 }
 
 template <class V, class T>
