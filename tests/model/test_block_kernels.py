@@ -210,3 +210,41 @@ def test_module_bytes_counts_block_weights_once():
     model.lm_head = BlockLinear(table)
     assert module_bytes(model) == 10 * 34 + 4 * 34 + 16
     assert module_bytes(model, model.layer) == module_bytes(model)
+
+
+def test_packing_block_weights_keeps_results_and_sharing():
+    """pack_block_weights moves every block matrix into one huge-page buffer: outputs
+    keep their bits, a tied head still shares the embedding's bytes, and each matrix
+    starts on a 64-byte boundary of a 2 MB-aligned buffer."""
+    import sys
+
+    from torch import nn
+
+    from tokenmill.model.quant.arena import HUGE_PAGE
+    from tokenmill.model.quant.blocks import BlockEmbedding, pack_block_weights
+
+    table = BlockWeight(random_weight(T.Q8_0, 10, 2, 1), int(T.Q8_0), 64)
+    model = nn.Module()
+    model.embed_tokens = BlockEmbedding(table)
+    model.layer = BlockLinear(
+        [
+            BlockWeight(random_weight(T.Q4_1, 5, 2, 2), int(T.Q4_1), 64),
+            BlockWeight(random_weight(T.Q4_0, 3, 2, 3), int(T.Q4_0), 64),
+        ]
+    )
+    model.lm_head = BlockLinear(table)
+    x = torch.randn(3, 64)
+    ids = torch.tensor([9, 0, 4])
+    before = (model.layer(x), model.lm_head(x), model.embed_tokens(ids))
+    old = [p.data for p in model.layer.parts]
+    total, huge = pack_block_weights(model)
+    assert total == 704 + 256 + 128  # 680, 200 and 108 bytes, each padded to 64
+    assert huge == sys.platform.startswith("linux")
+    after = (model.layer(x), model.lm_head(x), model.embed_tokens(ids))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    head, embed = model.lm_head.parts[0].data, model.embed_tokens.weight_blocks.data
+    assert head.data_ptr() == embed.data_ptr()
+    ptrs = [embed.data_ptr(), *(p.data.data_ptr() for p in model.layer.parts)]
+    assert all(p % 64 == 0 for p in ptrs) and embed.data_ptr() % HUGE_PAGE == 0
+    assert all(p.data.data_ptr() != o.data_ptr() for p, o in zip(model.layer.parts, old))
+    assert len({p.data.untyped_storage().data_ptr() for p in model.layer.parts}) == 1

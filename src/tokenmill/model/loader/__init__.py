@@ -28,7 +28,7 @@ from tokenmill.model.kernels import cpu_kernels, quant_isa
 from tokenmill.model.loader.gguf import GGUFCheckpoint
 from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
 from tokenmill.model.models.registry import CausalLM, model_class
-from tokenmill.model.quant.blocks import install_block_weights
+from tokenmill.model.quant.blocks import install_block_weights, pack_block_weights
 from tokenmill.model.quant.int8 import (
     INT8_METHOD,
     QUANTIZATIONS,
@@ -137,6 +137,7 @@ def load_model(
     state = dict(cls.fuse_weights(arch, weights))
     if blocks:
         install_block_weights(module, state, arch.tie_word_embeddings)
+        pack_block_weights(module)
         kernel_path = f"gguf-blocks:{quant_isa()}"
     else:
         kernel_path = "bfloat16" if torch_dtype == torch.bfloat16 else "float32"

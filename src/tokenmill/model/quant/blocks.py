@@ -191,6 +191,44 @@ def install_block_weights(model: nn.Module, state: dict, tie_word_embeddings: bo
     return installed
 
 
+def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
+    """Copy every GGUF block matrix of `model` (BlockLinear segments, BlockEmbedding
+    tables) into one buffer backed by huge pages (arena.hugepage_buffer), in module
+    order, each at a 64-byte boundary, and point the modules at the copies. A matrix
+    shared by several modules (a tied head and the embedding) stays shared. The bytes
+    do not change, so neither does any result. Returns (bytes packed, whether huge
+    pages were requested). Call before the first forward pass (DecodeStack gathers the
+    weights then). Mutates `model`."""
+    from tokenmill.model.quant.arena import hugepage_buffer
+
+    order: dict[int, BlockWeight] = {}
+    for module in model.modules():
+        if isinstance(module, BlockLinear):
+            for part in module.parts:
+                order.setdefault(part.data.data_ptr(), part)
+        elif isinstance(module, BlockEmbedding):
+            order.setdefault(module.weight_blocks.data.data_ptr(), module.weight_blocks)
+    offsets, total = {}, 0
+    for ptr, w in order.items():
+        offsets[ptr] = total
+        total += -(-w.data.numel() // 64) * 64
+    if not order:
+        return 0, False
+    arena, huge = hugepage_buffer(total)
+    moved: dict[int, BlockWeight] = {}
+    for ptr, w in order.items():
+        n = w.data.numel()
+        data = arena[offsets[ptr] : offsets[ptr] + n].view(w.data.shape)
+        data.copy_(w.data)
+        moved[ptr] = BlockWeight(data, w.qtype, w.in_features)
+    for module in model.modules():
+        if isinstance(module, BlockLinear):
+            module.parts = tuple(moved[p.data.data_ptr()] for p in module.parts)
+        elif isinstance(module, BlockEmbedding):
+            module.weight_blocks = moved[module.weight_blocks.data.data_ptr()]
+    return total, huge
+
+
 def module_bytes(*modules: nn.Module) -> int:
     """Bytes of the tensors the modules hold: parameters, buffers and GGUF block weights
     (BlockLinear's row segments, BlockEmbedding's table), each storage counted once, so a
