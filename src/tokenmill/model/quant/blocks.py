@@ -20,6 +20,7 @@ from gguf.quants import dequantize
 from torch import nn
 
 from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.quant.arena import hugepage_buffer
 
 # ggml type -> (elements per block, bytes per block), for the types the kernels decode.
 BLOCK_TYPES: dict[int, tuple[int, int]] = {
@@ -199,8 +200,6 @@ def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
     do not change, so neither does any result. Returns (bytes packed, whether huge
     pages were requested). Call before the first forward pass (DecodeStack gathers the
     weights then). Mutates `model`."""
-    from tokenmill.model.quant.arena import hugepage_buffer
-
     order: dict[int, BlockWeight] = {}
     for module in model.modules():
         if isinstance(module, BlockLinear):
