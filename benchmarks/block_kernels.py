@@ -1,8 +1,9 @@
 """Block-kernel timings on the default model's shapes, beside float32 ATen matmuls.
 
 For each projection of SmolLM2-135M (Q4_1 layers, Q8_0 tied head) and each batch M:
-the block kernels by row (gemv) and by tile (dequantize a tile to float32, blocked
-FMA kernel), and float32 `torch.nn.functional.linear` on the dequantized weights (what
+the block kernels by row (gemv), by tile (dequantize a tile to float32, blocked FMA
+kernel) and, on a CPU with AMX, the block GEMM on the tile unit; and float32
+`torch.nn.functional.linear` on the dequantized weights (what
 `--dtype float32` runs). Variants run interleaved, one thread, and each figure is the
 median over repeats of the calling thread's CPU time, which a busy machine disturbs far
 less than wall time. Prints a table; writes JSON.
@@ -69,6 +70,8 @@ def main() -> None:
                 "auto": lambda x=x, w=w, t=t: k.quant_matmul(x, w, t),
                 "f32 aten": lambda x=x, wf=wf: F.linear(x, wf),
             }
+            if k.quant_blocks_takes(t):  # the block GEMM (AMX), where this CPU has one
+                variants["blocks"] = lambda x=x, w=w, t=t: k.quant_matmul(x, w, t, method="blocks")
             times: dict[str, list[float]] = {v: [] for v in variants}
             for fn in variants.values():
                 fn()

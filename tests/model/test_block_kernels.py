@@ -1,9 +1,10 @@
 """The GGUF block kernels against gguf-py's reference dequantization.
 
 Every type the kernels decode, every instruction set this CPU runs (the portable one
-included), one and several input rows, row-by-row (GEMV) and tiled (GEMM) methods, odd
-row counts. Weights are random bytes with sane float16 scales, so every bit pattern of
-the packed integers occurs; real tensors from the packaged GGUFs are checked too.
+included), one and several input rows, row-by-row (GEMV) and tiled (GEMM) methods, the
+block GEMM where a variant has one (AMX), odd row counts. Weights are random bytes with
+sane float16 scales, so every bit pattern of the packed integers occurs; real tensors
+from the packaged GGUFs are checked too.
 """
 
 from __future__ import annotations
@@ -59,23 +60,61 @@ def test_matmul_matches_reference(variant, qtype, m, method):
     check_matmul(got, x, reference(w, qtype))
 
 
+# (variant, type) pairs with a block GEMM: amx's Q4_0, Q4_1 and Q8_0 on a CPU with AMX.
+BLOCK_GEMMS = [(v, q) for v in VARIANTS for q in TYPES if kernels.quant_blocks_takes(int(q), v)]
+
+
+@pytest.mark.parametrize(("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: getattr(c, "name", c))
+@pytest.mark.parametrize("m", [1, 9, 16, 17, 33, 100])
+def test_block_gemm_matches_reference(variant, qtype, m):
+    """Odd row counts on both sides (W rows 37: a partial strip; x rows: partial groups),
+    and K of 3 blocks to 40 (past one group of eight strips' accumulators)."""
+    for blocks in (3, 40):
+        w = random_weight(qtype, n=37, blocks=blocks, seed=int(qtype) * 100 + m + blocks)
+        k = BLOCK_TYPES[qtype][0] * blocks
+        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3
+        got = kernels.quant_matmul(x, w, int(qtype), method="blocks", variant=variant)
+        wref = reference(w, qtype)
+        check_matmul(got, x, wref)
+        # Exact products, as float32's: the typical error is the tile path's (float32
+        # FMAs), where bfloat16 activations (a piece short) would be ~100x larger.
+        exact = x.double() @ wref.T
+        tile = kernels.quant_matmul(x, w, int(qtype), method="tile", variant=variant)
+        err, err_tile = ((t.double() - exact).abs().mean().item() for t in (got, tile))
+        assert err <= 4 * err_tile + 1e-12, (err, err_tile)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, qtype):
     """The kernels' contract that makes serving batch-invariant: output (m, n) depends
-    only on row m of x and row n of W."""
+    only on row m of x, row n of W and the method. gemv and tile give the same bits; a
+    block GEMM (amx) gives its own, the same alone and in any batch, and the default
+    method switches to it above quant_gemv_max_m rows."""
     w = random_weight(qtype, n=21, blocks=2, seed=int(qtype) + 7)
     k = BLOCK_TYPES[qtype][0] * 2
     x = torch.randn(13, k, generator=torch.Generator().manual_seed(5))
     t = int(qtype)
     batched = kernels.quant_matmul(x, w, t, method="tile", variant=variant)
     assert torch.equal(kernels.quant_matmul(x, w, t, method="gemv", variant=variant), batched)
-    for m in range(1, 10):  # every small-batch code path (gemv passes of up to 8 rows)
-        assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), batched[:m])
     alone = torch.cat(
         [kernels.quant_matmul(x[i : i + 1], w, t, variant=variant) for i in range(13)]
     )
     assert torch.equal(alone, batched)
+    above = batched
+    if kernels.quant_blocks_takes(t, variant):
+        above = kernels.quant_matmul(x, w, t, method="blocks", variant=variant)
+        blocks_alone = torch.cat(
+            [
+                kernels.quant_matmul(x[i : i + 1], w, t, method="blocks", variant=variant)
+                for i in range(13)
+            ]
+        )
+        assert torch.equal(blocks_alone, above)
+    switch = kernels.quant_gemv_max_m(variant)
+    for m in range(1, 14):  # every small-batch code path (gemv passes of up to 8 rows)
+        expected = batched if m <= switch else above
+        assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), expected[:m])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -40,6 +40,7 @@ _SOURCES = (
     "ops_scalar.cpp",
     "isa_avx2.cpp",
     "isa_avx512.cpp",
+    "isa_amx.cpp",
 )
 _INCLUDED = (
     "dispatch.cpp",
@@ -147,14 +148,17 @@ def _probe_weight(qtype: int, k: int, n: int, gen: torch.Generator) -> torch.Ten
 
 def agrees_with_scalar(kernels, variant: str) -> bool:
     """Whether `variant` computes what the portable kernels compute, on every type, for
-    one and several input rows, both ways (row by row and in tiles)."""
+    one and several input rows, every way (row by row, in tiles, and as serving
+    chooses)."""
     gen = torch.Generator().manual_seed(0)
     for qtype, k in _PROBE_TYPES.items():
         w = _probe_weight(qtype, k, 19, gen)
-        for m in (1, 6):
+        for m in (1, 6, 20):
             x = torch.randn(m, k, generator=gen)
             ref = kernels.quant_matmul(x, w, qtype, method="gemv", variant="scalar")
-            for method in ("gemv", "tile"):
+            # "" is what serving runs: gemv, tile or (where the variant has one) the
+            # block GEMM, by M.
+            for method in ("gemv", "tile", ""):
                 got = kernels.quant_matmul(x, w, qtype, method=method, variant=variant)
                 if not torch.allclose(got, ref, rtol=1e-4, atol=1e-4):
                     return False

@@ -3,7 +3,7 @@
 // Every file that needs torch's headers is compiled here, in one translation unit:
 // those headers cost ~30 s of compile time per unit, which is most of the build. The
 // instruction-set kernels (quant_scalar.cpp, ops_scalar.cpp, isa_avx2.cpp,
-// isa_avx512.cpp) are separate units that never include torch.
+// isa_avx512.cpp, isa_amx.cpp) are separate units that never include torch.
 #include <torch/extension.h>
 
 #include <string>
@@ -37,6 +37,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("type"), py::arg("method") = "", py::arg("variant") = "");
   m.def("quant_rows", &quant_rows, "rows of W in GGUF blocks, dequantized", py::arg("w"),
         py::arg("type"), py::arg("K"), py::arg("ids"), py::arg("variant") = "");
+  m.def("quant_gemv_max_m", &quant_gemv_max_m, "rows up to which the default is gemv",
+        py::arg("variant") = "");
+  m.def("quant_blocks_takes", &quant_blocks_takes, "whether method 'blocks' serves a type",
+        py::arg("type"), py::arg("variant") = "");
   m.def("quant_variants", &quant_variants, "instruction sets this CPU runs, fastest first");
   m.def("select_quant_variant", &select_quant_variant, "the variant used when none is named");
   m.def("cpu_features", &cpu_features, "the CPU's vector extensions");

@@ -63,6 +63,9 @@ const std::vector<Isa>& runnable() {
   static const std::vector<Isa> all = [] {
     std::vector<Isa> out;
     const Features& f = features();
+    if (f.amx && f.avx512 && quant::amx_kernels() && ops::avx512_ops()) {
+      out.push_back({"amx", quant::amx_kernels(), ops::avx512_ops()});
+    }
     if (f.avx512 && quant::avx512_kernels() && ops::avx512_ops()) {
       out.push_back({"avx512", quant::avx512_kernels(), ops::avx512_ops()});
     }

@@ -107,12 +107,20 @@ struct Kernels {
                     int64_t K, float* y, int64_t ldy);
   // The largest M for which gemv beats dequantize-and-tile (benchmarks/block_kernels.py).
   int64_t gemv_max_m;
+  // Optional (nullptr where absent): a GEMM straight from the blocks for M > gemv_max_m,
+  // for the types blocks_takes accepts. blocks_prepare turns x into the kernel's form in
+  // blocks_scratch(M, K) bytes, once per call; gemm_blocks then computes W rows [n0, n1).
+  bool (*blocks_takes)(int type);
+  int64_t (*blocks_scratch)(int64_t M, int64_t K);
+  void (*blocks_prepare)(const Problem& p, void* scratch);
+  void (*gemm_blocks)(const Problem& p, const void* scratch, int64_t n0, int64_t n1);
 };
 
 // nullptr where the build or the CPU lacks the instruction set.
 const Kernels* scalar_kernels();
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();
+const Kernels* amx_kernels();  // avx512's, with gemm_blocks on the tile unit
 
 }  // namespace quant
 }  // namespace tokenmill

@@ -35,7 +35,8 @@ void check_weight(const torch::Tensor& w, int64_t type, int64_t K, tq::TypeInfo*
 }  // namespace
 
 // out (M, N) float32, possibly a column slice of a wider tensor (unit column stride),
-// = x (M, K) @ dequant(w)^T. method: "" (choose by M), "gemv" or "tile".
+// = x (M, K) @ dequant(w)^T. method: "" (choose by M), "gemv", "tile" or "blocks" (the
+// variant's block GEMM, where it has one for this type).
 void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64_t type,
                       const std::string& method, const std::string& variant) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x: (M, K) float32");
@@ -49,7 +50,8 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
   if (M == 0 || N == 0) return;
   const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
   const bool use_gemv = method.empty() ? M <= k->gemv_max_m : method == "gemv";
-  TORCH_CHECK(method.empty() || method == "gemv" || method == "tile", "unknown method ", method);
+  TORCH_CHECK(method.empty() || method == "gemv" || method == "tile" || method == "blocks",
+              "unknown method ", method);
   const uint8_t* wp = w.data_ptr<uint8_t>();
   const int64_t row_bytes = w.size(1);
   if (use_gemv) {
@@ -58,6 +60,20 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
     at::parallel_for(0, N, row_grain(N), [&](int64_t n0, int64_t n1) { k->gemv(p, n0, n1); });
     return;
   }
+  if (method != "tile" && k->gemm_blocks != nullptr && k->blocks_takes(static_cast<int>(type))) {
+    const tq::Problem p{static_cast<int>(type), wp, row_bytes, K, x.data_ptr<float>(),
+                        x.stride(0), M, out.data_ptr<float>(), out.stride(0)};
+    std::vector<uint8_t> scratch(k->blocks_scratch(M, K));
+    k->blocks_prepare(p, scratch.data());
+    // Strips of 16 rows of W: the tile kernel's unit.
+    const int64_t strips = (N + 15) / 16;
+    const int64_t grain = std::max<int64_t>(1, row_grain(N) / 16);
+    at::parallel_for(0, strips, grain, [&](int64_t s0, int64_t s1) {
+      k->gemm_blocks(p, scratch.data(), s0 * 16, std::min(N, s1 * 16));
+    });
+    return;
+  }
+  TORCH_CHECK(method != "blocks", "no block GEMM for type ", type, " in this variant");
   const int64_t T = tile_rows(K);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
@@ -102,4 +118,16 @@ torch::Tensor quant_rows(torch::Tensor w, int64_t type, int64_t K, torch::Tensor
     }
   });
   return out;
+}
+
+// The largest M the default method computes by gemv.
+int64_t quant_gemv_max_m(const std::string& variant) {
+  return tokenmill::pick_isa(variant).quant->gemv_max_m;
+}
+
+// Whether the variant has a block GEMM for this type (method "blocks", and the default
+// above quant_gemv_max_m rows).
+bool quant_blocks_takes(int64_t type, const std::string& variant) {
+  const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
+  return k->gemm_blocks != nullptr && k->blocks_takes(static_cast<int>(type));
 }
