@@ -71,36 +71,63 @@ inline float hsum(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
+// r[i] lane j <-> r[j] lane i, by swapping the off-diagonal halves of ever smaller
+// blocks (8, 4, 2, 1): 64 two-register permutes.
+inline void transpose16(__m512i* r) {
+  for (int d = 8; d >= 1; d /= 2) {
+    alignas(64) int32_t lo[16], hi[16];
+    for (int j = 0; j < 16; ++j) {
+      lo[j] = (j & d) ? 16 + j - d : j;
+      hi[j] = (j & d) ? 16 + j : j + d;
+    }
+    const __m512i idx_lo = _mm512_load_si512(lo), idx_hi = _mm512_load_si512(hi);
+    for (int i = 0; i < 16; ++i) {
+      if (i & d) continue;
+      const __m512i a = r[i], b = r[i + d];
+      r[i] = _mm512_permutex2var_epi32(a, idx_lo, b);
+      r[i + d] = _mm512_permutex2var_epi32(a, idx_hi, b);
+    }
+  }
+}
+
 // Splits x into bfloat16 pieces in B's layout: word t of pair row r of the tile for
 // (group g, block b, piece p) holds elements 2r and 2r + 1 of the block for row
-// 16g + t. Rows past M are zeros.
+// 16g + t. Rows past M are zeros. A row's 16 pairs are built in one register, and 16
+// rows' registers are transposed into the tile's rows.
 void prepare(const Problem& p, void* scratch) {
   const int64_t nb = p.K / 32, groups = (p.M + kRows - 1) / kRows;
   uint32_t* pieces = static_cast<uint32_t*>(scratch);
   float* sums = reinterpret_cast<float*>(pieces + groups * nb * kPieces * kPieceWords);
   const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  for (int64_t i = 0; i < groups * kRows; ++i) {
-    const int64_t g = i / kRows, t = i % kRows;
+  for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
-      uint32_t* tiles = pieces + (g * nb + b) * kPieces * kPieceWords;
-      if (i >= p.M) {
-        for (int w = 0; w < kPieces * kRows; ++w) tiles[w * kRows + t] = 0;
-        sums[(g * nb + b) * kRows + t] = 0.f;
-        continue;
-      }
-      const float* xb = p.x + i * p.ldx + b * 32;
-      const __m512 v[2] = {_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)};
-      sums[(g * nb + b) * kRows + t] = hsum(_mm512_add_ps(v[0], v[1]));
-      for (int h = 0; h < 2; ++h) {
-        __m512 rest = v[h];
+      __m512i rows[kPieces][kRows];
+      float* s = sums + (g * nb + b) * kRows;
+      for (int t = 0; t < kRows; ++t) {
+        const int64_t i = g * kRows + t;
+        if (i >= p.M) {
+          for (int piece = 0; piece < kPieces; ++piece) rows[piece][t] = _mm512_setzero_si512();
+          s[t] = 0.f;
+          continue;
+        }
+        const float* xb = p.x + i * p.ldx + b * 32;
+        __m512 rest[2] = {_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)};
+        s[t] = hsum(_mm512_add_ps(rest[0], rest[1]));
         for (int piece = 0; piece < kPieces; ++piece) {
-          const __m512 head = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(rest), top));
-          const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(head), 16);
-          alignas(32) uint32_t pairs[8];
-          _mm256_store_si256(reinterpret_cast<__m256i*>(pairs), _mm512_cvtepi32_epi16(bits));
-          uint32_t* tile = tiles + piece * kPieceWords;
-          for (int j = 0; j < 8; ++j) tile[(8 * h + j) * kRows + t] = pairs[j];
-          rest = _mm512_sub_ps(rest, head);  // exact: head is rest's leading bits
+          __m256i half[2];
+          for (int h = 0; h < 2; ++h) {
+            const __m512i bits = _mm512_and_si512(_mm512_castps_si512(rest[h]), top);
+            half[h] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+            rest[h] = _mm512_sub_ps(rest[h], _mm512_castsi512_ps(bits));  // exact
+          }
+          rows[piece][t] = _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1);
+        }
+      }
+      uint32_t* tiles = pieces + (g * nb + b) * kPieces * kPieceWords;
+      for (int piece = 0; piece < kPieces; ++piece) {
+        transpose16(rows[piece]);
+        for (int r = 0; r < kRows; ++r) {
+          _mm512_storeu_si512(tiles + piece * kPieceWords + r * kRows, rows[piece][r]);
         }
       }
     }
