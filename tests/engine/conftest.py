@@ -9,6 +9,16 @@ def llm32():
     return LLM(dtype="float32", kv_cache_memory_gib=0.5)
 
 
+@pytest.fixture(scope="module")
+def llm_invariant():
+    """The default model on its GGUF blocks with batch_invariant (on AMX CPUs the one
+    arithmetic for every batch size); the kernels' process-wide choice is restored."""
+    from tokenmill.model.kernels import select_isa
+
+    yield LLM(batch_invariant=True, kv_cache_memory_gib=0.5)
+    select_isa()
+
+
 CHATS = [
     "What is the capital of France?",
     "Write a haiku about rust.",

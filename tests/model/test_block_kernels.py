@@ -17,7 +17,13 @@ import torch
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize
 
-from tokenmill.model.kernels import _probe_weight, agrees_with_scalar, cpu_kernels, quant_isa
+from tokenmill.model.kernels import (
+    _probe_weight,
+    agrees_with_scalar,
+    cpu_kernels,
+    quant_isa,
+    select_isa,
+)
 from tokenmill.model.quant.blocks import BLOCK_TYPES, BlockLinear, BlockWeight, concat_rows
 
 kernels = cpu_kernels()
@@ -115,6 +121,21 @@ def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, 
     for m in range(1, 14):  # every small-batch code path (gemv passes of up to 8 rows)
         expected = batched if m <= switch else above
         assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), expected[:m])
+
+
+def test_batch_invariant_selection_keeps_one_arithmetic_for_every_batch():
+    w = random_weight(T.Q4_1, n=21, blocks=2, seed=3)
+    x = torch.randn(13, 64, generator=torch.Generator().manual_seed(3))
+    t = int(T.Q4_1)
+    try:
+        chosen = select_isa(batch_invariant=True)
+        assert chosen == ("avx512" if quant_isa() == "amx" else quant_isa())
+        assert not kernels.quant_blocks_takes(t)  # the default variant now
+        batched = kernels.quant_matmul(x, w, t)
+        for m in range(1, 14):
+            assert torch.equal(kernels.quant_matmul(x[:m], w, t), batched[:m])
+    finally:
+        assert select_isa() == quant_isa()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -40,6 +40,13 @@ class ModelConfig:
         choices=QUANTIZATIONS,
         none_words=("none", ""),
     )
+    batch_invariant: bool = setting(
+        False,
+        "Make a request's result independent of what shares its step (true/false). Only "
+        "CPUs with AMX differ: there batches of more than 8 rows run on the tile unit, whose "
+        "bits differ from the smaller batches' path; true keeps every batch on the AVX-512 "
+        "kernels (prefill and large batches about 2x slower). Applies to the whole process.",
+    )
     max_model_len: int | None = setting(
         None,
         "Context length to serve (prompt + output tokens). Default: the model's own.",

@@ -96,7 +96,9 @@ class EngineCore:
         self.num_threads = config.num_threads or default_num_threads()
         torch.set_num_threads(self.num_threads)
         mc = config.model
-        self.loaded = loaded or load_model(mc.model, mc.dtype, mc.max_model_len, mc.quantization)
+        self.loaded = loaded or load_model(
+            mc.model, mc.dtype, mc.max_model_len, mc.quantization, mc.batch_invariant
+        )
         self.config = config
         self.tokenizer = self.loaded.tokenizer
         if mc.chat_template is not None:

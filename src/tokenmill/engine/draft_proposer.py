@@ -184,14 +184,15 @@ class DraftProposer:
 def load_draft_proposer(
     config: SpeculativeConfig, target: LoadedModel, max_model_len: int
 ) -> DraftProposer | None:
-    """In draft:MODEL mode, load the draft (as --model would, dtype auto) and refuse one
+    """In draft:MODEL mode, load the draft (as --model would, dtype auto, with the
+    target's batch_invariant: the kernel choice is process-wide) and refuse one
     that cannot be loaded or whose vocabulary differs from the target's (ConfigError
     naming the speculative setting); None in the other modes."""
     name = config.draft_model
     if name is None:
         return None
     try:
-        draft = load_model(name)
+        draft = load_model(name, batch_invariant=target.batch_invariant)
     except (ModelNotFoundError, ConfigError) as exc:
         raise ConfigError(
             f"speculative=draft:{name}: the draft model cannot be loaded: {exc}",

@@ -187,6 +187,23 @@ def quant_isa() -> str:
     return "scalar"
 
 
+# The variant that is another's kernels plus a GEMM of its own above gemv_max_m rows.
+_BATCH_DEPENDENT = {"amx": "avx512"}
+
+
+def select_isa(batch_invariant: bool = False) -> str:
+    """Makes the block kernels' default variant the fastest (quant_isa), or, when
+    `batch_invariant`, the fastest whose result for a row is the same bits in a batch of
+    any size: amx's tile-unit GEMM serves only batches above 8 rows, so it gives way to
+    avx512. Mutates the module's process-wide default; returns the variant's name."""
+    best = quant_isa()
+    choice = _BATCH_DEPENDENT.get(best, best) if batch_invariant else best
+    kernels = cpu_kernels()
+    if kernels is not None:
+        kernels.select_quant_variant(choice)
+    return choice
+
+
 # A build takes about a minute (several under load); torch's lock file outlives a build
 # that was killed, and every later load would wait on it forever.
 _STALE_LOCK_S = 20 * 60

@@ -24,7 +24,7 @@ import torch
 from tokenmill.errors import ConfigError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.dtype import resolve_dtype
-from tokenmill.model.kernels import cpu_kernels, quant_isa
+from tokenmill.model.kernels import cpu_kernels, select_isa
 from tokenmill.model.loader.gguf import GGUFCheckpoint
 from tokenmill.model.loader.safetensors import SafetensorsCheckpoint
 from tokenmill.model.models.registry import CausalLM, model_class
@@ -58,7 +58,7 @@ class LoadedModel:
     """Longest sequence (prompt + output) served; the RoPE cache covers it."""
     kernel_path: str = "float32"
     """What the linear layers compute on: "gguf-blocks:<isa>" (the GGUF's own blocks,
-    native kernels for instruction set <isa>: avx512, avx2 or scalar), "float32" or
+    native kernels for instruction set <isa>: amx, avx512, avx2 or scalar), "float32" or
     "bfloat16" (dequantized weights, ATen), or "int8" (W8A8, lossy)."""
     weight_types: dict[str, int] | None = None
     """For a GGUF: how many matrices the file holds in each type (e.g. {"Q4_1": 210,
@@ -67,6 +67,9 @@ class LoadedModel:
     """Sampling defaults from the model's generation_config.json or its package's card."""
     quantization: str | None = None
     """"int8" when the projections run as Int8Linear (asked for, or stored so)."""
+    batch_invariant: bool = False
+    """Loaded with batch_invariant: the block kernels keep one arithmetic for every
+    batch size (a draft model loaded beside it must ask the same)."""
 
 
 def load_model(
@@ -74,6 +77,7 @@ def load_model(
     dtype: str = "auto",
     max_model_len: int | None = None,
     quantization: str | None = None,
+    batch_invariant: bool = False,
 ) -> LoadedModel:
     """Loads `model` (None: the default packaged model; a packaged short name; a .gguf
     path; a HF directory). Raises ModelNotFoundError for an unknown name,
@@ -83,7 +87,8 @@ def load_model(
     pre-quantized by `tokenmill optimize quantize` loads as it was stored: int8 into
     Int8Linear (float32 activations), int4 dequantized to `dtype`. quantization="auto"
     keeps a GGUF's own blocks where the native kernels compute on them (dtype auto), else
-    is int8; LoadedModel.quantization says which was chosen."""
+    is int8; LoadedModel.quantization says which was chosen. batch_invariant keeps the
+    block kernels on one arithmetic for every batch size (see kernels.select_isa)."""
     if quantization not in QUANTIZATIONS:
         raise ConfigError(
             f"quantization must be one of {sorted(q for q in QUANTIZATIONS if q)} or unset, "
@@ -138,7 +143,7 @@ def load_model(
     if blocks:
         install_block_weights(module, state, arch.tie_word_embeddings)
         pack_block_weights(module)
-        kernel_path = f"gguf-blocks:{quant_isa()}"
+        kernel_path = f"gguf-blocks:{select_isa(batch_invariant)}"
     else:
         kernel_path = "bfloat16" if torch_dtype == torch.bfloat16 else "float32"
     module.load_state_dict(state, strict=True, assign=True)
@@ -159,4 +164,5 @@ def load_model(
         weight_types=weight_types,
         sampling_defaults=checkpoint.sampling_defaults() or source.sampling,
         quantization=quantization,
+        batch_invariant=batch_invariant,
     )
