@@ -71,12 +71,13 @@ BLOCK_GEMMS = [(v, q) for v in VARIANTS for q in TYPES if kernels.quant_blocks_t
 
 
 @pytest.mark.parametrize(("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: getattr(c, "name", c))
-@pytest.mark.parametrize("m", [1, 9, 16, 17, 33, 100])
+@pytest.mark.parametrize("m", [1, 9, 16, 17, 33, 100, 129, 260])
 def test_block_gemm_matches_reference(variant, qtype, m):
-    """Odd row counts on both sides (W rows 37: a partial strip; x rows: partial groups),
-    and K of 3 blocks to 40 (past one group of eight strips' accumulators)."""
-    for blocks in (3, 40):
-        w = random_weight(qtype, n=37, blocks=blocks, seed=int(qtype) * 100 + m + blocks)
+    """Odd row counts on both sides: W rows 37 (a partial strip) and 150 (two chunks of
+    four strips and a partial one); x rows in partial groups of 16, and past 8 groups
+    (129, 260: a second and third chunk of groups); K of 3 and 40 blocks."""
+    for blocks, n in ((3, 37), (40, 37), (3, 150)):
+        w = random_weight(qtype, n=n, blocks=blocks, seed=int(qtype) * 100 + m + blocks + n)
         k = BLOCK_TYPES[qtype][0] * blocks
         x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3
         got = kernels.quant_matmul(x, w, int(qtype), method="blocks", variant=variant)

@@ -101,7 +101,9 @@ const Isa& pick_isa(const std::string& variant) {
 // Make `variant` what an empty variant name means (called once, when a model loads).
 void select_quant_variant(const std::string& variant) {
   tokenmill::pick_isa(variant);
-  tokenmill::default_isa() = variant;
+  // Written only on a change: a model loading while another serves (the registry)
+  // selects again, and the serving threads read the name.
+  if (tokenmill::default_isa() != variant) tokenmill::default_isa() = variant;
 }
 
 // The instruction sets this CPU and build can run, fastest first.

@@ -5,7 +5,9 @@
 // (Q4: 0..15 or -8..7, Q8: -128..127) are exact in bfloat16, and each float32
 // activation splits exactly into three bfloat16 pieces (each the next 8 significant
 // bits, by truncation), so three passes give C = sum_k q[n, k] x[m, k] over one block
-// with exact products and float32 additions. Then, in float32,
+// with exact products and float32 additions (for finite x of magnitude above ~1e-31:
+// AMX reads bfloat16 subnormals as zero, so a smaller x loses its last piece, or all of
+// itself; an infinite x gives NaN where float32 gives infinity). Then, in float32,
 //   y[m, n] += d[n, b] * C + min[n, b] * sum_k x[m, k]
 // block after block: the dequantized reference (d * q + min) up to the order of the
 // additions. One output depends only on row m of x and row n of W, as in the other
