@@ -87,7 +87,9 @@ class Sampler:
         if len(sampled) == len(rows):
             token_ids = random_sample(logits.softmax(dim=1), [row.generator for row in rows])
         else:
-            token_ids = logits.argmax(dim=1)
+            # max's indices are argmax's (the first largest; no NaN is left), at a third
+            # of the time: ATen's CPU argmax is not vectorized (2.5 vs 0.9 ms at 32 rows).
+            token_ids = logits.max(dim=1).indices
             if sampled:
                 probs = logits[sampled].softmax(dim=1)
                 generators = [rows[i].generator for i in sampled]
@@ -178,7 +180,7 @@ def random_sample(probs: torch.Tensor, generators: list[torch.Generator | None])
             row = torch.rand(probs.shape[1], generator=generator, device=generator.device)
             uniform[i] = row.to(probs.device)
     noise = uniform.log_().neg_()
-    return probs.div_(noise).argmax(dim=1)
+    return probs.div_(noise).max(dim=1).indices
 
 
 def top_logprobs(
