@@ -48,6 +48,7 @@ _INCLUDED = (
     "layer_ops.cpp",
     "quant_ops.cpp",
     "layer_stack.cpp",
+    "avx512_hsum.h",
     "ops.h",
     "ops_simd.h",
     "quant.h",

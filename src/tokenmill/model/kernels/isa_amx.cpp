@@ -40,6 +40,8 @@
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #endif
 
+#include "avx512_hsum.h"
+
 namespace tokenmill {
 namespace quant {
 namespace {
@@ -63,14 +65,6 @@ bool takes(int type) { return type == kQ4_0 || type == kQ4_1 || type == kQ8_0; }
 int64_t scratch_bytes(int64_t M, int64_t K) {
   const int64_t groups = (M + kRows - 1) / kRows, nb = K / 32;
   return groups * nb * (kPieces * kPieceWords * 4 + kRows * 4);
-}
-
-inline float hsum(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 // r[i] lane j <-> r[j] lane i, by swapping the off-diagonal halves of ever smaller
@@ -114,7 +108,7 @@ void prepare(const Problem& p, void* scratch) {
         }
         const float* xb = p.x + i * p.ldx + b * 32;
         __m512 rest[2] = {_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)};
-        s[t] = hsum(_mm512_add_ps(rest[0], rest[1]));
+        s[t] = hsum512(_mm512_add_ps(rest[0], rest[1]));
         for (int piece = 0; piece < kPieces; ++piece) {
           __m256i half[2];
           for (int h = 0; h < 2; ++h) {

@@ -23,6 +23,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #endif
 
+#include "avx512_hsum.h"
 #include "ops_simd.h"
 #include "quant_simd.h"
 
@@ -41,15 +42,8 @@ struct VecAvx512 {
   static inline void storeu(float* p, F v) { _mm512_storeu_ps(p, v); }
   static inline F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static inline F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
-  // Lane i + lane i + 8, then i + 4, i + 2, i + 1: spelled out (not the compiler's
-  // _mm512_reduce_add_ps, whose tree is its own) because hsum16 must add the same pairs.
-  static inline float hsum(F v) {
-    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  // The fixed tree of avx512_hsum.h, whose pairs hsum16 adds too.
+  static inline float hsum(F v) { return hsum512(v); }
   // out[s] = hsum(v[s]) for 16 vectors, each level of the tree done for all of them
   // at once: 15 adds and 30 shuffles instead of 16 x (4 adds and 4 extracts).
   static constexpr bool kHsum16 = true;
