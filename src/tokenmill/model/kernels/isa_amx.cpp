@@ -68,22 +68,42 @@ int64_t scratch_bytes(int64_t M, int64_t K) {
 }
 
 // r[i] lane j <-> r[j] lane i, by swapping the off-diagonal halves of ever smaller
-// blocks (8, 4, 2, 1): 64 two-register permutes.
-inline void transpose16(__m512i* r) {
-  for (int d = 8; d >= 1; d /= 2) {
-    alignas(64) int32_t lo[16], hi[16];
-    for (int j = 0; j < 16; ++j) {
-      lo[j] = (j & d) ? 16 + j - d : j;
-      hi[j] = (j & d) ? 16 + j : j + d;
-    }
-    const __m512i idx_lo = _mm512_load_si512(lo), idx_hi = _mm512_load_si512(hi);
-    for (int i = 0; i < 16; ++i) {
-      if (i & d) continue;
-      const __m512i a = r[i], b = r[i + d];
-      r[i] = _mm512_permutex2var_epi32(a, idx_lo, b);
-      r[i + d] = _mm512_permutex2var_epi32(a, idx_hi, b);
+// blocks (8, 4, 2, 1): 64 two-register permutes. The permutes' indices are built once
+// (Transpose16's constructor), not per call: per call they cost as much as the permutes.
+struct Transpose16 {
+  __m512i lo[4], hi[4];  // stage s swaps blocks of d = 8 >> s
+  Transpose16() {
+    for (int stage = 0; stage < 4; ++stage) {
+      const int d = 8 >> stage;
+      alignas(64) int32_t l[16], h[16];
+      for (int j = 0; j < 16; ++j) {
+        l[j] = (j & d) ? 16 + j - d : j;
+        h[j] = (j & d) ? 16 + j : j + d;
+      }
+      lo[stage] = _mm512_load_si512(l);
+      hi[stage] = _mm512_load_si512(h);
     }
   }
+  void operator()(__m512i* r) const {
+    for (int stage = 0; stage < 4; ++stage) {
+      const int d = 8 >> stage;
+      for (int i = 0; i < 16; ++i) {
+        if (i & d) continue;
+        const __m512i a = r[i], b = r[i + d];
+        r[i] = _mm512_permutex2var_epi32(a, lo[stage], b);
+        r[i + d] = _mm512_permutex2var_epi32(a, hi[stage], b);
+      }
+    }
+  }
+};
+
+// The bfloat16 bits (upper halves) of a's 16 floats, then b's: one two-source permute.
+inline __m512i upper_halves(__m512i a, __m512i b) {
+  const __m512i odd = _mm512_setr_epi32(0x00030001, 0x00070005, 0x000B0009, 0x000F000D,
+                                        0x00130011, 0x00170015, 0x001B0019, 0x001F001D,
+                                        0x00230021, 0x00270025, 0x002B0029, 0x002F002D,
+                                        0x00330031, 0x00370035, 0x003B0039, 0x003F003D);
+  return _mm512_permutex2var_epi16(a, odd, b);
 }
 
 // Splits x into bfloat16 pieces in B's layout: word t of pair row r of the tile for
@@ -95,6 +115,7 @@ void prepare(const Problem& p, void* scratch) {
   uint32_t* pieces = static_cast<uint32_t*>(scratch);
   float* sums = reinterpret_cast<float*>(pieces + groups * nb * kPieces * kPieceWords);
   const __m512i top = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const Transpose16 transpose16;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
       __m512i rows[kPieces][kRows];
@@ -110,13 +131,12 @@ void prepare(const Problem& p, void* scratch) {
         __m512 rest[2] = {_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)};
         s[t] = hsum512(_mm512_add_ps(rest[0], rest[1]));
         for (int piece = 0; piece < kPieces; ++piece) {
-          __m256i half[2];
+          __m512i bits[2];
           for (int h = 0; h < 2; ++h) {
-            const __m512i bits = _mm512_and_si512(_mm512_castps_si512(rest[h]), top);
-            half[h] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
-            rest[h] = _mm512_sub_ps(rest[h], _mm512_castsi512_ps(bits));  // exact
+            bits[h] = _mm512_and_si512(_mm512_castps_si512(rest[h]), top);
+            rest[h] = _mm512_sub_ps(rest[h], _mm512_castsi512_ps(bits[h]));  // exact
           }
-          rows[piece][t] = _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1);
+          rows[piece][t] = upper_halves(bits[0], bits[1]);
         }
       }
       uint32_t* tiles = pieces + (g * nb + b) * kPieces * kPieceWords;
@@ -163,12 +183,12 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
   for (int r = 0; r < rows; ++r) {
     const uint8_t* blk = first + r * row_bytes;
     if constexpr (kType == kQ8_0) {
+      __m512i f[2];  // -128..127 as float32: exact, and so are their upper halves
       for (int h = 0; h < 2; ++h) {
         const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 + 16 * h));
-        const __m512i f = _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(a + r * 32 + 16 * h),
-                           _mm512_cvtepi32_epi16(_mm512_srli_epi32(f, 16)));
+        f[h] = _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
       }
+      _mm512_store_si512(a + r * 32, upper_halves(f[0], f[1]));
     } else {
       constexpr int kQs = kType == kQ4_1 ? 4 : 2;
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQs));
