@@ -115,25 +115,56 @@ inline float load_one(const uint16_t* p) {
   return f;
 }
 
-// Calls f(j, slot) for context positions first + j, j = 0 .. L-first-1, in order, walking
-// the block table (no division per position).
+// Calls f(j, slot, ahead) for context positions first + j, j = 0 .. L-first-1, in order,
+// walking the block table (no division per position). ahead: the slot at the same offset
+// in the next block of the table, or -1 past the last one (a row to prefetch).
 template <class Fn>
 inline void for_each_slot(const AttendArgs& a, Fn&& f) {
+  const int64_t nblk = (a.L + a.block_size - 1) / a.block_size;
   int64_t j = 0;
   int64_t i = a.first & (a.block_size - 1);  // offset in the first block
   for (int64_t blk = a.first / a.block_size, l = a.first; l < a.L; ++blk, i = 0) {
     const int64_t base = a.table[blk] * a.block_size;
+    const int64_t next = blk + 1 < nblk ? a.table[blk + 1] * a.block_size : -1;
     const int64_t end = a.L - l < a.block_size - i ? i + (a.L - l) : a.block_size;
-    for (; i < end; ++i, ++j, ++l) f(j, base + i);
+    for (; i < end; ++i, ++j, ++l) f(j, base + i, next < 0 ? -1 : next + i);
   }
+}
+
+// Asks for the cache lines of n elements at p ahead of their use.
+template <typename T>
+inline void prefetch_row(const T* p, int64_t n) {
+  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+  for (int64_t d = 0; d < n; d += kLine) __builtin_prefetch(p + d);
+}
+
+// o[0 .. NV W) = the sum over the attended positions j of p[j] * (value row j from v),
+// in position order, one FMA a term.
+template <class V, typename T, int NV>
+inline void weigh_values(const AttendArgs& a, const float* p, const T* v, int64_t row,
+                         float* o) {
+  using F = typename V::F;
+  F acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = V::zero();
+  for_each_slot(a, [&](int64_t j, int64_t slot, int64_t) {
+    const T* r = v + slot * row;
+    const F pv = V::set1(p[j]);
+    for (int i = 0; i < NV; ++i) acc[i] = V::fmadd(pv, load_row<V>(r + i * V::W), acc[i]);
+  });
+  for (int i = 0; i < NV; ++i) V::storeu(o + i * V::W, acc[i]);
 }
 
 // Scores: each K row is loaded once for the whole query group, with two partial sums
 // per query head to halve the FMA chain; where V has hsum16, 16 positions' sums are
-// reduced together (at head size 64 the reduction was most of a score's work).
-// Values: one query head at a time, its output
-// held in registers over chunks of up to 8 vectors. The vector loops cover the first
-// D / W * W elements of a row; the rest (none for head sizes 64, 128, 256) runs scalar.
+// reduced together (at head size 64 the reduction was most of a score's work), and
+// scaled as one vector. Softmax: max, exp and the 1 / sum scaling all in vectors.
+// Values: one query head at a time, its output held in registers, NV vectors a pass
+// (a compile-time count: a runtime one left a branch on every FMA).
+// While the scores walk the keys, the key row one block ahead is prefetched: blocks
+// are scattered, so the hardware's stream prefetch stops at each block's end.
+// Every sum is formed in the order the scalar path forms it, so the bits are unchanged.
+// The vector loops cover the first D / W * W elements of a row; the rest (none for head
+// sizes 64, 128, 256) runs scalar.
 template <class V, typename T>
 void attend(const AttendArgs& a) {
   using F = typename V::F;
@@ -157,7 +188,11 @@ void attend(const AttendArgs& a) {
     for (int64_t d = Dv; d < D; ++d) s += q[d] * load_one(k + d);
     return s * a.scale;
   };
-  auto score = [&](int64_t l, int64_t slot) {
+  auto prefetch = [&](int64_t ahead) {
+    if (ahead >= 0) prefetch_row(kc + ahead * row + head, D);
+  };
+  auto score = [&](int64_t l, int64_t slot, int64_t ahead) {
+    prefetch(ahead);
     const T* k = kc + slot * row + head;
     for (int64_t g = 0; g < G; ++g) {
       const float* q = a.q + g * D;
@@ -165,34 +200,53 @@ void attend(const AttendArgs& a) {
     }
   };
   if constexpr (HasHsum16<V>::value) {
+    static_assert(V::W == 16, "hsum16 reduces 16 lanes");
     int64_t slots[16];
     int n = 0;
-    for_each_slot(a, [&](int64_t l, int64_t slot) {
+    const F scale = V::set1(a.scale);
+    for_each_slot(a, [&](int64_t l, int64_t slot, int64_t ahead) {
+      prefetch(ahead);
       slots[n++] = slot;
       if (n < 16) return;
       n = 0;
       for (int64_t g = 0; g < G; ++g) {
         const float* q = a.q + g * D;
         F acc[16];
-        float sums[16];
+        alignas(64) float sums[16];
         for (int i = 0; i < 16; ++i) acc[i] = partial(q, kc + slots[i] * row + head);
         V::hsum16(acc, sums);
-        for (int i = 0; i < 16; ++i)
-          a.scratch[g * L + l - 15 + i] = finish(sums[i], q, kc + slots[i] * row + head);
+        float* dst = a.scratch + g * L + l - 15;
+        if (Dv == D) {
+          V::storeu(dst, V::mul(V::loadu(sums), scale));  // finish() with no tail
+        } else {
+          for (int i = 0; i < 16; ++i) dst[i] = finish(sums[i], q, kc + slots[i] * row + head);
+        }
       }
     });
-    for (int i = 0; i < n; ++i) score(L - n + i, slots[i]);
+    // The last L % 16 positions, one at a time (prefetched already).
+    for (int i = 0; i < n; ++i) {
+      const T* k = kc + slots[i] * row + head;
+      for (int64_t g = 0; g < G; ++g) {
+        const float* q = a.q + g * D;
+        a.scratch[g * L + L - n + i] = finish(V::hsum(partial(q, k)), q, k);
+      }
+    }
   } else {
     for_each_slot(a, score);
   }
   for (int64_t g = 0; g < G; ++g) {
     float* sc = a.scratch + g * L;
     float mx = std::numeric_limits<float>::lowest();
-    for (int64_t l = 0; l < L; ++l) mx = sc[l] > mx ? sc[l] : mx;
+    int64_t l = 0;
+    if (L >= V::W) {
+      F m = V::loadu(sc);
+      for (l = V::W; l + V::W <= L; l += V::W) m = V::max(m, V::loadu(sc + l));
+      mx = V::hmax(m);
+    }
+    for (; l < L; ++l) mx = sc[l] > mx ? sc[l] : mx;
     const F mv = V::set1(mx);
     F sumv = V::zero();
-    int64_t l = 0;
-    for (; l + V::W <= L; l += V::W) {
+    for (l = 0; l + V::W <= L; l += V::W) {
       const F e = V::exp(V::sub(V::loadu(sc + l), mv));
       V::storeu(sc + l, e);
       sumv = V::add(sumv, e);
@@ -203,28 +257,25 @@ void attend(const AttendArgs& a) {
       sum += sc[l];
     }
     const float inv = 1.f / sum;  // folded into the probabilities: one pass fewer
-    for (l = 0; l < L; ++l) sc[l] *= inv;
+    const F iv = V::set1(inv);
+    for (l = 0; l + V::W <= L; l += V::W) V::storeu(sc + l, V::mul(V::loadu(sc + l), iv));
+    for (; l < L; ++l) sc[l] *= inv;
   }
-  constexpr int CH = 8;  // vectors of output per pass
+  constexpr int NV = 4;
+  const T* v = vc + head;
   for (int64_t g = 0; g < G; ++g) {
     const float* p = a.scratch + g * L;
     float* o = a.out + g * D;
-    for (int64_t d0 = 0; d0 < Dv; d0 += CH * V::W) {
-      const int nv = static_cast<int>((Dv - d0) / V::W < CH ? (Dv - d0) / V::W : CH);
-      F acc[CH];
-      for (int i = 0; i < CH; ++i) acc[i] = V::zero();
-      for_each_slot(a, [&](int64_t l, int64_t slot) {
-        const T* v = vc + slot * row + head + d0;
-        const F pv = V::set1(p[l]);
-        for (int i = 0; i < CH; ++i) {
-          if (i < nv) acc[i] = V::fmadd(pv, load_row<V>(v + i * V::W), acc[i]);
-        }
-      });
-      for (int i = 0; i < nv; ++i) V::storeu(o + d0 + i * V::W, acc[i]);
+    int64_t d0 = 0;
+    for (; d0 + NV * V::W <= Dv; d0 += NV * V::W) {
+      weigh_values<V, T, NV>(a, p, v + d0, row, o + d0);
     }
+    for (; d0 < Dv; d0 += V::W) weigh_values<V, T, 1>(a, p, v + d0, row, o + d0);
     for (int64_t d = Dv; d < D; ++d) {
       float s = 0.f;
-      for_each_slot(a, [&](int64_t l, int64_t slot) { s += p[l] * load_one(vc + slot * row + head + d); });
+      for_each_slot(a, [&](int64_t l, int64_t slot, int64_t) {
+        s += p[l] * load_one(vc + slot * row + head + d);
+      });
       o[d] = s;
     }
   }
