@@ -28,7 +28,7 @@
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #if defined(__clang__)
 #pragma clang attribute push(                                                          \
@@ -200,14 +200,16 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
   }
 }
 
-// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row.
-template <int kType>
+// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row; with kFirst,
+// acc = d * c + mn * xs (the same bits as adding to zeros: d * c + 0 rounds once).
+template <int kType, bool kFirst>
 inline void accumulate(float* acc, const float* c, const float* d, const float* mn,
                        const float* sums) {
   const __m512 xs = _mm512_loadu_ps(sums);
   for (int r = 0; r < kRows; ++r) {
-    __m512 v = _mm512_loadu_ps(acc + r * kRows);
-    v = _mm512_fmadd_ps(_mm512_set1_ps(d[r]), _mm512_load_ps(c + r * kRows), v);
+    const __m512 dr = _mm512_set1_ps(d[r]), cr = _mm512_load_ps(c + r * kRows);
+    __m512 v = kFirst ? _mm512_mul_ps(dr, cr)
+                      : _mm512_fmadd_ps(dr, cr, _mm512_loadu_ps(acc + r * kRows));
     if constexpr (kType == kQ4_1) v = _mm512_fmadd_ps(_mm512_set1_ps(mn[r]), xs, v);
     _mm512_storeu_ps(acc + r * kRows, v);
   }
@@ -234,16 +236,23 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
   alignas(64) uint16_t a[kStrips][kRows * 32];
   alignas(64) float c[2][kRows * kRows];
   alignas(64) float d[kStrips][kRows], mn[kStrips][kRows] = {};
-  std::vector<float> acc_buf(kStrips * kGroups * kRows * kRows);
+  const std::unique_ptr<float[]> acc_buf(new float[kStrips * kGroups * kRows * kRows]);
   for (int64_t g0 = 0; g0 < groups; g0 += kGroups) {
     const int64_t g1 = g0 + kGroups < groups ? g0 + kGroups : groups;
     for (int64_t n = n0; n < n1; n += kStrips * kRows) {
       const int64_t chunk_end = n + kStrips * kRows < n1 ? n + kStrips * kRows : n1;
       const int strips = static_cast<int>((chunk_end - n + kRows - 1) / kRows);
-      float* acc = acc_buf.data();
-      std::memset(acc, 0, acc_buf.size() * sizeof(float));
+      float* acc = acc_buf.get();  // block 0 writes it, the others add to it
       std::memset(a, 0, sizeof(a));  // rows past the end of W stay zero
       for (int64_t b = 0; b < nb; ++b) {
+        auto add = [b](float* to, const float* cs, const float* ds, const float* ms,
+                       const float* xsum) {
+          if (b == 0) {
+            accumulate<kType, true>(to, cs, ds, ms, xsum);
+          } else {
+            accumulate<kType, false>(to, cs, ds, ms, xsum);
+          }
+        };
         for (int s = 0; s < strips; ++s) {
           const int64_t r0 = n + s * kRows;
           const int rows = static_cast<int>(chunk_end - r0 < kRows ? chunk_end - r0 : kRows);
@@ -273,8 +282,8 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
             _tile_dpbf16ps(6, 5, 4);
             _tile_stored(0, c[0], 64);
             _tile_stored(6, c[1], 64);
-            accumulate<kType>(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
-            accumulate<kType>(ag + (s + 1) * kRows * kRows, c[1], d[s + 1], mn[s + 1], xs);
+            add(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
+            add(ag + (s + 1) * kRows * kRows, c[1], d[s + 1], mn[s + 1], xs);
           }
           if (s < strips) {
             _tile_loadd(1, a[s], 64);
@@ -283,7 +292,7 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
             _tile_dpbf16ps(0, 1, 3);
             _tile_dpbf16ps(0, 1, 4);
             _tile_stored(0, c[0], 64);
-            accumulate<kType>(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
+            add(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
           }
         }
       }
