@@ -244,7 +244,18 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
       const int strips = static_cast<int>((chunk_end - n + kRows - 1) / kRows);
       float* acc = acc_buf.get();  // block 0 writes it, the others add to it
       std::memset(a, 0, sizeof(a));  // rows past the end of W stay zero
+      // The next chunk's rows of W, asked for a slice per block: at 32 rows of x the
+      // weights come from memory faster than the kernel reads them only if they are
+      // prefetched (the hardware's prefetcher does not follow 64 rows read a block at
+      // a time).
+      const int64_t next_end = chunk_end + kStrips * kRows < n1 ? chunk_end + kStrips * kRows : n1;
+      const uint8_t* next = p.w + chunk_end * p.row_bytes;
+      const int64_t next_bytes = (next_end - chunk_end) * p.row_bytes;
+      const int64_t slice = (next_bytes + nb * 64 - 1) / (nb * 64) * 64;
       for (int64_t b = 0; b < nb; ++b) {
+        for (int64_t off = b * slice; off < (b + 1) * slice && off < next_bytes; off += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T1);
+        }
         auto add = [b](float* to, const float* cs, const float* ds, const float* ms,
                        const float* xsum) {
           if (b == 0) {
