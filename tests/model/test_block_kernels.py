@@ -163,6 +163,17 @@ def test_out_writes_only_its_column_slice(variant):
     check_matmul(out[:, 10:34], x, reference(w, T.Q4_1))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("method", ["", "gemv", "tile"])
+def test_an_empty_inner_dimension_gives_zeros(variant, method):
+    """K = 0 is a sum of nothing; the block GEMM, whose loops assume a block, divided
+    by the block count here before this case was answered up front."""
+    w = torch.zeros((24, 0), dtype=torch.uint8)
+    out = torch.full((33, 24), 7.0)
+    kernels.quant_matmul_out(out, torch.randn(33, 0), w, int(T.Q4_1), method, variant)
+    assert bool((out == 0).all())
+
+
 def test_bad_arguments_are_refused():
     w = random_weight(T.Q4_1, n=4, blocks=2, seed=0)
     with pytest.raises(RuntimeError, match="bytes"):

@@ -200,16 +200,15 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
   }
 }
 
-// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row; with kFirst,
-// acc = d * c + mn * xs (the same bits as adding to zeros: d * c + 0 rounds once).
+// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row; with kFirst, the
+// same sum onto zeros held in a register rather than loaded (a zero sign included).
 template <int kType, bool kFirst>
 inline void accumulate(float* acc, const float* c, const float* d, const float* mn,
                        const float* sums) {
   const __m512 xs = _mm512_loadu_ps(sums);
   for (int r = 0; r < kRows; ++r) {
-    const __m512 dr = _mm512_set1_ps(d[r]), cr = _mm512_load_ps(c + r * kRows);
-    __m512 v = kFirst ? _mm512_mul_ps(dr, cr)
-                      : _mm512_fmadd_ps(dr, cr, _mm512_loadu_ps(acc + r * kRows));
+    const __m512 before = kFirst ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + r * kRows);
+    __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(d[r]), _mm512_load_ps(c + r * kRows), before);
     if constexpr (kType == kQ4_1) v = _mm512_fmadd_ps(_mm512_set1_ps(mn[r]), xs, v);
     _mm512_storeu_ps(acc + r * kRows, v);
   }

@@ -154,15 +154,15 @@ inline void weigh_values(const AttendArgs& a, const float* p, const T* v, int64_
   for (int i = 0; i < NV; ++i) V::storeu(o + i * V::W, acc[i]);
 }
 
-// Scores: each K row is loaded once for the whole query group, with two partial sums
-// per query head to halve the FMA chain; where V has hsum16, 16 positions' sums are
-// reduced together (at head size 64 the reduction was most of a score's work), and
-// scaled as one vector. Softmax: max, exp and the 1 / sum scaling all in vectors.
-// Values: one query head at a time, its output held in registers, NV vectors a pass
-// (a compile-time count: a runtime one left a branch on every FMA).
-// While the scores walk the keys, the key row one block ahead is prefetched: blocks
-// are scattered, so the hardware's stream prefetch stops at each block's end.
-// Every sum is formed in the order the scalar path forms it, so the bits are unchanged.
+// Scores: each K row is read for every head of the query group (from L1 after the
+// first), with two partial sums per head to halve the FMA chain; where V has hsum16,
+// 16 positions' sums are reduced together (at head size 64 the reduction was most of a
+// score's work) and scaled as one vector. Softmax: max, exp and the 1 / sum scaling in
+// vectors. Values: one query head at a time, its output held in registers, 8, 4 or 1
+// vectors a pass (compile-time counts: a runtime one left a branch on every FMA). While
+// the scores walk the keys, the key row one block ahead is prefetched: blocks are
+// scattered, so the hardware's stream prefetch stops at each block's end. Each output
+// element sums its terms in position order, one FMA a term, whatever the pass width.
 // The vector loops cover the first D / W * W elements of a row; the rest (none for head
 // sizes 64, 128, 256) runs scalar.
 template <class V, typename T>
@@ -223,14 +223,8 @@ void attend(const AttendArgs& a) {
         }
       }
     });
-    // The last L % 16 positions, one at a time (prefetched already).
-    for (int i = 0; i < n; ++i) {
-      const T* k = kc + slots[i] * row + head;
-      for (int64_t g = 0; g < G; ++g) {
-        const float* q = a.q + g * D;
-        a.scratch[g * L + L - n + i] = finish(V::hsum(partial(q, k)), q, k);
-      }
-    }
+    // The last L % 16 positions, one at a time (their prefetches are issued).
+    for (int i = 0; i < n; ++i) score(L - n + i, slots[i], -1);
   } else {
     for_each_slot(a, score);
   }
@@ -261,15 +255,13 @@ void attend(const AttendArgs& a) {
     for (l = 0; l + V::W <= L; l += V::W) V::storeu(sc + l, V::mul(V::loadu(sc + l), iv));
     for (; l < L; ++l) sc[l] *= inv;
   }
-  constexpr int NV = 4;
   const T* v = vc + head;
   for (int64_t g = 0; g < G; ++g) {
     const float* p = a.scratch + g * L;
     float* o = a.out + g * D;
-    int64_t d0 = 0;
-    for (; d0 + NV * V::W <= Dv; d0 += NV * V::W) {
-      weigh_values<V, T, NV>(a, p, v + d0, row, o + d0);
-    }
+    int64_t d0 = 0;  // passes of 8 vectors, then 4, then 1: one walk of the table each
+    for (; d0 + 8 * V::W <= Dv; d0 += 8 * V::W) weigh_values<V, T, 8>(a, p, v + d0, row, o + d0);
+    for (; d0 + 4 * V::W <= Dv; d0 += 4 * V::W) weigh_values<V, T, 4>(a, p, v + d0, row, o + d0);
     for (; d0 < Dv; d0 += V::W) weigh_values<V, T, 1>(a, p, v + d0, row, o + d0);
     for (int64_t d = Dv; d < D; ++d) {
       float s = 0.f;

@@ -48,6 +48,10 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
                   out.size(1) == N && out.stride(1) == 1,
               "out: (M, N) float32 with unit column stride");
   if (M == 0 || N == 0) return;
+  if (K == 0) {  // empty sums; the kernels assume at least one block
+    out.zero_();
+    return;
+  }
   const tq::Kernels* k = tokenmill::pick_isa(variant).quant;
   const bool use_gemv = method.empty() ? M <= k->gemv_max_m : method == "gemv";
   TORCH_CHECK(method.empty() || method == "gemv" || method == "tile" || method == "blocks",
@@ -65,7 +69,8 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
                         x.stride(0), M, out.data_ptr<float>(), out.stride(0)};
     // One buffer per calling thread, kept: prepare writes every byte it uses, and a
     // fresh zeroed one per call (page faults and a memset) cost ~3% of a 100-token
-    // prefill. It grows to the largest call's size (4.8 MB at 512 rows of K = 1536).
+    // prefill. It grows to the largest call's size, ~6.1 bytes x M x K (4.8 MB for
+    // SmolLM2's down projection at the default 512-token step).
     static thread_local std::vector<uint8_t> kept;
     const auto need = static_cast<size_t>(k->blocks_scratch(M, K));
     if (kept.size() < need) kept.resize(need);
