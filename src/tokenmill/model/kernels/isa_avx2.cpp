@@ -56,13 +56,6 @@ struct VecAvx2 {
   static inline F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static inline F div(F a, F b) { return _mm256_div_ps(a, b); }
   static inline F max(F a, F b) { return _mm256_max_ps(a, b); }
-  static inline float hmax(F v) {
-    alignas(64) float t[W];
-    _mm256_store_ps(t, v);
-    float m = t[0];
-    for (int i = 1; i < W; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
   static inline F load_bf16(const uint16_t* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));

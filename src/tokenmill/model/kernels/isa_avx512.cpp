@@ -74,13 +74,6 @@ struct VecAvx512 {
   static inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static inline F div(F a, F b) { return _mm512_div_ps(a, b); }
   static inline F max(F a, F b) { return _mm512_max_ps(a, b); }
-  static inline float hmax(F v) {
-    alignas(64) float t[W];
-    _mm512_store_ps(t, v);
-    float m = t[0];
-    for (int i = 1; i < W; ++i) m = t[i] > m ? t[i] : m;
-    return m;
-  }
   static inline F load_bf16(const uint16_t* p) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));

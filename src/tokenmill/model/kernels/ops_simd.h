@@ -1,6 +1,6 @@
 // SIMD versions of the layer operators (see ops.h), written once over a vector type V
 // as in quant_simd.h (same inclusion rule: only after an instruction-set pragma). Beyond
-// quant_simd.h's needs, V provides: add, sub, div, max, hmax, exp (within 2 ulp on the
+// quant_simd.h's needs, V provides: add, sub, div, max, exp (within 2 ulp on the
 // range softmax and SiLU use), and load_bf16 (W bfloat16 values -> floats).
 #pragma once
 
@@ -94,6 +94,16 @@ void rope(float* x, int64_t heads, int64_t D, const float* cos, const float* sin
       b[i] = x2 * cos[i] + x1 * sin[i];
     }
   }
+}
+
+// The largest of v's W lanes.
+template <class V>
+inline float hmax(typename V::F v) {
+  float t[V::W];
+  V::storeu(t, v);
+  float m = t[0];
+  for (int i = 1; i < V::W; ++i) m = t[i] > m ? t[i] : m;
+  return m;
 }
 
 template <class V>
@@ -235,7 +245,7 @@ void attend(const AttendArgs& a) {
     if (L >= V::W) {
       F m = V::loadu(sc);
       for (l = V::W; l + V::W <= L; l += V::W) m = V::max(m, V::loadu(sc + l));
-      mx = V::hmax(m);
+      mx = hmax<V>(m);
     }
     for (; l < L; ++l) mx = sc[l] > mx ? sc[l] : mx;
     const F mv = V::set1(mx);
