@@ -200,14 +200,14 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
   }
 }
 
-// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row; with kFirst, the
-// same sum onto zeros held in a register rather than loaded (a zero sign included).
-template <int kType, bool kFirst>
+// acc (16 weight rows x 16 rows of x) += d * c + mn * xs, row by row; for the first
+// block, the same sum onto zeros held in a register rather than loaded.
+template <int kType>
 inline void accumulate(float* acc, const float* c, const float* d, const float* mn,
-                       const float* sums) {
+                       const float* sums, bool first) {
   const __m512 xs = _mm512_loadu_ps(sums);
   for (int r = 0; r < kRows; ++r) {
-    const __m512 before = kFirst ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + r * kRows);
+    const __m512 before = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + r * kRows);
     __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(d[r]), _mm512_load_ps(c + r * kRows), before);
     if constexpr (kType == kQ4_1) v = _mm512_fmadd_ps(_mm512_set1_ps(mn[r]), xs, v);
     _mm512_storeu_ps(acc + r * kRows, v);
@@ -255,14 +255,6 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
         for (int64_t off = b * slice; off < (b + 1) * slice && off < next_bytes; off += 64) {
           _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T1);
         }
-        auto add = [b](float* to, const float* cs, const float* ds, const float* ms,
-                       const float* xsum) {
-          if (b == 0) {
-            accumulate<kType, true>(to, cs, ds, ms, xsum);
-          } else {
-            accumulate<kType, false>(to, cs, ds, ms, xsum);
-          }
-        };
         for (int s = 0; s < strips; ++s) {
           const int64_t r0 = n + s * kRows;
           const int rows = static_cast<int>(chunk_end - r0 < kRows ? chunk_end - r0 : kRows);
@@ -292,8 +284,9 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
             _tile_dpbf16ps(6, 5, 4);
             _tile_stored(0, c[0], 64);
             _tile_stored(6, c[1], 64);
-            add(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
-            add(ag + (s + 1) * kRows * kRows, c[1], d[s + 1], mn[s + 1], xs);
+            accumulate<kType>(ag + s * kRows * kRows, c[0], d[s], mn[s], xs, b == 0);
+            accumulate<kType>(ag + (s + 1) * kRows * kRows, c[1], d[s + 1], mn[s + 1], xs,
+                              b == 0);
           }
           if (s < strips) {
             _tile_loadd(1, a[s], 64);
@@ -302,7 +295,7 @@ void gemm_type(const Problem& p, const void* scratch, int64_t n0, int64_t n1) {
             _tile_dpbf16ps(0, 1, 3);
             _tile_dpbf16ps(0, 1, 4);
             _tile_stored(0, c[0], 64);
-            add(ag + s * kRows * kRows, c[0], d[s], mn[s], xs);
+            accumulate<kType>(ag + s * kRows * kRows, c[0], d[s], mn[s], xs, b == 0);
           }
         }
       }
