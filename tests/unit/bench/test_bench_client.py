@@ -44,11 +44,14 @@ def test_request_body_asks_for_usage_and_fixed_lengths():
     def handler(request: httpx.Request) -> httpx.Response:
         seen["path"] = request.url.path
         seen["body"] = json.loads(request.content)
+        seen["cache"] = request.headers.get("cache-control")
         return httpx.Response(200, content=sse(completion_chunks(["a"], None)))
 
     run_one(handler, RequestOptions(model="m", endpoint="chat"))
     body = seen["body"]
     assert seen["path"] == "/v1/chat/completions"
+    # Generation is measured, never a response cache's answer to a repeated prompt.
+    assert seen["cache"] == "no-cache"
     assert body["messages"] == [{"role": "user", "content": "hello"}]
     assert body["stream_options"] == {"include_usage": True}
     assert body["ignore_eos"] is True and body["max_tokens"] == 4
