@@ -17,7 +17,8 @@ WINDOW = 4
 LAYERS = 6  # Gemma 3's pattern: five sliding-window layers, then a global one
 # Logits here are O(1-10). Each float32 implementation strays from a float64 run of the
 # same weights by up to ~2e-5 (on an AMD EPYC, Zen 4: ours 1.6e-5, transformers' 1.8e-5),
-# so two of them may differ by twice that; a wrong mask or RoPE base moves logits by > 0.1.
+# so two of them may differ by twice that; attending past the window moves them by more
+# than 0.1 (test_window_changes_the_answer).
 ATOL = 4e-5
 
 
