@@ -134,7 +134,8 @@ class BeamGroups:
     def _fork(self, src: Request, copies: list[tuple[int, int]]) -> Request:
         """A new beam with `src`'s tokens, sharing its KV (the block copy it needs is
         appended to `copies`); queued to recompute instead when `src` holds no blocks
-        (it was preempted) or no block is free."""
+        (it was preempted), no block is free or every seat (max_num_seqs) is taken: the
+        search then waits for the fork's row, as for any sibling's."""
         fork = Request(
             request_id=f"{src.parent_id}#beam{next(self._ids)}",
             parent_id=src.parent_id,
@@ -149,11 +150,13 @@ class BeamGroups:
             num_cached_tokens=src.num_cached_tokens,
             first_scheduled_time=src.first_scheduled_time,
         )
-        try:
-            if not self.kv.holds(src):
-                raise MemoryError  # src was preempted: nothing to share
-            copy = self.kv.fork(src, fork)
-        except MemoryError:
+        copy, shares = None, self.kv.holds(src) and self.scheduler.has_free_seat()
+        if shares:
+            try:
+                copy = self.kv.fork(src, fork)
+            except MemoryError:
+                shares = False
+        if not shares:
             self.scheduler.add(fork)  # recomputes; the prefix cache serves full blocks
             return fork
         fork.num_computed_tokens = src.num_computed_tokens

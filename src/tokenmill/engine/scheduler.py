@@ -169,9 +169,14 @@ class Scheduler:
         request.status = RequestStatus.WAITING
         self._enqueue(request)
 
+    def has_free_seat(self) -> bool:
+        """Whether one more sequence may run now (max_num_seqs)."""
+        return len(self.running) < self.config.max_num_seqs
+
     def adopt(self, request: Request) -> None:
         """Add a sequence that already holds its KV blocks (a forked beam) straight to
-        the running list; it is not counted against admission this step."""
+        the running list; it is not counted against admission this step. The caller
+        checks has_free_seat first."""
         request.status = RequestStatus.RUNNING
         self.running.append(request)
 
@@ -294,7 +299,7 @@ class Scheduler:
             short_admitted = False
             half = max(1, step.prefill_left // 2)
             room = min(step.prefill_left, half) if hungry else step.prefill_left
-            while len(self.running) < self.config.max_num_seqs and min(room, step.budget) > 0:
+            while self.has_free_seat() and min(room, step.budget) > 0:
                 short = self._best_waiting(shares, fits=min(room, step.budget))
                 if short is None:
                     break
@@ -318,7 +323,7 @@ class Scheduler:
             best = self._best_waiting(shares)
             assert best is not None
             key, req = best
-            if len(self.running) >= self.config.max_num_seqs:
+            if not self.has_free_seat():
                 if not fairness_left or not self.running:
                     break
                 worst = max(self.running, key=lambda r: step.keys[id(r)])
@@ -400,9 +405,7 @@ class Scheduler:
     def _note_starved(self, granted: dict[int, int]) -> None:
         """Remember the running prompts this step gave nothing: they go first next step,
         so a stream of newcomers cannot hold a long prompt back for more than one step."""
-        self._starved = {
-            id(r) for r in self.running if id(r) not in granted and _in_prefill(r)
-        }
+        self._starved = {id(r) for r in self.running if id(r) not in granted and _in_prefill(r)}
 
     def _dequeue(self, req: Request) -> bool:
         """Remove `req` from the waiting sequences; False if it was not there."""

@@ -151,3 +151,31 @@ def test_beam_width_is_checked_against_the_limits():
     with pytest.raises(InvalidRequestError) as err:
         core.add_request(GenerationRequest("c", beam_params(4), prompt_token_ids=prompt(4)))
     assert err.value.param == "best_of" and "never be held" in str(err.value)
+
+
+def test_forks_wait_for_a_seat_rather_than_exceed_max_num_seqs():
+    """With 3 of 4 seats taken by sampled sequences, a width-4 search forks into a full
+    batch: its forks queue for seats (recomputing from the prefix cache) instead of
+    running as extra sequences, and the search returns what it returns alone."""
+
+    def run(others: int) -> tuple[list[list[int]], int]:
+        core = make_core(block_size=4, max_seqs=4)
+        for i in range(others):
+            greedy = SamplingParams(temperature=0.0, max_tokens=20)
+            core.add_request(GenerationRequest(f"g{i}", greedy, prompt_token_ids=prompt(5)))
+        beam = beam_params(4, n=2)
+        core.add_request(GenerationRequest("b", beam, prompt_token_ids=prompt(9)))
+        most, finals = 0, {}
+        while core.has_unfinished():
+            for out in core.step():
+                if out.finished:
+                    finals[out.request_id] = out
+            most = max(most, len(core.scheduler.running))
+        assert core.kv.pool.num_used == 0
+        return [o.token_ids for o in finals["b"].outputs], most
+
+    alone, most_alone = run(0)
+    crowded, most_crowded = run(3)
+    assert most_alone == 4
+    assert most_crowded <= 4
+    assert crowded == alone
