@@ -49,7 +49,12 @@ kernels: $(KERNELS)
 serve: $(STAMP) $(KERNELS)
 	$(BIN)/tokenmill serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) $(KERNELS)
+# Style first (ruff, pinned in the test extra: another version formats differently).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+test: $(STAMP) $(KERNELS) lint
 	$(BIN)/python -m pytest -q tests --ignore=tests/optimize/slow --ignore=tests/gemma \
 		--ignore=tests/browser --ignore=tests/batch --ignore=tests/kafka \
 		--ignore=tests/registry --ignore=tests/ray

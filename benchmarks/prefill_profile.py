@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from step_profile import NATIVE_FUNCTIONS, StageTimer
 
 from tokenmill import LLM, SamplingParams
 from tokenmill.engine.request import GenerationRequest
 from tokenmill.model.kernels import cpu_kernels, quant_isa
-
-from step_profile import NATIVE_FUNCTIONS, StageTimer
 
 
 def main() -> None:
@@ -81,8 +80,10 @@ def main() -> None:
         "prefill_tok_s": args.prompt_len / spent,
         "stages_ms": stages,
     }
-    print(f"prefill of {args.prompt_len} tokens, {args.threads} thread(s), {quant_isa()}: "
-          f"{spent * 1e3:.1f} ms, {args.prompt_len / spent:.1f} tok/s")
+    print(
+        f"prefill of {args.prompt_len} tokens, {args.threads} thread(s), {quant_isa()}: "
+        f"{spent * 1e3:.1f} ms, {args.prompt_len / spent:.1f} tok/s"
+    )
     for k, v in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {k:34s} {v:8.1f} ms")
     if args.out:

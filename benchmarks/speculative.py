@@ -163,8 +163,10 @@ def main() -> None:
         results,
         "ngram",
         "no auto-off: tok/s, speed-up, acceptance",
-        lambda r: f"{r['no_auto_off_tok_s']}, {r['no_auto_off_speedup']}x, "
-        f"{_pct(r['no_auto_off_acceptance'])}",
+        lambda r: (
+            f"{r['no_auto_off_tok_s']}, {r['no_auto_off_speedup']}x, "
+            f"{_pct(r['no_auto_off_acceptance'])}"
+        ),
     )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

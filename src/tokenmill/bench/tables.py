@@ -189,7 +189,8 @@ def settings_list(plan: PlanRecord) -> str:
     for p in plan.peers:
         if p.settings:
             detail = ", ".join(
-                f"{k}: `{v}`" if k.startswith("command") else f"{k}: {v}" for k, v in p.settings.items()
+                f"{k}: `{v}`" if k.startswith("command") else f"{k}: {v}"
+                for k, v in p.settings.items()
             )
             lines.append(f"- **{p.name}**: {detail}")
     return "\n".join(lines)

@@ -199,7 +199,7 @@ def test_runs_on_a_busy_machine_are_kept_but_marked_busy(world):
 def test_a_peer_started_differently_for_a_later_suite_keeps_both_commands(world):
     """llama-server runs with --parallel 1 for the TTFT suite: the page must show that
     command beside the throughput suite's, not only the last one started."""
-    _, _, peers = world
+    _, _, _peers = world
     cfg = CompareConfig(repeats=1)
     plan_rec = PlanRecord(PLAN)
     compare._run_suite(make_suite(keys=(1,), repeats=1), plan_rec, cfg, None, make_gate(), "")

@@ -1,6 +1,8 @@
 """Scheduler invariants, driven by a fake model whose next token is a pure function
 of the sequence so far (so recompute after preemption must reproduce it)."""
 
+import itertools
+
 from tokenmill.config import SchedulerConfig
 from tokenmill.engine.kv_cache.manager import KVCacheManager
 from tokenmill.engine.request import RequestStatus
@@ -171,7 +173,7 @@ def test_newcomers_cannot_starve_a_long_prompt():
     first = next(i for i, p in enumerate(progress) if p)
     assert first == MAX_HEAD_BYPASS_STEPS, progress  # the newcomers did go first, boundedly
     prefill = progress[first : max(i for i, p in enumerate(progress) if p) + 1]
-    assert all(a or b for a, b in zip(prefill, prefill[1:], strict=False)), progress
+    assert all(a or b for a, b in itertools.pairwise(prefill)), progress
     assert 0 in prefill, progress  # the newcomers did take whole steps from it
 
 
