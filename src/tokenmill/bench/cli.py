@@ -1,4 +1,5 @@
-"""The `tokenmill bench` subcommands: `serve` (measure one server) and `compare` (peers).
+"""The `tokenmill bench` subcommands: `serve` (measure one server), `compare` (peers) and
+`report` (a comparison's page again, from its JSON record).
 
 `add_bench_parser(subparsers)` registers them on the `tokenmill` entry point; each parsed
 namespace carries `func`, which runs the command and returns an exit status.
@@ -238,6 +239,44 @@ def _add_compare_args(compare: argparse.ArgumentParser) -> None:
     _add_workload_args(compare, "requests per throughput repeat (default: max(8, 2 x concurrency))")
 
 
+def _exclusion(text: str) -> tuple[str, str, int, int]:
+    parts = text.split(":")
+    try:
+        peer, suite, key, repeat = parts
+        return peer, suite, int(key), int(repeat)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected PEER:SUITE:LEVEL:REPEAT, e.g. tokenmill:throughput:1:1, got {text!r}"
+        ) from exc
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import json
+
+    from tokenmill.bench.benchmarks_doc import write_benchmarks_doc
+    from tokenmill.bench.record import CompareRecord
+    from tokenmill.bench.report import write_json
+
+    if args.exclude and not args.why:
+        print("--exclude needs --why: the page says why a repeat stopped counting.")
+        return 2
+    try:
+        record = CompareRecord.from_dict(json.loads(args.record.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"{args.record} is not a bench compare record: {exc}")
+        return 2
+    try:
+        for peer, suite, key, repeat in args.exclude or []:
+            record.exclude(args.plan, peer, suite, key, repeat, args.why)
+    except LookupError as exc:
+        print(exc)
+        return 2
+    if args.exclude:
+        write_json(args.record, record.to_dict())
+    write_benchmarks_doc(record, args.out or args.record.with_suffix(".md"))
+    return 0
+
+
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `bench serve` and `bench compare` to the `tokenmill` subcommands."""
     bench = subparsers.add_parser(
@@ -284,6 +323,30 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     _add_compare_args(compare)
     compare.set_defaults(func=_run_compare)
+
+    report = sub.add_parser(
+        "report",
+        help="re-render a comparison's page from its JSON record",
+        description="Write the markdown page (and plots) of a `bench compare` run again from the "
+        "JSON record it wrote, optionally after taking repeats found bad after the run out of "
+        "every figure and target (the record is updated and its notes say so).",
+    )
+    report.add_argument("record", type=Path, help="the JSON record, e.g. docs/benchmarks.json")
+    report.add_argument(
+        "--out", type=Path, help="the page to write (default: the record's name with .md)"
+    )
+    report.add_argument(
+        "--exclude",
+        action="append",
+        type=_exclusion,
+        metavar="PEER:SUITE:LEVEL:REPEAT",
+        help="stop counting one repeat (from 1), e.g. 'tokenmill:throughput:1:1'; repeatable",
+    )
+    report.add_argument("--why", help="why the excluded repeats do not count (required with them)")
+    report.add_argument(
+        "--plan", default="single", help="the excluded repeats' plan (default: single)"
+    )
+    report.set_defaults(func=_run_report)
     return bench
 
 

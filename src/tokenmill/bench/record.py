@@ -6,7 +6,7 @@ through JSON (docs/benchmarks.json), so a report can be rendered again from a sa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tokenmill.bench.cpu import CpuInfo
 from tokenmill.bench.gate import GateConfig, LoadSample
@@ -175,6 +175,29 @@ class CompareRecord:
     def plan(self, name: str) -> PlanRecord | None:
         """The plan called `name`, if it was run."""
         return next((p for p in self.plans if p.plan.name == name), None)
+
+    def exclude(self, plan: str, peer: str, suite: str, key: int, repeat: int, why: str) -> None:
+        """Stop counting repeat `repeat` (from 1) of level `key` of `suite` on `peer`, for
+        `why`, found after the run: the sample keeps its figures and says why in its
+        errors, and the record's notes say it was corrected. Raises LookupError naming
+        what is not in the record."""
+        plan_rec = self.plan(plan)
+        peer_rec = plan_rec.peer(peer) if plan_rec else None
+        level = peer_rec.level(suite, key) if peer_rec else None
+        if level is None or not 1 <= repeat <= len(level.samples):
+            raise LookupError(
+                f"no repeat {repeat} of {suite} {key} for {peer!r} under plan {plan!r} "
+                "in this record."
+            )
+        sample = level.samples[repeat - 1]
+        level.samples[repeat - 1] = replace(
+            sample, clean=False, errors=[*sample.errors, f"not counted: {why}"]
+        )
+        self.notes.append(
+            f"Corrected after the run: repeat {repeat} of {peer}'s {suite} {key} "
+            f"({sample.output_tok_s:.1f} output tok/s, TTFT p50 {sample.ttft_p50_ms:.0f} ms) "
+            f"no longer counts: {why}"
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready."""

@@ -45,10 +45,13 @@ class RunReport:
 
 
 def write_json(path: Path | str, data: dict | list) -> None:
-    """Write `data` as indented JSON to `path`, creating its folder."""
+    """Write `data` as indented JSON to `path`, creating its folder; the file is replaced
+    atomically, so a reader never sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _json_rate(rate: float | None) -> float | str | None:

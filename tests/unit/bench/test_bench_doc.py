@@ -119,3 +119,52 @@ def test_a_rewrite_keeps_the_other_measurements_below_the_marker(tmp_path):
     assert text.startswith(render(rec, {"single": "benchmarks.png"}))
     assert text.endswith(tail) and "an older run's tables" not in text
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tokenmill.bench.cli", "report", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_report_rerenders_the_page_from_the_json_record(tmp_path):
+    rec = recorded_run()
+    (tmp_path / "run.json").write_text(json.dumps(rec.to_dict()))
+    done = run_report(str(tmp_path / "run.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "run.md").read_text() == render(rec, {"single": "run.png"})
+
+
+def test_report_excludes_a_repeat_from_every_figure_and_says_why(tmp_path):
+    """tokenmill's c=1 repeats were 50, 52 and 51 tok/s (median 51); taking out the
+    second leaves 50 and 51 (median 50.5, "2 of 3"), in the page and in the record."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(recorded_run().to_dict()))
+    why = "answered from a cache"
+    done = run_report(str(path), "--exclude", "tokenmill:throughput:1:2", "--why", why)
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = (tmp_path / "run.md").read_text()
+    assert table_row(page, "1", "tokenmill").split(" | ")[2] == "50.5 (50.0-51.0) (2 of 3)"
+    assert "Corrected after the run: repeat 2 of tokenmill's throughput 1" in page
+    again = CompareRecord.from_dict(json.loads(path.read_text()))
+    level = again.plans[0].peer("tokenmill").level("throughput", 1)
+    assert [s.clean for s in level.samples] == [True, False, True]
+    assert level.samples[1].errors == [f"not counted: {why}"]
+    assert render(again, {"single": "run.png"}) == page
+
+
+def test_report_refuses_an_exclusion_it_cannot_find_or_explain(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(recorded_run().to_dict()))
+    before = path.read_text()
+    missing = run_report(str(path), "--exclude", "tokenmill:throughput:8:1", "--why", "x")
+    assert missing.returncode == 2 and "no repeat 1 of throughput 8" in missing.stdout
+    unexplained = run_report(str(path), "--exclude", "tokenmill:throughput:1:1")
+    assert unexplained.returncode == 2 and "--why" in unexplained.stdout
+    assert path.read_text() == before and not (tmp_path / "run.md").exists()
+    (tmp_path / "bad.json").write_text("{}")
+    bad = run_report(str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "not a bench compare record" in bad.stdout
