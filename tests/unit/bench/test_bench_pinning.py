@@ -81,6 +81,28 @@ def test_cpu_flags_and_siblings_are_read_from_proc_and_sys(tmp_path):
     assert read_siblings((3, 5), tmp_path) == {3: frozenset({3, 7}), 5: frozenset({5})}
 
 
+@pytest.mark.parametrize(
+    ("vendor", "family", "model", "expected"),
+    [
+        ("AuthenticAMD", 26, 2, "AMD EPYC (family 26, model 2, stepping 1: Zen 5)"),
+        ("GenuineIntel", 6, 143, "AMD EPYC (family 6, model 143, stepping 1: Sapphire Rapids)"),
+        ("AuthenticAMD", 99, 1, "AMD EPYC (family 99, model 1, stepping 1)"),
+    ],
+)
+def test_the_cpu_model_names_its_cpuid_family_and_core(vendor, family, model, expected):
+    """A virtual machine's model name ("AMD EPYC") does not tell Zen 4 from Zen 5; the
+    report adds the CPUID numbers, and the core where they are known. Only the first
+    CPU's block is read."""
+    first = (
+        f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+        "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu avx2\n"
+    )
+    second = "processor\t: 1\nvendor_id\t: Other\ncpu family\t: 1\nflags\t\t: fpu\n"
+    model_name, flags = parse_cpuinfo(f"{first}\n{second}\n")
+    assert model_name == expected and flags == frozenset({"fpu", "avx2"})
+    assert parse_cpuinfo("processor: 0\nmodel name: Bare\n")[0] == "Bare"
+
+
 CHILD = (
     "import threading, time\n"
     "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
