@@ -12,6 +12,7 @@ from tokenmill.bench import tables
 from tokenmill.bench.pinning import SINGLE
 from tokenmill.bench.plot import plot_comparison
 from tokenmill.bench.record import CompareRecord, PlanRecord
+from tokenmill.bench.report import write_text
 from tokenmill.bench.targets import HEADLINE, NO, YES, judge_all
 
 MODEL = "SmolLM2-135M-Instruct, the packaged Q4_1 GGUF"
@@ -168,8 +169,5 @@ def write_benchmarks_doc(rec: CompareRecord, out: Path) -> None:
         )
         why = plot_comparison(plan, png)
         names[plan.plan.name] = png.name if not why else f"Plot not drawn: {why}"
-    page = render(rec, names) + (f"\n{tail}" if tail else "")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text(out, render(rec, names) + (f"\n{tail}" if tail else ""))
     print(f"wrote {out}", flush=True)

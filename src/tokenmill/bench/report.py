@@ -44,14 +44,19 @@ class RunReport:
         write_json(path, self.to_dict())
 
 
-def write_json(path: Path | str, data: dict | list) -> None:
-    """Write `data` as indented JSON to `path`, creating its folder; the file is replaced
-    atomically, so a reader never sees half of it."""
+def write_text(path: Path | str, text: str) -> None:
+    """Write `text` to `path`, creating its folder; the file is replaced atomically, so a
+    reader never sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json(path: Path | str, data: dict | list) -> None:
+    """Write `data` as indented JSON to `path` (write_text)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _json_rate(rate: float | None) -> float | str | None:
