@@ -15,7 +15,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <vector>
+
+#include "quant.h"
 
 namespace {
 
@@ -28,11 +29,10 @@ torch::Tensor int8_mm_float_tiles(const torch::Tensor& xq, const torch::Tensor& 
   const float* xp = xf.data_ptr<float>();
   const int8_t* wp = qweight.data_ptr<int8_t>();
   float* ap = acc.data_ptr<float>();
-  // A tile of float32 weight rows stays in L2 (as quant_ops.cpp's tiles do).
-  const int64_t T = std::max<int64_t>(8, (96 * 1024 / 4) / K / 8 * 8);
+  const int64_t T = tokenmill::quant::tile_rows(K);
   const int64_t tiles = (N + T - 1) / T;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> buf(T * K);
+    tokenmill::quant::TileBuffer buf(T * K);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = t * T, n1 = std::min(N, n0 + T);
       const int8_t* src = wp + n0 * K;

@@ -14,7 +14,9 @@
 // other rows or the method), which makes results independent of the batch.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace tokenmill {
 namespace quant {
@@ -114,6 +116,31 @@ struct Kernels {
   int64_t (*blocks_scratch)(int64_t M, int64_t K);
   void (*blocks_prepare)(const Problem& p, void* scratch);
   void (*gemm_blocks)(const Problem& p, const void* scratch, int64_t n0, int64_t n1);
+};
+
+// How many rows of W one tile of float32 rows (for gemm_tile) holds: the tile should stay
+// in L2.
+inline int64_t tile_rows(int64_t K) {
+  const int64_t rows = (96 * 1024 / 4) / K / 8 * 8;
+  return rows > 8 ? rows : 8;
+}
+
+// Room for a tile of float32 rows, starting on a cache line. gemm_tile reads rows with
+// full-vector loads, and malloc aligns to 16 bytes only: from a misaligned tile every
+// AVX-512 load straddles two lines (Zen 5, 30 layers' projections at 32 rows of x:
+// 44.8 -> 40.4 ms with the tile aligned; at 100 rows 130 -> 116 ms).
+class TileBuffer {
+ public:
+  explicit TileBuffer(int64_t floats) : store_(static_cast<std::size_t>(floats) + kLine - 1) {}
+  float* data() {
+    const auto at = reinterpret_cast<uintptr_t>(store_.data());
+    const uintptr_t line = kLine * sizeof(float);
+    return reinterpret_cast<float*>((at + line - 1) & ~(line - 1));
+  }
+
+ private:
+  static constexpr int64_t kLine = 64 / sizeof(float);
+  std::vector<float> store_;
 };
 
 // nullptr where the build or the CPU lacks the instruction set.

@@ -18,9 +18,6 @@ int64_t row_grain(int64_t N) {
   return std::max<int64_t>(16, N / (4 * threads));
 }
 
-// How many rows of W one tile holds: a tile of float32 rows should stay in L2.
-int64_t tile_rows(int64_t K) { return std::max<int64_t>(8, (96 * 1024 / 4) / K / 8 * 8); }
-
 void check_weight(const torch::Tensor& w, int64_t type, int64_t K, tq::TypeInfo* info) {
   TORCH_CHECK(tq::type_info(static_cast<int>(type), info), "unsupported GGUF type id ", type);
   TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kUInt8 && w.is_contiguous(),
@@ -85,13 +82,13 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
     return;
   }
   TORCH_CHECK(method != "blocks", "no block GEMM for type ", type, " in this variant");
-  const int64_t T = tile_rows(K);
+  const int64_t T = tq::tile_rows(K);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldx = x.stride(0), ldo = out.stride(0);
   const int64_t tiles = (N + T - 1) / T;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> buf(T * K);
+    tq::TileBuffer buf(T * K);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = t * T, n1 = std::min(N, n0 + T);
       k->dequant(static_cast<int>(type), wp, row_bytes, K, n0, n1, buf.data());
