@@ -285,8 +285,14 @@ void dequant_type(const uint8_t* w, int64_t row_bytes, int64_t K, int64_t n0, in
   using F = typename V::F;
   constexpr int NV = T::kGroup / V::W;
   const int64_t nb = K / T::kElems;
+  // The tile path dequantizes W one tile of rows at a time, each followed by a long
+  // GEMM on it; fetching the next tile's blocks meanwhile takes their memory latency
+  // off the next dequant (Zen 5, 30 layers at 32 rows of x: 56 -> 50 ms). A prefetch
+  // past the matrix's end is harmless (it never faults).
+  const int64_t ahead = (n1 - n0) * row_bytes;
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w + n * row_bytes;
+    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + ahead + b);
     float* o = out + (n - n0) * K;
     for (int64_t blk = 0; blk < nb; ++blk) {
       float* ob = o + blk * T::kElems;
