@@ -29,7 +29,7 @@ torch::Tensor int8_mm_float_tiles(const torch::Tensor& xq, const torch::Tensor& 
   const float* xp = xf.data_ptr<float>();
   const int8_t* wp = qweight.data_ptr<int8_t>();
   float* ap = acc.data_ptr<float>();
-  const int64_t T = tokenmill::quant::tile_rows(K);
+  const int64_t T = tokenmill::quant::tile_rows(K, N, at::get_num_threads());
   const int64_t tiles = (N + T - 1) / T;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     tokenmill::quant::TileBuffer buf(T * K);

@@ -118,10 +118,17 @@ struct Kernels {
   void (*gemm_blocks)(const Problem& p, const void* scratch, int64_t n0, int64_t n1);
 };
 
-// How many rows of W one tile of float32 rows (for gemm_tile) holds: the tile should stay
-// in L2.
-inline int64_t tile_rows(int64_t K) {
-  const int64_t rows = (96 * 1024 / 4) / K / 8 * 8;
+// How many rows of W (N of them, split over `threads`) one tile of float32 rows for
+// gemm_tile holds: up to 192 KB, which stays in L2 on every CPU with AVX-512 (1-2 MB)
+// and spends less of the time in each tile's first, cold rows than 96 KB did (Zen 5,
+// one core, 30 layers' Q4_1 projections: 32 rows of x 38.5 -> 36.9 ms, 100 rows
+// 111.7 -> 105.8 ms); but no fewer than two tiles a thread, so a small matrix still
+// spreads over the threads. A multiple of 8 rows, at least 8.
+inline int64_t tile_rows(int64_t K, int64_t N, int64_t threads) {
+  int64_t rows = (192 * 1024 / 4) / K;
+  const int64_t spread = (N + 2 * threads - 1) / (2 * threads);
+  if (threads > 1 && spread < rows) rows = spread + 7;
+  rows = rows / 8 * 8;
   return rows > 8 ? rows : 8;
 }
 

@@ -82,7 +82,7 @@ void quant_matmul_out(torch::Tensor out, torch::Tensor x, torch::Tensor w, int64
     return;
   }
   TORCH_CHECK(method != "blocks", "no block GEMM for type ", type, " in this variant");
-  const int64_t T = tq::tile_rows(K);
+  const int64_t T = tq::tile_rows(K, N, at::get_num_threads());
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t ldx = x.stride(0), ldo = out.stride(0);
