@@ -125,10 +125,11 @@ struct Kernels {
 // 111.7 -> 105.8 ms); but no fewer than two tiles a thread, so a small matrix still
 // spreads over the threads. A multiple of 8 rows, at least 8.
 inline int64_t tile_rows(int64_t K, int64_t N, int64_t threads) {
-  int64_t rows = (192 * 1024 / 4) / K;
-  const int64_t spread = (N + 2 * threads - 1) / (2 * threads);
-  if (threads > 1 && spread < rows) rows = spread + 7;
-  rows = rows / 8 * 8;
+  int64_t rows = (192 * 1024 / 4) / K / 8 * 8;
+  if (threads > 1) {
+    const int64_t spread = ((N + 2 * threads - 1) / (2 * threads) + 7) / 8 * 8;
+    if (spread < rows) rows = spread;
+  }
   return rows > 8 ? rows : 8;
 }
 
