@@ -120,7 +120,7 @@ inline void gemv_nibble_block(const Problem& p, int64_t n, int64_t m0) {
     const int64_t k = blk * 32;
     for (int r = 0; r < R; ++r) {
       const uint8_t* b = p.w + (n + r) * p.row_bytes + blk * kBytes;
-      __builtin_prefetch(b + R * p.row_bytes);  // as in gemv_block
+      __builtin_prefetch(b + kGemvAhead * R * p.row_bytes);  // as in gemv_block
       // The float16 scale (and min) reach every lane by a broadcast load and one
       // vector conversion, not as scalars broadcast one by one: fewer operations on
       // the shuffle port, which the lookups need (Q4_1 on a Sapphire Rapids Xeon:
