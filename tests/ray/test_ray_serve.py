@@ -209,9 +209,16 @@ def test_killed_replica_is_replaced_and_only_its_requests_fail(ray_server):
     if replica1 != victim_short(victim):  # a stream on the other replica is untouched
         assert error1 is None and events1[-1] == "[DONE]"
 
-    wait_running(ray_server, 2, timeout_s=300)
+    # Serve's status can count the killed replica as RUNNING for a moment after its actor
+    # is gone (so wait_running alone returned with one replica actor left): wait for the
+    # replacement actor itself, then for Serve to run it.
+    deadline = time.monotonic() + 300
     after = set(replica_actor_names())
+    while (victim in after or len(after) != 2) and time.monotonic() < deadline:
+        time.sleep(1)
+        after = set(replica_actor_names())
     assert victim not in after and len(after) == 2
+    wait_running(ray_server, 2, timeout_s=max(1.0, deadline - time.monotonic()))
     assert complete(ray_server, "After the failure: hello").status_code == 200
 
 
