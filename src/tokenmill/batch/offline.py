@@ -21,6 +21,7 @@ from tokenmill.batch.lines import RequestLine
 from tokenmill.config import AppConfig
 from tokenmill.config.batch import OfflineBatchConfig
 from tokenmill.errors import ConfigError
+from tokenmill.files import write_text_atomically
 from tokenmill.gateway.call import Caller
 
 MAX_BACKOFF_S = 5.0
@@ -53,13 +54,9 @@ def run_offline(
     if concurrency < 1:
         raise ConfigError("--concurrency must be at least 1.")
     records = asyncio.run(_run(config, parsed.lines, concurrency, progress))
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
     try:
-        with open(tmp, "w") as out:
-            out.writelines(json.dumps(record) + "\n" for record in records)
-        tmp.replace(output_path)
+        write_text_atomically(output_path, "".join(json.dumps(r) + "\n" for r in records))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {output_path}: {exc.strerror}") from None
     ok = sum(1 for r in records if r["response"] and r["response"]["status_code"] == 200)
     return OfflineSummary(len(records), ok, len(records) - ok)

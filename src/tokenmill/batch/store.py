@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tokenmill.batch.durable import write_atomically
 from tokenmill.batch.records import (
     BatchRecord,
     FileRecord,
@@ -31,6 +30,7 @@ from tokenmill.batch.records import (
 )
 from tokenmill.batch.schema import SCHEMA, batch_from_row, plain
 from tokenmill.batch.status import BatchStatus, check_transition
+from tokenmill.files import write_atomically
 from tokenmill.gateway.call import Caller, Usage
 
 DB_NAME = "batches.sqlite3"

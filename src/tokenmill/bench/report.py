@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenmill.bench.load import LevelResult
+from tokenmill.files import write_text_atomically
 
 LATENCIES = ("ttft", "tpot", "itl", "e2e")
 
@@ -49,9 +50,7 @@ def write_text(path: Path | str, text: str) -> None:
     reader never sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomically(path, text)
 
 
 def write_json(path: Path | str, data: dict | list) -> None:

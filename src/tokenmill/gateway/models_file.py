@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import tomllib
 
 from tokenmill.config.engine import DTYPES, QUANTIZATIONS
 from tokenmill.errors import ConfigError
+from tokenmill.files import write_text_atomically
 
 TASKS = ("generate", "embed", "classify", "ner")
 _FIELDS = {"name", "version", "source", "task", "dtype", "quantization", "traffic", "shadow"}
@@ -173,10 +173,8 @@ def read_state(path: str | Path) -> list[ModelSpec] | None:
 
 def write_state(path: str | Path, specs: list[ModelSpec]) -> None:
     """Saves `specs` atomically (a crash leaves the old state or the new, never half)."""
-    path = Path(path).expanduser()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"models": [s.to_json() for s in specs]}, indent=2))
-    os.replace(tmp, path)
+    text = json.dumps({"models": [s.to_json() for s in specs]}, indent=2)
+    write_text_atomically(Path(path).expanduser(), text)
 
 
 def next_version(specs: list[ModelSpec], name: str) -> str:
@@ -195,14 +193,8 @@ def add_version(path: str | Path, spec: ModelSpec) -> None:
     specs = read_models_file(path)
     if any(s.key == spec.key for s in specs):
         raise ConfigError(f"models file {path}: {spec.key} exists already.", "models")
-    text = path.read_text()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text.rstrip("\n") + "\n\n" + spec_toml(spec))
-    try:
-        read_models_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = path.read_text().rstrip("\n") + "\n\n" + spec_toml(spec)
+    write_text_atomically(path, text, check=read_models_file)
 
 
 def spec_toml(spec: ModelSpec) -> str:

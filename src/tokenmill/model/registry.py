@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenmill.errors import ModelNotFoundError
+from tokenmill.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -97,24 +96,22 @@ class ChunkedPackagedModel:
             return target
         cache_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{self.filename}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as src:
-                        while block := src.read(1 << 22):
-                            digest.update(block)
-                            out.write(block)
+
+        def join(out) -> None:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+
+        def check(_joined: Path) -> None:
             if digest.hexdigest() != self.sha256:
                 raise ModelNotFoundError(
                     f"The parts of {self.package!r} join to a file whose sha256 is "
                     f"{digest.hexdigest()}, not {self.sha256}: reinstall the packages."
                 )
-            os.chmod(tmp, 0o644)  # mkstemp creates it private; the cache is not secret
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        write_atomically(target, join, check)
         return target
 
 

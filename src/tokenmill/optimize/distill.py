@@ -19,7 +19,6 @@ pruned weights are re-zeroed after every step.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tokenmill.files import write_atomically
 from tokenmill.model.models.llama import LlamaForCausalLM
 from tokenmill.optimize.forward import forward_logits
 from tokenmill.optimize.prune import rebuild
@@ -201,17 +201,13 @@ def train(
         done = step + 1
         if ckpt is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(
-                {
-                    "step": done,
-                    "settings": asdict(settings),
-                    "losses": log.losses,
-                    "student": student.state_dict(),
-                    "optimizer": opt.state_dict(),
-                },
-                tmp,
-            )
-            os.replace(tmp, ckpt)
+            state = {
+                "step": done,
+                "settings": asdict(settings),
+                "losses": log.losses,
+                "student": student.state_dict(),
+                "optimizer": opt.state_dict(),
+            }
+            write_atomically(ckpt, lambda out, state=state: torch.save(state, out))
     student.requires_grad_(False).eval()
     return log

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from tokenmill.files import write_atomically
+
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
 # No -march: the binary must not fault on a CPU without an instruction it uses. The
@@ -91,9 +93,7 @@ def build(verbose: bool = False):
         data = (_HERE / name).read_bytes()
         copy = src_dir / name
         if not copy.exists() or copy.read_bytes() != data:
-            tmp = copy.with_suffix(copy.suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(copy)
+            write_atomically(copy, lambda out, data=data: out.write(data))
     return load(
         name=f"tokenmill_kernels_{digest}",
         sources=[str(src_dir / name) for name in _SOURCES],
