@@ -7,7 +7,7 @@
 //
 //   g++ -O3 -std=c++17 -Isrc/tokenmill/model/kernels -o /tmp/gemv
 //       benchmarks/gemv_harness.cpp src/tokenmill/model/kernels/isa_avx512.cpp
-//   taskset -c 1 /tmp/gemv [M] [type id: 2 Q4_0, 3 Q4_1, 8 Q8_0] [reuse]
+//   taskset -c 1 /tmp/gemv [M] [type id: 2 Q4_0, 3 Q4_1, 8 Q8_0, 259 Q4_1F] [reuse]
 //
 // reuse N: cycle over the first N layers only (N = 1 keeps W in L3 on most server CPUs,
 // ~2.2 MB), which leaves the arithmetic. Prints the median of 11 passes.
@@ -53,17 +53,31 @@ int main(int argc, char** argv) {
   std::vector<Mat> mats;
   std::mt19937 rng(1);
   const int shapes[4][2] = {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}};
+  // Q4_1F's matrices are Q4_1's, repacked: the same weights, so the same checksum.
+  const int made = type == kQ4_1F ? kQ4_1 : type;
+  TypeInfo mi;
+  type_info(made, &mi);
   for (int l = 0; l < 30; ++l) {
     for (const auto& s : shapes) {
       Mat m{s[0], s[1], {}};
-      const int64_t rb = s[1] / ti.block_elems * ti.block_bytes;
+      const int64_t rb = s[1] / mi.block_elems * mi.block_bytes;
       m.w.resize(rb * s[0]);
       for (auto& byte : m.w) byte = static_cast<uint8_t>(rng());
-      for (int64_t at = 0; at < rb * s[0]; at += ti.block_bytes) {
+      for (int64_t at = 0; at < rb * s[0]; at += mi.block_bytes) {
         const uint16_t d = half_of(0.001f + (rng() % 1000) * 1e-5f);
         const uint16_t mn = half_of(0.01f + (rng() % 1000) * 1e-5f);
         std::memcpy(&m.w[at], &d, 2);
-        if (type == kQ4_1) std::memcpy(&m.w[at + 2], &mn, 2);
+        if (made == kQ4_1) std::memcpy(&m.w[at + 2], &mn, 2);
+      }
+      if (type == kQ4_1F) {
+        std::vector<uint8_t> q(m.w.size() / 20 * 24);
+        for (size_t b = 0; b < m.w.size() / 20; ++b) {
+          const float dm[2] = {half_to_float(read_u16(&m.w[20 * b])),
+                               half_to_float(read_u16(&m.w[20 * b + 2]))};
+          std::memcpy(&q[24 * b], dm, 8);
+          std::memcpy(&q[24 * b + 8], &m.w[20 * b + 4], 16);
+        }
+        m.w = std::move(q);
       }
       mats.push_back(std::move(m));
     }

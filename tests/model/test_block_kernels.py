@@ -24,16 +24,30 @@ from tokenmill.model.kernels import (
     quant_isa,
     select_isa,
 )
-from tokenmill.model.quant.blocks import BLOCK_TYPES, BlockLinear, BlockWeight, concat_rows
+from tokenmill.model.quant.blocks import (
+    BLOCK_TYPES,
+    Q4_1F,
+    BlockLinear,
+    BlockWeight,
+    concat_rows,
+    repack_q4_1,
+)
 
 kernels = cpu_kernels()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler: kernels not built")
 VARIANTS = kernels.quant_variants() if kernels is not None else []
-TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q6_K]
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q6_K, Q4_1F]
+
+
+def type_id(qtype) -> str:
+    return "Q4_1F" if qtype == Q4_1F else T(qtype).name
 
 
 def reference(w: torch.Tensor, qtype: int) -> torch.Tensor:
-    """(N, K) float64 weights by gguf-py's decoder."""
+    """(N, K) float64 weights by gguf-py's decoder (Q4_1F through its Q4_1 bytes)."""
+    if qtype == Q4_1F:
+        k = w.shape[1] // 24 * 32
+        return BlockWeight(w, Q4_1F, k).dequantize().double()
     return torch.from_numpy(dequantize(w.numpy(), T(qtype)).astype(np.float64))
 
 
@@ -55,7 +69,7 @@ def check_matmul(got: torch.Tensor, x: torch.Tensor, wref: torch.Tensor) -> None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 33])
 @pytest.mark.parametrize("method", ["gemv", "tile"])
 def test_matmul_matches_reference(variant, qtype, m, method):
@@ -70,7 +84,9 @@ def test_matmul_matches_reference(variant, qtype, m, method):
 BLOCK_GEMMS = [(v, q) for v in VARIANTS for q in TYPES if kernels.quant_blocks_takes(int(q), v)]
 
 
-@pytest.mark.parametrize(("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: getattr(c, "name", c))
+@pytest.mark.parametrize(
+    ("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: c if isinstance(c, str) else type_id(c)
+)
 @pytest.mark.parametrize("m", [1, 9, 16, 17, 33, 100, 129, 260])
 def test_block_gemm_matches_reference(variant, qtype, m):
     """Odd row counts on both sides: W rows 37 (a partial strip) and 150 (two chunks of
@@ -92,7 +108,7 @@ def test_block_gemm_matches_reference(variant, qtype, m):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
 def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, qtype):
     """The kernels' contract that makes serving batch-invariant: output (m, n) depends
     only on row m of x, row n of W and the method. gemv and tile give the same bits; a
@@ -124,6 +140,45 @@ def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, 
         assert torch.equal(kernels.quant_matmul(x[:m], w, t, variant=variant), expected[:m])
 
 
+# Every variant's methods; "blocks" where the variant has a block GEMM for Q4_1 (amx).
+Q4_1_METHODS = [
+    (v, m)
+    for v in VARIANTS
+    for m in ("gemv", "tile", "", "blocks")
+    if m != "blocks" or kernels.quant_blocks_takes(int(T.Q4_1), v)
+]
+
+
+@pytest.mark.parametrize(("variant", "method"), Q4_1_METHODS)
+def test_q4_1f_computes_the_same_bits_as_the_q4_1_it_came_from(variant, method):
+    """The repacking changes the bytes, not the weights: each kernel dequantizes
+    fmadd(q, scale, min) from the same float32 scale and min, so every result, of every
+    variant and method, is the Q4_1 one to the bit. And it unpacks to the same bytes."""
+    w = BlockWeight(random_weight(T.Q4_1, n=37, blocks=5, seed=11), int(T.Q4_1), 160)
+    packed = repack_q4_1(w)
+    assert packed.qtype == Q4_1F and packed.data.shape == (37, 5 * 24)
+    assert kernels.quant_blocks_takes(Q4_1F, variant) == kernels.quant_blocks_takes(
+        int(T.Q4_1), variant
+    )
+    for m in (1, 2, 7, 9, 33):
+        x = torch.randn(m, 160, generator=torch.Generator().manual_seed(m))
+        want = kernels.quant_matmul(x, w.data, int(T.Q4_1), method=method, variant=variant)
+        got = kernels.quant_matmul(x, packed.data, Q4_1F, method=method, variant=variant)
+        assert torch.equal(got, want), m
+    ids = torch.tensor([36, 0, 5])
+    assert torch.equal(
+        kernels.quant_rows(packed.data, Q4_1F, 160, ids, variant=variant),
+        kernels.quant_rows(w.data, int(T.Q4_1), 160, ids, variant=variant),
+    )
+    assert torch.equal(packed.dequantize(), w.dequantize())
+
+
+def test_repack_takes_only_q4_1():
+    w = BlockWeight(random_weight(T.Q4_0, n=2, blocks=1, seed=0), int(T.Q4_0), 32)
+    with pytest.raises(ValueError, match="takes Q4_1"):
+        repack_q4_1(w)
+
+
 def test_batch_invariant_selection_keeps_one_arithmetic_for_every_batch():
     w = random_weight(T.Q4_1, n=21, blocks=2, seed=3)
     x = torch.randn(13, 64, generator=torch.Generator().manual_seed(3))
@@ -140,7 +195,7 @@ def test_batch_invariant_selection_keeps_one_arithmetic_for_every_batch():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
 def test_rows_equal_reference(variant, qtype):
     """Dequantized rows match gguf-py to the last bit but one: the kernels may fuse the
     scale's multiply and the offset's add into one rounding."""
@@ -285,9 +340,9 @@ def test_module_bytes_counts_block_weights_once():
 
 
 def test_packing_block_weights_keeps_results_and_sharing():
-    """pack_block_weights moves every block matrix into one huge-page buffer: outputs
-    keep their bits, a tied head still shares the embedding's bytes, and each matrix
-    starts on a 64-byte boundary of a 2 MB-aligned buffer."""
+    """pack_block_weights moves every block matrix into one huge-page buffer, Q4_1 as
+    Q4_1F: outputs keep their bits, a tied head still shares the embedding's bytes, and
+    each matrix starts on a 64-byte boundary of a 2 MB-aligned buffer."""
     from pathlib import Path
 
     from torch import nn
@@ -310,7 +365,9 @@ def test_packing_block_weights_keeps_results_and_sharing():
     before = (model.layer(x), model.lm_head(x), model.embed_tokens(ids))
     old = [p.data for p in model.layer.parts]
     total, huge = pack_block_weights(model)
-    assert total == 704 + 256 + 128  # 680, 200 and 108 bytes, each padded to 64
+    # 680, 240 (the Q4_1 part's 200 bytes as Q4_1F) and 108 bytes, each padded to 64
+    assert total == 704 + 256 + 128
+    assert [p.type_name for p in model.layer.parts] == ["Q4_1F", "Q4_0"]
     if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists():
         assert huge  # Linux with transparent huge pages took the advice
     after = (model.layer(x), model.lm_head(x), model.embed_tokens(ids))

@@ -126,14 +126,17 @@ def inference_kernels(*tensors: torch.Tensor):
     return cpu_kernels()
 
 
-# A probe shape per GGUF type: odd row counts, a few input rows.
-_PROBE_TYPES = {2: 64, 3: 64, 6: 64, 8: 64, 12: 256, 14: 256}
+# A probe shape per block type: odd row counts, a few input rows. 259 is Q4_1F.
+_PROBE_TYPES = {2: 64, 3: 64, 6: 64, 8: 64, 12: 256, 14: 256, 259: 64}
 
 
 def _probe_weight(qtype: int, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    """Random block bytes with sane float16 scales (random bits could be NaN)."""
-    from tokenmill.model.quant.blocks import BLOCK_TYPES
+    """Random block bytes with sane float16 scales (random bits could be NaN); Q4_1F's
+    are a random Q4_1 weight's, repacked."""
+    from tokenmill.model.quant.blocks import BLOCK_TYPES, Q4_1F, BlockWeight, repack_q4_1
 
+    if qtype == Q4_1F:
+        return repack_q4_1(BlockWeight(_probe_weight(3, k, n, gen), 3, k)).data
     elems, nbytes = BLOCK_TYPES[qtype]
     w = torch.randint(0, 256, (n, k // elems, nbytes), dtype=torch.uint8, generator=gen)
     halves = (torch.rand(n, k // elems, 2, generator=gen) * 0.01).half()

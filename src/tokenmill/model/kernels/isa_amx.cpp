@@ -58,7 +58,9 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-bool takes(int type) { return type == kQ4_0 || type == kQ4_1 || type == kQ8_0; }
+bool takes(int type) {
+  return type == kQ4_0 || type == kQ4_1 || type == kQ4_1F || type == kQ8_0;
+}
 
 // Per group of 16 rows of x and block: kPieces B tiles, then (after all of them) the
 // rows' block sums.
@@ -167,18 +169,25 @@ __m512i nibble_table(int type) {
 template <int kType>
 inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int rows,
                          __m512i table, uint16_t* a, float* d, float* mn) {
-  constexpr int kBytes = kType == kQ4_1 ? 20 : kType == kQ4_0 ? 18 : 34;
+  constexpr int kBytes = kType == kQ4_1F ? 24 : kType == kQ4_1 ? 20 : kType == kQ4_0 ? 18 : 34;
   const uint8_t* first = w + b * kBytes;
   // Each row's leading float16 scale (and Q4_1's min after it), gathered at once.
   const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1);
   const __m512i offsets = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
       _mm512_set1_epi32(static_cast<int>(row_bytes)));
-  const __m512i heads =
-      _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offsets, first, 1);
-  _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(heads)));
-  if constexpr (kType == kQ4_1) {
-    _mm512_storeu_ps(mn, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(heads, 16))));
+  if constexpr (kType == kQ4_1F) {  // float32 scale and min: gathered as they are
+    _mm512_storeu_ps(d, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, offsets, first, 1));
+    _mm512_storeu_ps(mn,
+                     _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, offsets, first + 4, 1));
+  } else {
+    const __m512i heads =
+        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offsets, first, 1);
+    _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(heads)));
+    if constexpr (kType == kQ4_1) {
+      _mm512_storeu_ps(mn,
+                       _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(heads, 16))));
+    }
   }
   for (int r = 0; r < rows; ++r) {
     const uint8_t* blk = first + r * row_bytes;
@@ -190,7 +199,7 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
       }
       _mm512_store_si512(a + r * 32, upper_halves(f[0], f[1]));
     } else {
-      constexpr int kQs = kType == kQ4_1 ? 4 : 2;
+      constexpr int kQs = kType == kQ4_1F ? 8 : kType == kQ4_1 ? 4 : 2;
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQs));
       const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
       const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
@@ -209,7 +218,9 @@ inline void accumulate(float* acc, const float* c, const float* d, const float* 
   for (int r = 0; r < kRows; ++r) {
     const __m512 before = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + r * kRows);
     __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(d[r]), _mm512_load_ps(c + r * kRows), before);
-    if constexpr (kType == kQ4_1) v = _mm512_fmadd_ps(_mm512_set1_ps(mn[r]), xs, v);
+    if constexpr (kType == kQ4_1 || kType == kQ4_1F) {
+      v = _mm512_fmadd_ps(_mm512_set1_ps(mn[r]), xs, v);
+    }
     _mm512_storeu_ps(acc + r * kRows, v);
   }
 }
@@ -315,6 +326,7 @@ void gemm_blocks(const Problem& p, const void* scratch, int64_t n0, int64_t n1) 
   switch (p.type) {
     case kQ4_0: gemm_type<kQ4_0>(p, scratch, n0, n1); return;
     case kQ4_1: gemm_type<kQ4_1>(p, scratch, n0, n1); return;
+    case kQ4_1F: gemm_type<kQ4_1F>(p, scratch, n0, n1); return;
     case kQ8_0: gemm_type<kQ8_0>(p, scratch, n0, n1); return;
     default: return;
   }

@@ -98,7 +98,7 @@ struct VecAvx512 {
   }
 };
 
-// Q4_0 and Q4_1 gemv by table lookup. A block's weights take only 16 values,
+// Q4_0 and Q4_1 (both forms) gemv by table lookup. A block's weights take only 16 values,
 // fmadd(q, scale, offset) for q = 0..15: the same operation, on the same inputs, as
 // dequant_vec, so the table holds exactly the weights the generic path computes, and
 // vpermps (which reads only the low 4 bits of each index) looks up 16 of them at once.
@@ -108,7 +108,8 @@ struct VecAvx512 {
 // and the other batch sizes still agree with it).
 template <int kType, int MB, int R>
 inline void gemv_nibble_block(const Problem& p, int64_t n, int64_t m0) {
-  constexpr int kBytes = kType == kQ4_1 ? 20 : 18, kQs = kType == kQ4_1 ? 4 : 2;
+  constexpr int kBytes = kType == kQ4_1F ? 24 : kType == kQ4_1 ? 20 : 18;
+  constexpr int kQs = kType == kQ4_1F ? 8 : kType == kQ4_1 ? 4 : 2;
   const int64_t nb = p.K / 32;
   const float* x = p.x + m0 * p.ldx;
   const __m512 iota = _mm512_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f, 8.f, 9.f, 10.f,
@@ -129,7 +130,9 @@ inline void gemv_nibble_block(const Problem& p, int64_t n, int64_t m0) {
       // lanes and then duplicated in-lane (Zen 5, one core, every layer's Q4_1 gemv,
       // M = 1: 3.30 -> 3.05 ms; M = 2 -4%; Q4_0's single scale gained nothing).
       __m512 table;
-      if constexpr (kType == kQ4_1) {
+      if constexpr (kType == kQ4_1F) {  // float32 already: two broadcasts, no conversion
+        table = _mm512_fmadd_ps(iota, _mm512_set1_ps(read_f32(b)), _mm512_set1_ps(read_f32(b + 4)));
+      } else if constexpr (kType == kQ4_1) {
         uint32_t dm;
         __builtin_memcpy(&dm, b, 4);
         const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dm)));  // d, m
@@ -167,6 +170,7 @@ void gemv_avx512(const Problem& p, int64_t n0, int64_t n1) {
   switch (p.type) {
     case kQ4_0: gemv_passes<NibbleGemv<kQ4_0>, VecAvx512::kGemvRows>(p, n0, n1); return;
     case kQ4_1: gemv_passes<NibbleGemv<kQ4_1>, VecAvx512::kGemvRows>(p, n0, n1); return;
+    case kQ4_1F: gemv_passes<NibbleGemv<kQ4_1F>, VecAvx512::kGemvRows>(p, n0, n1); return;
     default: gemv<VecAvx512>(p, n0, n1); return;
   }
 }

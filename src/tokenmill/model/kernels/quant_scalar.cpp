@@ -43,6 +43,15 @@ void decode_block(int type, const uint8_t* b, float* out) {
       }
       return;
     }
+    case kQ4_1F: {
+      const float d = read_f32(b), m = read_f32(b + 4);
+      const uint8_t* qs = b + 8;
+      for (int j = 0; j < 16; ++j) {
+        out[j] = d * static_cast<float>(qs[j] & 0xF) + m;
+        out[j + 16] = d * static_cast<float>(qs[j] >> 4) + m;
+      }
+      return;
+    }
     case kQ5_0: {
       const float d = half_to_float(read_u16(b));
       uint32_t qh;

@@ -78,6 +78,19 @@ struct Q4_1 {
 };
 
 template <class V>
+struct Q4_1F {
+  static constexpr int kElems = 32, kBytes = 24, kGroup = 32;
+  template <class Fn>
+  static inline void groups(const uint8_t* b, Fn&& f) {
+    const __m128i v = load16(b + 8);
+    typename V::F q[32 / V::W];
+    V::u8x16(low_nibbles(v), q);
+    V::u8x16(high_nibbles(v), q + 16 / V::W);
+    f(q, read_f32(b), read_f32(b + 4), 0);
+  }
+};
+
+template <class V>
 struct Q5_0 {
   static constexpr int kElems = 32, kBytes = 22, kGroup = 32;
   template <class Fn>
@@ -316,6 +329,7 @@ void gemv(const Problem& p, int64_t n0, int64_t n1) {
   switch (p.type) {
     case kQ4_0: gemv_type<V, Q4_0<V>>(p, n0, n1); return;
     case kQ4_1: gemv_type<V, Q4_1<V>>(p, n0, n1); return;
+    case kQ4_1F: gemv_type<V, Q4_1F<V>>(p, n0, n1); return;
     case kQ5_0: gemv_type<V, Q5_0<V>>(p, n0, n1); return;
     case kQ8_0: gemv_type<V, Q8_0<V>>(p, n0, n1); return;
     case kQ4_K: gemv_type<V, Q4_K<V>>(p, n0, n1); return;
@@ -330,6 +344,7 @@ void dequant(int type, const uint8_t* w, int64_t row_bytes, int64_t K, int64_t n
   switch (type) {
     case kQ4_0: dequant_type<V, Q4_0<V>>(w, row_bytes, K, n0, n1, out); return;
     case kQ4_1: dequant_type<V, Q4_1<V>>(w, row_bytes, K, n0, n1, out); return;
+    case kQ4_1F: dequant_type<V, Q4_1F<V>>(w, row_bytes, K, n0, n1, out); return;
     case kQ5_0: dequant_type<V, Q5_0<V>>(w, row_bytes, K, n0, n1, out); return;
     case kQ8_0: dequant_type<V, Q8_0<V>>(w, row_bytes, K, n0, n1, out); return;
     case kQ4_K: dequant_type<V, Q4_K<V>>(w, row_bytes, K, n0, n1, out); return;

@@ -2,7 +2,7 @@
 
 A GGUF stores most matrices as rows of quantized blocks (Q4_1: per 32 weights a float16
 scale and min and 16 bytes of 4-bit values). `BlockWeight` keeps those bytes as they
-are in the file; `BlockLinear` and `BlockEmbedding` compute on them with C++ kernels
+are in the file (or, for Q4_1, in a form with the same values that decodes faster); `BlockLinear` and `BlockEmbedding` compute on them with C++ kernels
 that decode the blocks in registers and accumulate in float32, so their results equal
 the dequantized float32 model's up to the order of the additions, while reading 3-6x
 fewer bytes per token than float32 or bfloat16 weights.
@@ -22,7 +22,15 @@ from torch import nn
 from tokenmill.model.kernels import cpu_kernels
 from tokenmill.model.quant.arena import hugepage_buffer
 
-# ggml type -> (elements per block, bytes per block), for the types the kernels decode.
+Q4_1F = 259
+"""tokenmill's own form of a Q4_1 block, never in a file (quant.h's kQ4_1F): the float16
+scale and min widened to float32, exactly, then the same 16 bytes of nibbles; 24 bytes
+a block instead of 20. The AVX-512 gemv reads the pair as two broadcasts instead of
+converting it, and at batch 1 the conversion, not memory, bounded the block
+(`repack_q4_1`, done by `pack_block_weights`)."""
+
+# type id -> (elements per block, bytes per block), for the types the kernels decode:
+# ggml's ids as in the GGUF file, and Q4_1F.
 BLOCK_TYPES: dict[int, tuple[int, int]] = {
     GGMLQuantizationType.Q4_0: (32, 18),
     GGMLQuantizationType.Q4_1: (32, 20),
@@ -30,6 +38,7 @@ BLOCK_TYPES: dict[int, tuple[int, int]] = {
     GGMLQuantizationType.Q8_0: (32, 34),
     GGMLQuantizationType.Q4_K: (256, 144),
     GGMLQuantizationType.Q6_K: (256, 210),
+    Q4_1F: (32, 24),
 }
 
 
@@ -40,7 +49,7 @@ class BlockWeight:
     data: torch.Tensor
     """(N, row_bytes) uint8, contiguous: row n holds K / block_elems blocks."""
     qtype: int
-    """The ggml type id (GGMLQuantizationType value)."""
+    """The ggml type id (GGMLQuantizationType value), or Q4_1F."""
     in_features: int
     """K, the logical row length."""
 
@@ -60,12 +69,48 @@ class BlockWeight:
 
     @property
     def type_name(self) -> str:
+        if self.qtype == Q4_1F:
+            return "Q4_1F"
         return GGMLQuantizationType(self.qtype).name
 
     def dequantize(self) -> torch.Tensor:
         """(N, K) float32 by gguf-py's reference decoder (slow; for tests and fallbacks)."""
-        w = dequantize(self.data.numpy(), GGMLQuantizationType(self.qtype))
+        data = self.data.numpy()
+        if self.qtype == Q4_1F:  # gguf-py decodes the file's form, which holds the same values
+            data, qtype = _q4_1_bytes(data), GGMLQuantizationType.Q4_1
+        else:
+            qtype = GGMLQuantizationType(self.qtype)
+        w = dequantize(data, qtype)
         return torch.from_numpy(np.ascontiguousarray(w)).reshape(self.out_features, -1)
+
+
+def _q4_1_bytes(data: np.ndarray) -> np.ndarray:
+    """Q4_1F rows (N, nb * 24) back to GGUF Q4_1 rows (N, nb * 20). Exact: each float32
+    scale and min came from a float16."""
+    blocks = data.reshape(data.shape[0], -1, 24)
+    out = np.empty((*blocks.shape[:2], 20), dtype=np.uint8)
+    halves = np.ascontiguousarray(blocks[..., :8]).view(np.float32).astype(np.float16)
+    out[..., :4] = halves.view(np.uint8)
+    out[..., 4:] = blocks[..., 8:]
+    return out.reshape(data.shape[0], -1)
+
+
+def repack_q4_1(w: BlockWeight, out: torch.Tensor | None = None) -> BlockWeight:
+    """A Q4_1 matrix in Q4_1F form, written into `out` ((N, row_bytes * 6 // 5) uint8)
+    or a new tensor. The weights' values are unchanged, so is every kernel result: each
+    kernel dequantizes fmadd(q, scale, min) from the same float32 scale and min, which
+    the Q4_1 path gets by converting the float16s. Mutates only `out`."""
+    if w.qtype != GGMLQuantizationType.Q4_1:
+        raise ValueError(f"repack_q4_1 takes Q4_1, not {w.type_name}")
+    n, row_bytes = w.data.shape
+    if out is None:
+        out = torch.empty((n, row_bytes // 20 * 24), dtype=torch.uint8)
+    src = w.data.numpy().reshape(n, -1, 20)
+    dst = out.numpy().reshape(n, -1, 24)
+    scales = np.ascontiguousarray(src[..., :4]).view(np.float16).astype(np.float32)
+    dst[..., :8] = scales.view(np.uint8)
+    dst[..., 8:] = src[..., 4:]
+    return BlockWeight(out, Q4_1F, w.in_features)
 
 
 def concat_rows(parts: Sequence[torch.Tensor | BlockWeight]) -> torch.Tensor | BlockWeight | tuple:
@@ -192,14 +237,22 @@ def install_block_weights(model: nn.Module, state: dict, tie_word_embeddings: bo
     return installed
 
 
+def _packed_bytes(w: BlockWeight) -> int:
+    """The bytes `w` takes in the arena: Q4_1 grows by a fifth as Q4_1F."""
+    if w.qtype == GGMLQuantizationType.Q4_1:
+        return w.data.numel() // 20 * 24
+    return w.data.numel()
+
+
 def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
     """Copy every GGUF block matrix of `model` (BlockLinear segments, BlockEmbedding
     tables) into one buffer backed by huge pages (arena.hugepage_buffer), in module
     order, each at a 64-byte boundary, and point the modules at the copies. A matrix
-    shared by several modules (a tied head and the embedding) stays shared. The bytes
-    do not change, so neither does any result. Returns (bytes packed, whether huge
-    pages were requested). Call before the first forward pass (DecodeStack gathers the
-    weights then). Mutates `model`."""
+    shared by several modules (a tied head and the embedding) stays shared. Q4_1
+    matrices are copied as Q4_1F (repack_q4_1); the weights' values do not change, so
+    neither does any result. Returns (bytes packed, whether huge pages were requested).
+    Call before the first forward pass (DecodeStack gathers the weights then). Mutates
+    `model`."""
     order: dict[int, BlockWeight] = {}
     for module in model.modules():
         if isinstance(module, BlockLinear):
@@ -210,16 +263,19 @@ def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
     offsets, total = {}, 0
     for ptr, w in order.items():
         offsets[ptr] = total
-        total += -(-w.data.numel() // 64) * 64
+        total += -(-_packed_bytes(w) // 64) * 64
     if not order:
         return 0, False
     arena, huge = hugepage_buffer(total)
     moved: dict[int, BlockWeight] = {}
     for ptr, w in order.items():
-        n = w.data.numel()
-        data = arena[offsets[ptr] : offsets[ptr] + n].view(w.data.shape)
-        data.copy_(w.data)
-        moved[ptr] = BlockWeight(data, w.qtype, w.in_features)
+        n = _packed_bytes(w)
+        data = arena[offsets[ptr] : offsets[ptr] + n].view(w.out_features, -1)
+        if w.qtype == GGMLQuantizationType.Q4_1:
+            moved[ptr] = repack_q4_1(w, out=data)
+        else:
+            data.copy_(w.data)
+            moved[ptr] = BlockWeight(data, w.qtype, w.in_features)
     for module in model.modules():
         if isinstance(module, BlockLinear):
             module.parts = tuple(moved[p.data.data_ptr()] for p in module.parts)
