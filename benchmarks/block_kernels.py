@@ -1,6 +1,7 @@
 """Block-kernel timings on the default model's shapes, beside float32 ATen matmuls.
 
-For each projection of SmolLM2-135M (Q4_1 layers, Q8_0 tied head) and each batch M:
+For each projection of SmolLM2-135M (Q4_1 layers, held as the Q4_1F blocks the loader
+makes of them; Q8_0 tied head) and each batch M:
 the block kernels by row (gemv), by tile (dequantize a tile to float32, blocked FMA
 kernel) and, on a CPU with AMX, the block GEMM on the tile unit; and float32
 `torch.nn.functional.linear` on the dequantized weights (what
@@ -25,12 +26,13 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
 
 from tokenmill.model.kernels import _probe_weight, cpu_kernels, quant_isa
+from tokenmill.model.quant.blocks import Q4_1F
 
 SHAPES = {  # name: (N, K, type)
-    "qkv": (960, 576, T.Q4_1),
-    "o": (576, 576, T.Q4_1),
-    "gate_up": (3072, 576, T.Q4_1),
-    "down": (576, 1536, T.Q4_1),
+    "qkv": (960, 576, Q4_1F),
+    "o": (576, 576, Q4_1F),
+    "gate_up": (3072, 576, Q4_1F),
+    "down": (576, 1536, Q4_1F),
     "head": (49152, 576, T.Q8_0),
 }
 
@@ -79,7 +81,16 @@ def main() -> None:
                 for v, fn in variants.items():
                     times[v].append(cpu_time(fn, inner))
             med = {v: statistics.median(t) * 1e6 for v, t in times.items()}
-            rows.append({"shape": name, "N": n, "K": kdim, "type": qtype.name, "M": m, "us": med})
+            rows.append(
+                {
+                    "shape": name,
+                    "N": n,
+                    "K": kdim,
+                    "type": "Q4_1F" if qtype == Q4_1F else T(qtype).name,
+                    "M": m,
+                    "us": med,
+                }
+            )
             cells = "  ".join(f"{v} {us:9.1f}" for v, us in med.items())
             print(f"{name:8s} M={m:4d}  {cells}  (us)", flush=True)
     info = {

@@ -80,7 +80,7 @@ def test_matmul_matches_reference(variant, qtype, m, method):
     check_matmul(got, x, reference(w, qtype))
 
 
-# (variant, type) pairs with a block GEMM: amx's Q4_0, Q4_1 and Q8_0 on a CPU with AMX.
+# (variant, type) pairs with a block GEMM: amx's Q4_0, Q4_1, Q4_1F and Q8_0 (AMX CPUs).
 BLOCK_GEMMS = [(v, q) for v in VARIANTS for q in TYPES if kernels.quant_blocks_takes(int(q), v)]
 
 
@@ -173,10 +173,14 @@ def test_q4_1f_computes_the_same_bits_as_the_q4_1_it_came_from(variant, method):
     assert torch.equal(packed.dequantize(), w.dequantize())
 
 
-def test_repack_takes_only_q4_1():
+def test_repack_takes_only_q4_1_into_a_buffer_that_fits():
     w = BlockWeight(random_weight(T.Q4_0, n=2, blocks=1, seed=0), int(T.Q4_0), 32)
     with pytest.raises(ValueError, match="takes Q4_1"):
         repack_q4_1(w)
+    w = BlockWeight(random_weight(T.Q4_1, n=2, blocks=1, seed=0), int(T.Q4_1), 32)
+    strided = torch.zeros(2, 48, dtype=torch.uint8)[:, ::2]  # a view writes would miss
+    with pytest.raises(ValueError, match="contiguous"):
+        repack_q4_1(w, out=strided)
 
 
 def test_batch_invariant_selection_keeps_one_arithmetic_for_every_batch():

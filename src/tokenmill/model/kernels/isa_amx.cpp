@@ -171,7 +171,7 @@ inline void decode_strip(const uint8_t* w, int64_t row_bytes, int64_t b, int row
                          __m512i table, uint16_t* a, float* d, float* mn) {
   constexpr int kBytes = kType == kQ4_1F ? 24 : kType == kQ4_1 ? 20 : kType == kQ4_0 ? 18 : 34;
   const uint8_t* first = w + b * kBytes;
-  // Each row's leading float16 scale (and Q4_1's min after it), gathered at once.
+  // Each row's leading scale (and Q4_1's min after it), gathered at once.
   const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1);
   const __m512i offsets = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),

@@ -2,8 +2,9 @@
 
 A GGUF stores most matrices as rows of quantized blocks (Q4_1: per 32 weights a float16
 scale and min and 16 bytes of 4-bit values). `BlockWeight` keeps those bytes as they
-are in the file (or, for Q4_1, in a form with the same values that decodes faster); `BlockLinear` and `BlockEmbedding` compute on them with C++ kernels
-that decode the blocks in registers and accumulate in float32, so their results equal
+are in the file (or, for Q4_1, in a form with the same values that decodes faster);
+`BlockLinear` and `BlockEmbedding` compute on them with C++ kernels that decode the
+blocks in registers and accumulate in float32, so their results equal
 the dequantized float32 model's up to the order of the additions, while reading 3-6x
 fewer bytes per token than float32 or bfloat16 weights.
 """
@@ -103,8 +104,11 @@ def repack_q4_1(w: BlockWeight, out: torch.Tensor | None = None) -> BlockWeight:
     if w.qtype != GGMLQuantizationType.Q4_1:
         raise ValueError(f"repack_q4_1 takes Q4_1, not {w.type_name}")
     n, row_bytes = w.data.shape
+    shape = (n, row_bytes // 20 * 24)
     if out is None:
-        out = torch.empty((n, row_bytes // 20 * 24), dtype=torch.uint8)
+        out = torch.empty(shape, dtype=torch.uint8)
+    elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {shape} uint8 tensor")
     src = w.data.numpy().reshape(n, -1, 20)
     dst = out.numpy().reshape(n, -1, 24)
     scales = np.ascontiguousarray(src[..., :4]).view(np.float16).astype(np.float32)
@@ -237,11 +241,11 @@ def install_block_weights(model: nn.Module, state: dict, tie_word_embeddings: bo
     return installed
 
 
-def _packed_bytes(w: BlockWeight) -> int:
-    """The bytes `w` takes in the arena: Q4_1 grows by a fifth as Q4_1F."""
+def _packed_row_bytes(w: BlockWeight) -> int:
+    """The bytes a row of `w` takes in the arena: Q4_1 grows by a fifth as Q4_1F."""
     if w.qtype == GGMLQuantizationType.Q4_1:
-        return w.data.numel() // 20 * 24
-    return w.data.numel()
+        return w.data.shape[1] // 20 * 24
+    return w.data.shape[1]
 
 
 def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
@@ -263,14 +267,15 @@ def pack_block_weights(model: nn.Module) -> tuple[int, bool]:
     offsets, total = {}, 0
     for ptr, w in order.items():
         offsets[ptr] = total
-        total += -(-_packed_bytes(w) // 64) * 64
+        total += -(-w.out_features * _packed_row_bytes(w) // 64) * 64
     if not order:
         return 0, False
     arena, huge = hugepage_buffer(total)
     moved: dict[int, BlockWeight] = {}
     for ptr, w in order.items():
-        n = _packed_bytes(w)
-        data = arena[offsets[ptr] : offsets[ptr] + n].view(w.out_features, -1)
+        row = _packed_row_bytes(w)
+        data = arena[offsets[ptr] : offsets[ptr] + w.out_features * row]
+        data = data.view(w.out_features, row)
         if w.qtype == GGMLQuantizationType.Q4_1:
             moved[ptr] = repack_q4_1(w, out=data)
         else:
