@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
 
 from tokenmill.model.kernels import _probe_weight, cpu_kernels, quant_isa
-from tokenmill.model.quant.blocks import Q4_1F
+from tokenmill.model.quant.blocks import Q4_1F, type_name
 
 SHAPES = {  # name: (N, K, type)
     "qkv": (960, 576, Q4_1F),
@@ -81,16 +81,8 @@ def main() -> None:
                 for v, fn in variants.items():
                     times[v].append(cpu_time(fn, inner))
             med = {v: statistics.median(t) * 1e6 for v, t in times.items()}
-            rows.append(
-                {
-                    "shape": name,
-                    "N": n,
-                    "K": kdim,
-                    "type": "Q4_1F" if qtype == Q4_1F else T(qtype).name,
-                    "M": m,
-                    "us": med,
-                }
-            )
+            row = {"shape": name, "N": n, "K": kdim, "type": type_name(qtype), "M": m}
+            rows.append({**row, "us": med})
             cells = "  ".join(f"{v} {us:9.1f}" for v, us in med.items())
             print(f"{name:8s} M={m:4d}  {cells}  (us)", flush=True)
     info = {

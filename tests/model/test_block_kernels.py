@@ -31,16 +31,13 @@ from tokenmill.model.quant.blocks import (
     BlockWeight,
     concat_rows,
     repack_q4_1,
+    type_name,
 )
 
 kernels = cpu_kernels()
 pytestmark = pytest.mark.skipif(kernels is None, reason="no C++ compiler: kernels not built")
 VARIANTS = kernels.quant_variants() if kernels is not None else []
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q8_0, T.Q4_K, T.Q6_K, Q4_1F]
-
-
-def type_id(qtype) -> str:
-    return "Q4_1F" if qtype == Q4_1F else T(qtype).name
 
 
 def reference(w: torch.Tensor, qtype: int) -> torch.Tensor:
@@ -69,7 +66,7 @@ def check_matmul(got: torch.Tensor, x: torch.Tensor, wref: torch.Tensor) -> None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_name)
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 33])
 @pytest.mark.parametrize("method", ["gemv", "tile"])
 def test_matmul_matches_reference(variant, qtype, m, method):
@@ -85,7 +82,7 @@ BLOCK_GEMMS = [(v, q) for v in VARIANTS for q in TYPES if kernels.quant_blocks_t
 
 
 @pytest.mark.parametrize(
-    ("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: c if isinstance(c, str) else type_id(c)
+    ("variant", "qtype"), BLOCK_GEMMS, ids=lambda c: c if isinstance(c, str) else type_name(c)
 )
 @pytest.mark.parametrize("m", [1, 9, 16, 17, 33, 100, 129, 260])
 def test_block_gemm_matches_reference(variant, qtype, m):
@@ -108,7 +105,7 @@ def test_block_gemm_matches_reference(variant, qtype, m):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_name)
 def test_a_row_gets_the_same_bits_alone_in_any_batch_and_either_method(variant, qtype):
     """The kernels' contract that makes serving batch-invariant: output (m, n) depends
     only on row m of x, row n of W and the method. gemv and tile give the same bits; a
@@ -199,7 +196,7 @@ def test_batch_invariant_selection_keeps_one_arithmetic_for_every_batch():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("qtype", TYPES, ids=type_id)
+@pytest.mark.parametrize("qtype", TYPES, ids=type_name)
 def test_rows_equal_reference(variant, qtype):
     """Dequantized rows match gguf-py to the last bit but one: the kernels may fuse the
     scale's multiply and the offset's add into one rounding."""

@@ -33,8 +33,8 @@ enum QType : int {
   // Q4_1's block with its float16 scale and min widened to float32 (exactly): d, m,
   // then the same 16 bytes of nibbles, 24 bytes a block. The gemv reads the pair as
   // two broadcasts instead of converting it (Zen 5, one core, every layer's Q4_1
-  // projections from memory, gemv_harness: M = 1 2.94 -> 2.38 ms, M = 2 3.89 -> 3.03;
-  // 20% more bytes, but the block's decode was the bound, not memory).
+  // projections from memory, gemv_harness: M = 1 2.81-2.97 -> 2.27-2.43 ms, M = 2
+  // 3.53-3.79 -> 2.89-3.03; 20% more bytes, but the block's decode was the bound).
   kQ4_1F = 259,
 };
 

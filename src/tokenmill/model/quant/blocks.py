@@ -43,6 +43,11 @@ BLOCK_TYPES: dict[int, tuple[int, int]] = {
 }
 
 
+def type_name(qtype: int) -> str:
+    """A block type's name: ggml's ("Q4_1"), or "Q4_1F"."""
+    return "Q4_1F" if qtype == Q4_1F else GGMLQuantizationType(qtype).name
+
+
 @dataclass(frozen=True)
 class BlockWeight:
     """An (N, K) matrix as N rows of GGUF blocks. Immutable; `data` is never written."""
@@ -70,9 +75,7 @@ class BlockWeight:
 
     @property
     def type_name(self) -> str:
-        if self.qtype == Q4_1F:
-            return "Q4_1F"
-        return GGMLQuantizationType(self.qtype).name
+        return type_name(self.qtype)
 
     def dequantize(self) -> torch.Tensor:
         """(N, K) float32 by gguf-py's reference decoder (slow; for tests and fallbacks)."""
@@ -103,14 +106,13 @@ def repack_q4_1(w: BlockWeight, out: torch.Tensor | None = None) -> BlockWeight:
     the Q4_1 path gets by converting the float16s. Mutates only `out`."""
     if w.qtype != GGMLQuantizationType.Q4_1:
         raise ValueError(f"repack_q4_1 takes Q4_1, not {w.type_name}")
-    n, row_bytes = w.data.shape
-    shape = (n, row_bytes // 20 * 24)
+    shape = (w.out_features, _packed_row_bytes(w))
     if out is None:
         out = torch.empty(shape, dtype=torch.uint8)
     elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {shape} uint8 tensor")
-    src = w.data.numpy().reshape(n, -1, 20)
-    dst = out.numpy().reshape(n, -1, 24)
+    src = w.data.numpy().reshape(w.out_features, -1, 20)
+    dst = out.numpy().reshape(w.out_features, -1, 24)
     scales = np.ascontiguousarray(src[..., :4]).view(np.float16).astype(np.float32)
     dst[..., :8] = scales.view(np.uint8)
     dst[..., 8:] = src[..., 4:]
