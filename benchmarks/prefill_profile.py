@@ -38,8 +38,9 @@ def main() -> None:
     llm = LLM(
         dtype=args.dtype,
         num_threads=args.threads,
-        kv_cache_memory_gib=0.25,
-        max_model_len=2048,
+        # Room for the prompt: 0.25 GiB holds SmolLM2's 2048 positions in float32.
+        kv_cache_memory_gib=0.25 * max(1, -(-(args.prompt_len + 16) // 2048)),
+        max_model_len=max(2048, args.prompt_len + 16),
         max_num_seqs=1,
         enable_prefix_caching=False,
     )

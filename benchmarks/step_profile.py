@@ -42,6 +42,7 @@ NATIVE_FUNCTIONS = (
     "quant_matmul_out",
     "quant_rows",
     "decode_attention",
+    "prefill_attention",
     "int8_linear",
     # Every Llama layer of a decode-only step in one call: the kernels above, called from
     # C++ (its glue, a few tensor allocations per layer, is counted with them; compare

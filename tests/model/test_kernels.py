@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tokenmill.model.kernels import cpu_kernels
+from tokenmill.model.layers import attention
 from tokenmill.model.layers.attention import PagedAttention
-from tokenmill.model.layers.attention_metadata import AttentionMetadata
+from tokenmill.model.layers.attention_metadata import AttentionMetadata, PrefillSeq
 from tokenmill.model.quant.int8 import Int8Linear, int8_matmul, quantize_rows
 
 kernels = cpu_kernels()
@@ -164,3 +165,127 @@ def test_rope_write_kv_rotates_and_stores(variant, cache_dtype):
     assert not cache[:, untouched].any()
     with pytest.raises(RuntimeError, match="outside the cache"):
         kernels.rope_write_kv(qkv, cos, sin, cache, slots + 40, nh, nkv, variant=variant)
+
+
+def _prefill_reference(q, k, v, pos, window, scale):
+    """Causal attention in float64, one query head at a time: row i attends keys up to
+    pos + i, and with a window no further back than window - 1 before it."""
+    T, H, D = q.shape
+    C, Hkv, _ = k.shape
+    rows = torch.arange(T)[:, None] + pos
+    cols = torch.arange(C)[None, :]
+    ok = cols <= rows
+    if window:
+        ok &= cols > rows - window
+    out = torch.empty(T, H, D, dtype=torch.float64)
+    for h in range(H):
+        kv = h // (H // Hkv)
+        s = (q[:, h].double() @ k[:, kv].double().T * scale).masked_fill(~ok, float("-inf"))
+        out[:, h] = s.softmax(-1) @ v[:, kv].double()
+    return out
+
+
+PREFILL_VARIANTS = [v for v in VARIANTS if kernels.prefill_attention_lanes(v) > 0]
+
+
+@needs_kernels
+@pytest.mark.parametrize("variant", PREFILL_VARIANTS)
+@pytest.mark.parametrize(
+    "T,C,H,Hkv,D,window,base",
+    [
+        (100, 100, 9, 3, 64, 0, 0),  # SmolLM2's heads, a whole prompt
+        (37, 200, 9, 3, 64, 0, 0),  # a later chunk: 163 cached keys before it
+        (1, 77, 9, 3, 64, 0, 0),  # one query row
+        (65, 65, 24, 3, 64, 0, 0),  # 8 heads a group: 8 rows a call on AVX-512
+        (130, 130, 4, 1, 256, 0, 0),  # Gemma 3 270M's heads
+        (70, 300, 4, 1, 256, 50, 0),  # its sliding window, over cached keys
+        (90, 400, 9, 3, 72, 33, 100),  # a window, keys from position 100, a scalar tail
+        (5, 5, 2, 2, 64, 0, 0),  # no grouping
+    ],
+)
+def test_prefill_attention_matches_float64(variant, T, C, H, Hkv, D, window, base):
+    g = torch.Generator().manual_seed(T + C)
+    q, k, v = (torch.randn(n, h, D, generator=g) for n, h in ((T, H), (C, Hkv), (C, Hkv)))
+    pos = C - T
+    got = kernels.prefill_attention(q, k, v, pos, base, window, D**-0.5, variant=variant)
+    ref = _prefill_reference(q, k, v, pos, window, D**-0.5)
+    assert got.shape == (T, H, D)
+    assert (got.double() - ref).abs().max().item() < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("variant", PREFILL_VARIANTS)
+@pytest.mark.parametrize("window", [0, 40])
+def test_prefill_attention_rows_do_not_depend_on_the_chunking(variant, window):
+    """A row's result is the same bits whether its prompt ran in one call or in chunks
+    (the later ones reading cached keys from some first position on), and whatever rows
+    share its call; it reads q, k and v in place from a fused qkv output."""
+    T, H, Hkv, D = 150, 9, 3, 64
+    g = torch.Generator().manual_seed(7)
+    qkv = torch.randn(T, (H + 2 * Hkv) * D, generator=g)
+    q = qkv[:, : H * D].view(T, H, D)
+    k = qkv[:, H * D : (H + Hkv) * D].view(T, Hkv, D)
+    v = qkv[:, (H + Hkv) * D :].view(T, Hkv, D)
+    whole = kernels.prefill_attention(q, k, v, 0, 0, window, 0.125, variant=variant)
+    for start, end in ((0, 23), (23, 24), (24, 101), (101, 150)):
+        first = max(0, start - window + 1) if window else 0  # as PagedAttention gathers
+        part = kernels.prefill_attention(
+            q[start:end],
+            k[first:end].contiguous(),
+            v[first:end].contiguous(),
+            start - first,
+            first,
+            window,
+            0.125,
+            variant=variant,
+        )
+        assert torch.equal(part, whole[start:end]), (start, end)
+
+
+@needs_kernels
+def test_prefill_attention_refuses_what_it_cannot_compute():
+    variant = PREFILL_VARIANTS[0]
+    lanes = kernels.prefill_attention_lanes(variant)
+    q, k = torch.randn(4, lanes + 1, 64), torch.randn(8, 1, 64)
+    with pytest.raises(RuntimeError, match="lanes"):
+        kernels.prefill_attention(q, k, k, 4, 0, 0, 0.125, variant=variant)
+    q = torch.randn(4, 3, 64)
+    with pytest.raises(RuntimeError, match="reach key"):
+        kernels.prefill_attention(q, k, k, 5, 0, 0, 0.125, variant=variant)
+    assert kernels.prefill_attention_lanes("scalar") == 0
+    with pytest.raises(RuntimeError, match="no prefill attention kernel"):
+        kernels.prefill_attention(q, k, k, 4, 0, 0, 0.125, variant="scalar")
+
+
+@needs_kernels
+@pytest.mark.parametrize("window", [None, 20])
+def test_paged_prefill_uses_the_kernel_and_agrees_with_aten(monkeypatch, window):
+    """PagedAttention's prefill of a chunk after cached positions: the native kernel's
+    result and ATen's (the path without kernels) agree to float32 rounding."""
+    H, Hkv, D, block = 9, 3, 64, 16
+    attn = PagedAttention(H, Hkv, D, sliding_window=window)
+    g = torch.Generator().manual_seed(3)
+    cached, new = 45, 30
+    cache = torch.randn(2, 8 * block, Hkv, D, generator=g)
+    q = torch.randn(new, H, D, generator=g)
+    k, v = torch.randn(2, new, Hkv, D, generator=g)
+    table = [5, 1, 6, 2, 7]
+    slots = torch.tensor([table[p // block] * block + p % block for p in range(cached + new)])
+    cache[0, slots[cached:]] = k
+    cache[1, slots[cached:]] = v
+    seq = PrefillSeq(query_start=0, query_len=new, context_len=cached + new, context_slots=slots)
+    meta = AttentionMetadata(slots[cached:], [seq], new)
+    calls = []
+    real = attention.inference_kernels
+
+    def counting(*tensors):
+        found = real(*tensors)
+        calls.append(found is not None)
+        return found
+
+    monkeypatch.setattr(attention, "inference_kernels", counting)
+    native = attn.attend(q, k, v, cache, meta)
+    assert calls and all(calls)
+    monkeypatch.setattr(attention, "inference_kernels", lambda *t: None)
+    aten = attn.attend(q, k, v, cache, meta)
+    torch.testing.assert_close(native, aten, rtol=1e-5, atol=1e-5)

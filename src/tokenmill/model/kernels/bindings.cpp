@@ -20,6 +20,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("q"), py::arg("kv_cache"), py::arg("block_tables"), py::arg("lens"),
         py::arg("block_size"), py::arg("scale"), py::arg("window") = 0,
         py::arg("variant") = "");
+  m.def("prefill_attention", &prefill_attention, "causal prefill attention, K/V contiguous",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos"), py::arg("base"),
+        py::arg("window"), py::arg("scale"), py::arg("variant") = "");
+  m.def("prefill_attention_lanes", &prefill_attention_lanes,
+        "query (row, head) pairs one prefill call takes; 0: no prefill kernel",
+        py::arg("variant") = "");
   m.def("rms_norm", &rms_norm, "RMSNorm of x (+ residual, updated in place)", py::arg("x"),
         py::arg("weight"), py::arg("eps"), py::arg("residual") = py::none(),
         py::arg("variant") = "");

@@ -56,6 +56,10 @@ struct VecAvx2 {
   static inline F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static inline F div(F a, F b) { return _mm256_div_ps(a, b); }
   static inline F max(F a, F b) { return _mm256_max_ps(a, b); }
+  // x where a <= b, else y (a NaN compares false).
+  static inline F select_le(F a, F b, F x, F y) {
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LE_OQ));
+  }
   static inline F load_bf16(const uint16_t* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -93,8 +97,14 @@ const Kernels* avx2_kernels() { return &kAvx2; }
 namespace ops {
 namespace {
 using quant::VecAvx2;
-const Ops kAvx2 = {"avx2",           rmsnorm<VecAvx2>,           silu_mul<VecAvx2>,
-                   rope<VecAvx2>,    attend<VecAvx2, float>,     attend<VecAvx2, uint16_t>};
+const Ops kAvx2 = {"avx2",
+                   rmsnorm<VecAvx2>,
+                   silu_mul<VecAvx2>,
+                   rope<VecAvx2>,
+                   attend<VecAvx2, float>,
+                   attend<VecAvx2, uint16_t>,
+                   prefill_attend<VecAvx2>,
+                   PrefillLanes<VecAvx2>::value};
 }  // namespace
 
 const Ops* avx2_ops() { return &kAvx2; }

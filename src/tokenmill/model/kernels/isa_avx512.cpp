@@ -74,6 +74,10 @@ struct VecAvx512 {
   static inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static inline F div(F a, F b) { return _mm512_div_ps(a, b); }
   static inline F max(F a, F b) { return _mm512_max_ps(a, b); }
+  // x where a <= b, else y (a NaN compares false).
+  static inline F select_le(F a, F b, F x, F y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ), y, x);
+  }
   static inline F load_bf16(const uint16_t* p) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -191,8 +195,14 @@ const Kernels* avx512_kernels() { return &kAvx512; }
 namespace ops {
 namespace {
 using quant::VecAvx512;
-const Ops kAvx512 = {"avx512",          rmsnorm<VecAvx512>,         silu_mul<VecAvx512>,
-                     rope<VecAvx512>,   attend<VecAvx512, float>,   attend<VecAvx512, uint16_t>};
+const Ops kAvx512 = {"avx512",
+                     rmsnorm<VecAvx512>,
+                     silu_mul<VecAvx512>,
+                     rope<VecAvx512>,
+                     attend<VecAvx512, float>,
+                     attend<VecAvx512, uint16_t>,
+                     prefill_attend<VecAvx512>,
+                     PrefillLanes<VecAvx512>::value};
 }  // namespace
 
 const Ops* avx512_ops() { return &kAvx512; }

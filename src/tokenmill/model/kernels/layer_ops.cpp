@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops.h"
+#include "quant.h"  // TileBuffer
 
 namespace {
 
@@ -196,4 +197,71 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
     }
   });
   return out;
+}
+
+// Causal attention of a prompt chunk's queries q (T, H, D) against keys and values k, v
+// (C, Hkv, D), float32; rows may be strided (views of a fused qkv output are read in
+// place), other layouts are copied first. Query row i sits at key index pos + i and attends keys up
+// to it, and with a window no further back than window - 1 before it; base is the
+// absolute position of key 0. Returns (T, H, D).
+torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, int64_t pos,
+                                int64_t base, int64_t window, double scale,
+                                const std::string& variant) {
+  const auto* ops = tokenmill::pick_isa(variant).ops;
+  TORCH_CHECK(ops->prefill_attend != nullptr, "no prefill attention kernel in variant ",
+              ops->name);
+  for (auto* t : {&q, &k, &v}) {
+    TORCH_CHECK(t->dim() == 3 && t->scalar_type() == torch::kFloat32, "q, k, v: 3-d float32");
+    if (t->stride(2) != 1 || t->stride(1) != t->size(2)) *t = t->contiguous();
+  }
+  if (v.stride(0) != k.stride(0)) {
+    k = k.contiguous();
+    v = v.contiguous();
+  }
+  const int64_t T = q.size(0), H = q.size(1), D = q.size(2), C = k.size(0), Hkv = k.size(1);
+  TORCH_CHECK(v.size(0) == C && v.size(1) == Hkv && k.size(2) == D && v.size(2) == D,
+              "k and v must have the same shape, and q's head size");
+  TORCH_CHECK(Hkv > 0 && H % Hkv == 0, "query heads must be a multiple of kv heads");
+  const int64_t G = H / Hkv, lanes = ops->prefill_lanes;
+  TORCH_CHECK(G <= lanes, "a query group of ", G, " heads exceeds the kernel's ", lanes, " lanes");
+  TORCH_CHECK(pos >= 0 && base >= 0 && window >= 0, "pos, base and window must be >= 0");
+  TORCH_CHECK(pos + T <= C, "query rows reach key ", pos + T - 1, " of only ", C);
+  TORCH_CHECK(base + C < (int64_t{1} << 24), "positions beyond 2^24 are not exact as float");
+  auto out = torch::empty({T, H, D}, q.options());
+  if (T == 0) return out;
+  const int64_t R = lanes / G;  // query rows a call takes
+  const int64_t chunks = (T + R - 1) / R;
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
+    tokenmill::quant::TileBuffer scratch(tokenmill::ops::prefill_scratch_floats(D, lanes));
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t h = idx / chunks, r0 = idx % chunks * R;
+      tokenmill::ops::PrefillArgs a{qp + r0 * q.stride(0),
+                                    q.stride(0),
+                                    kp,
+                                    vp,
+                                    k.stride(0),
+                                    op + r0 * H * D,
+                                    H * D,
+                                    std::min(R, T - r0),
+                                    pos + r0,
+                                    base,
+                                    window,
+                                    D,
+                                    G,
+                                    h,
+                                    static_cast<float>(scale),
+                                    scratch.data()};
+      ops->prefill_attend(a);
+    }
+  });
+  return out;
+}
+
+// (query row, head) pairs one prefill_attention call takes; 0 where the variant has none.
+int64_t prefill_attention_lanes(const std::string& variant) {
+  return tokenmill::pick_isa(variant).ops->prefill_lanes;
 }

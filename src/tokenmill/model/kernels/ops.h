@@ -29,6 +29,31 @@ inline int64_t slot_of(const AttendArgs& a, int64_t l) {
   return a.table[l / a.block_size] * a.block_size + (l & (a.block_size - 1));
 }
 
+// Causal prefill attention of a few query rows against contiguous K/V rows, for the G
+// query heads of kv head h. Query row r attends keys lo(r) .. pos + r of the arrays,
+// lo(r) = 0, or with a window max(0, pos + r - window + 1).
+struct PrefillArgs {
+  const float* q;  // row r, query head n: q + r * q_row + n * D
+  int64_t q_row;
+  const float* k;  // key j, kv head h: k + j * kv_row + h * D
+  const float* v;  // laid out like k
+  int64_t kv_row;
+  float* out;  // laid out like q
+  int64_t out_row;
+  int64_t rows;    // query rows of this call; rows * G <= Ops::prefill_lanes
+  int64_t pos;     // the key index of query row 0's own position
+  int64_t base;    // the absolute position of key 0 (blocks of keys align to it)
+  int64_t window;  // 0: none
+  int64_t D, G, h;
+  float scale;
+  float* scratch;  // prefill_scratch_floats(D, lanes) floats, 64-byte aligned
+};
+
+// Floats of scratch one prefill_attend call needs.
+inline int64_t prefill_scratch_floats(int64_t D, int64_t lanes) {
+  return (2 * D + 64 + 3) * lanes;
+}
+
 struct Ops {
   const char* name;
   // out = rmsnorm(x (+ residual)) * w over D elements. With residual non-null, first
@@ -44,6 +69,10 @@ struct Ops {
   // Softmax attention of one group; the cache in float32 or bfloat16 (bits as uint16).
   void (*attend_f32)(const AttendArgs& a);
   void (*attend_bf16)(const AttendArgs& a);
+  // Optional (nullptr where absent): prefill attention (PrefillArgs), and how many
+  // (query row, head) pairs one call takes.
+  void (*prefill_attend)(const PrefillArgs& a);
+  int64_t prefill_lanes;
 };
 
 const Ops* scalar_ops();

@@ -84,7 +84,9 @@ void attend(const AttendArgs& a) {
   }
 }
 
-const Ops kScalar = {"scalar", rmsnorm, silu_mul, rope, attend<float>, attend<uint16_t>};
+// No prefill kernel: the Python layer runs ATen's attention on CPUs this old.
+const Ops kScalar = {"scalar",        rmsnorm, silu_mul, rope, attend<float>, attend<uint16_t>,
+                     nullptr,         0};
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 // range softmax and SiLU use), and load_bf16 (W bfloat16 values -> floats).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -304,6 +305,154 @@ void attend(const AttendArgs& a) {
       });
       o[d] = s;
     }
+  }
+}
+
+// Query lanes of one prefill_attend call: four vectors of (query row, head) pairs.
+template <class V>
+struct PrefillLanes {
+  static constexpr int64_t value = 4 * V::W;
+};
+
+// Causal prefill attention, one kv head's query group over a few rows (PrefillArgs).
+// Flash-style: keys in blocks of 64, an online softmax, never a (rows x keys) matrix.
+// Laid out transposed, one lane per (query row, head) pair: scores are K row x Q^T
+// (a key element broadcast against the lanes' query elements), so the max, the
+// exponentials, the running sums and the output all work down the lanes, with no
+// horizontal reductions; the output is the lanes' weighted sum of value rows. Each
+// lane's arithmetic depends only on its own row and keys: fully masked blocks leave it
+// unchanged (scale 1, weights 0), and key blocks start on multiples of 64 absolute
+// positions, so a row gets the same bits whatever rows share its call and however its
+// prompt was chunked. Score sums run over the head's elements in order, one FMA each.
+template <class V, int KB>
+inline void prefill_scores(const PrefillArgs& a, const float* qt, int64_t j, float* st) {
+  using F = typename V::F;
+  constexpr int NV = 4;
+  constexpr int64_t NQ = PrefillLanes<V>::value;
+  F acc[KB][NV];
+  for (int t = 0; t < KB; ++t)
+    for (int u = 0; u < NV; ++u) acc[t][u] = V::zero();
+  const float* k = a.k + j * a.kv_row + a.h * a.D;
+  for (int64_t d = 0; d < a.D; ++d) {
+    F qv[NV];
+    for (int u = 0; u < NV; ++u) qv[u] = V::loadu(qt + d * NQ + u * V::W);
+    for (int t = 0; t < KB; ++t) {
+      const F kv = V::set1(k[t * a.kv_row + d]);
+      for (int u = 0; u < NV; ++u) acc[t][u] = V::fmadd(kv, qv[u], acc[t][u]);
+    }
+  }
+  for (int t = 0; t < KB; ++t)
+    for (int u = 0; u < NV; ++u) V::storeu(st + t * NQ + u * V::W, acc[t][u]);
+}
+
+// ot[d0 + t] += sum over the block's nk keys of v[key][d0 + t] * p[key], key order.
+template <class V, int KB>
+inline void prefill_values(const PrefillArgs& a, const float* pt, int64_t jb, int64_t nk,
+                           int64_t d0, float* ot) {
+  using F = typename V::F;
+  constexpr int NV = 4;
+  constexpr int64_t NQ = PrefillLanes<V>::value;
+  F acc[KB][NV];
+  for (int t = 0; t < KB; ++t)
+    for (int u = 0; u < NV; ++u) acc[t][u] = V::loadu(ot + (d0 + t) * NQ + u * V::W);
+  const float* v = a.v + jb * a.kv_row + a.h * a.D + d0;
+  for (int64_t j = 0; j < nk; ++j) {
+    F pv[NV];
+    for (int u = 0; u < NV; ++u) pv[u] = V::loadu(pt + j * NQ + u * V::W);
+    for (int t = 0; t < KB; ++t) {
+      const F vv = V::set1(v[j * a.kv_row + t]);
+      for (int u = 0; u < NV; ++u) acc[t][u] = V::fmadd(vv, pv[u], acc[t][u]);
+    }
+  }
+  for (int t = 0; t < KB; ++t)
+    for (int u = 0; u < NV; ++u) V::storeu(ot + (d0 + t) * NQ + u * V::W, acc[t][u]);
+}
+
+template <class V>
+void prefill_attend(const PrefillArgs& a) {
+  using F = typename V::F;
+  constexpr int NV = 4;
+  constexpr int64_t NQ = PrefillLanes<V>::value, kBlock = 64;
+  constexpr int KB = V::W == 16 ? 6 : 2;  // register tile: KB x 4 accumulators
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const int64_t D = a.D, G = a.G, n = a.rows * G;
+  float* qt = a.scratch;       // (D, NQ): the lanes' queries, transposed
+  float* ot = qt + D * NQ;     // (D, NQ): their weighted value sums
+  float* st = ot + D * NQ;     // (kBlock, NQ): a block's scores, then its weights
+  float* hi = st + kBlock * NQ;  // (NQ): the last key of each lane
+  float* lo = hi + NQ;           // (NQ): the first
+  float* sums = lo + NQ;         // (NQ)
+  for (int64_t l = 0; l < NQ; ++l) {
+    const int64_t i = l < n ? l : n - 1;  // spare lanes repeat the last pair, unused
+    const int64_t r = i / G;
+    const float* q = a.q + r * a.q_row + (a.h * G + i % G) * D;
+    for (int64_t d = 0; d < D; ++d) qt[d * NQ + l] = q[d];
+    hi[l] = static_cast<float>(a.pos + r);
+    lo[l] = a.window > 0 ? static_cast<float>(std::max<int64_t>(0, a.pos + r - a.window + 1))
+                         : 0.f;
+  }
+  for (int64_t i = 0; i < D * NQ; ++i) ot[i] = 0.f;
+  const int64_t last = a.pos + a.rows - 1;  // the last key any lane attends
+  const int64_t first = a.window > 0 ? std::max<int64_t>(0, a.pos - a.window + 1) : 0;
+  const int64_t lo_max = a.window > 0 ? std::max<int64_t>(0, last - a.window + 1) : 0;
+  F m[NV], l[NV], hv[NV], lv[NV];
+  for (int u = 0; u < NV; ++u) {
+    m[u] = V::set1(-kInf);
+    l[u] = V::zero();
+    hv[u] = V::loadu(hi + u * V::W);
+    lv[u] = V::loadu(lo + u * V::W);
+  }
+  const F scale = V::set1(a.scale), lowest = V::set1(std::numeric_limits<float>::lowest());
+  const F neg_inf = V::set1(-kInf), zero = V::zero();
+  for (int64_t j0 = (first + a.base) / kBlock * kBlock - a.base; j0 <= last; j0 += kBlock) {
+    const int64_t jb = std::max<int64_t>(j0, 0), je = std::min(j0 + kBlock, last + 1);
+    const int64_t nk = je - jb;
+    int64_t j = 0;
+    for (; j + KB <= nk; j += KB) prefill_scores<V, KB>(a, qt, jb + j, st + j * NQ);
+    for (; j < nk; ++j) prefill_scores<V, 1>(a, qt, jb + j, st + j * NQ);
+    // Some lane's range ends inside the block, or (with a window) starts after its start.
+    const bool masked = je - 1 > a.pos || jb < lo_max;
+    F bm[NV];
+    for (int u = 0; u < NV; ++u) bm[u] = neg_inf;
+    for (j = 0; j < nk; ++j) {
+      const F key = V::set1(static_cast<float>(jb + j));
+      for (int u = 0; u < NV; ++u) {
+        F s = V::mul(V::loadu(st + j * NQ + u * V::W), scale);
+        if (masked) s = V::select_le(key, hv[u], V::select_le(lv[u], key, s, neg_inf), neg_inf);
+        V::storeu(st + j * NQ + u * V::W, s);
+        bm[u] = V::max(bm[u], s);
+      }
+    }
+    F ms[NV];
+    for (int u = 0; u < NV; ++u) {
+      const F mn = V::max(m[u], bm[u]);
+      ms[u] = V::select_le(lowest, mn, mn, zero);  // a lane with no key yet: any finite
+      const F alpha = V::exp(V::sub(m[u], ms[u]));  // 1 exactly where the max held
+      l[u] = V::mul(l[u], alpha);
+      for (int64_t d = 0; d < D; ++d) {
+        float* o = ot + d * NQ + u * V::W;
+        V::storeu(o, V::mul(V::loadu(o), alpha));
+      }
+      m[u] = mn;
+    }
+    for (j = 0; j < nk; ++j) {
+      const F key = V::set1(static_cast<float>(jb + j));
+      for (int u = 0; u < NV; ++u) {
+        float* p = st + j * NQ + u * V::W;
+        F e = V::exp(V::sub(V::loadu(p), ms[u]));
+        if (masked) e = V::select_le(key, hv[u], V::select_le(lv[u], key, e, zero), zero);
+        V::storeu(p, e);
+        l[u] = V::add(l[u], e);
+      }
+    }
+    int64_t d0 = 0;
+    for (; d0 + KB <= D; d0 += KB) prefill_values<V, KB>(a, st, jb, nk, d0, ot);
+    for (; d0 < D; ++d0) prefill_values<V, 1>(a, st, jb, nk, d0, ot);
+  }
+  for (int u = 0; u < NV; ++u) V::storeu(sums + u * V::W, l[u]);
+  for (int64_t i = 0; i < n; ++i) {
+    float* o = a.out + (i / G) * a.out_row + (a.h * G + i % G) * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = ot[d * NQ + i] / sums[i];
   }
 }
 
