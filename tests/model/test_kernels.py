@@ -289,3 +289,25 @@ def test_paged_prefill_uses_the_kernel_and_agrees_with_aten(monkeypatch, window)
     monkeypatch.setattr(attention, "inference_kernels", lambda *t: None)
     aten = attn.attend(q, k, v, cache, meta)
     torch.testing.assert_close(native, aten, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("width", [1, 5, 16, 17, 100, 49152])
+def test_argmax_rows_is_torchs_first_largest_index(variant, width):
+    g = torch.Generator().manual_seed(width)
+    x = torch.randn(12, width, generator=g)
+    x[1] = 0.0  # all equal: the first
+    x[2] = float("-inf")
+    x[3, width // 2 :] = 7.0  # ties in later vectors and the tail: the first of them
+    x[4, -1] = 100.0  # the last element (a tail where width % 16 != 0)
+    x[5].copy_(x[5].round())  # many small-integer ties spread over lanes
+    x[6, 0] = -0.0  # -0.0 and 0.0 tie
+    x[6, 1:] = -1.0
+    x[6, width - 1] = 0.0
+    x[7] = float("-inf")
+    x[7, width - 1] = float("inf")
+    got = kernels.argmax_rows(x, variant=variant)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, x.max(dim=1).indices)
+    assert kernels.argmax_rows(x[:0], variant=variant).shape == (0,)

@@ -26,6 +26,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prefill_attention_lanes", &prefill_attention_lanes,
         "query (row, head) pairs one prefill call takes; 0: no prefill kernel",
         py::arg("variant") = "");
+  m.def("argmax_rows", &argmax_rows, "each row's first largest index (no NaN)", py::arg("x"),
+        py::arg("variant") = "");
   m.def("rms_norm", &rms_norm, "RMSNorm of x (+ residual, updated in place)", py::arg("x"),
         py::arg("weight"), py::arg("eps"), py::arg("residual") = py::none(),
         py::arg("variant") = "");

@@ -104,7 +104,8 @@ const Ops kAvx2 = {"avx2",
                    attend<VecAvx2, float>,
                    attend<VecAvx2, uint16_t>,
                    prefill_attend<VecAvx2>,
-                   PrefillLanes<VecAvx2>::value};
+                   PrefillLanes<VecAvx2>::value,
+                   argmax<VecAvx2>};
 }  // namespace
 
 const Ops* avx2_ops() { return &kAvx2; }

@@ -202,7 +202,8 @@ const Ops kAvx512 = {"avx512",
                      attend<VecAvx512, float>,
                      attend<VecAvx512, uint16_t>,
                      prefill_attend<VecAvx512>,
-                     PrefillLanes<VecAvx512>::value};
+                     PrefillLanes<VecAvx512>::value,
+                     argmax<VecAvx512>};
 }  // namespace
 
 const Ops* avx512_ops() { return &kAvx512; }

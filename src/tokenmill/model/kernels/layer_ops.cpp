@@ -265,3 +265,21 @@ torch::Tensor prefill_attention(torch::Tensor q, torch::Tensor k, torch::Tensor 
 int64_t prefill_attention_lanes(const std::string& variant) {
   return tokenmill::pick_isa(variant).ops->prefill_lanes;
 }
+
+// Per row of x (N, V) float32 with no NaN: the index of its first largest value, as
+// torch.max(x, dim=1).indices gives it, in one vector pass (ATen's max with indices is
+// not vectorized on CPU: 0.85 ms against ~0.1 for 32 rows of a 49152-token vocabulary).
+torch::Tensor argmax_rows(torch::Tensor x, const std::string& variant) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x: (N, V) float32");
+  TORCH_CHECK(x.size(1) >= 1 && x.size(1) < (int64_t{1} << 24), "rows of 1 .. 2^24 values");
+  x = x.contiguous();
+  const auto* ops = tokenmill::pick_isa(variant).ops;
+  const int64_t N = x.size(0), V = x.size(1);
+  auto out = torch::empty({N}, torch::dtype(torch::kInt64));
+  const float* xp = x.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, N, 8, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) op[n] = ops->argmax(xp + n * V, V);
+  });
+  return out;
+}

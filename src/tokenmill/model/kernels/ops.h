@@ -73,6 +73,8 @@ struct Ops {
   // (query row, head) pairs one call takes.
   void (*prefill_attend)(const PrefillArgs& a);
   int64_t prefill_lanes;
+  // The index of the first largest of x[0 .. n), n >= 1, n < 2^24, no NaN.
+  int64_t (*argmax)(const float* x, int64_t n);
 };
 
 const Ops* scalar_ops();

@@ -84,9 +84,15 @@ void attend(const AttendArgs& a) {
   }
 }
 
+int64_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) best = x[i] > x[best] ? i : best;
+  return best;
+}
+
 // No prefill kernel: the Python layer runs ATen's attention on CPUs this old.
-const Ops kScalar = {"scalar",        rmsnorm, silu_mul, rope, attend<float>, attend<uint16_t>,
-                     nullptr,         0};
+const Ops kScalar = {"scalar", rmsnorm, silu_mul, rope, attend<float>, attend<uint16_t>,
+                     nullptr,  0,       argmax};
 
 }  // namespace
 

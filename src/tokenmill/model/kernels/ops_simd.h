@@ -456,6 +456,46 @@ void prefill_attend(const PrefillArgs& a) {
   }
 }
 
+// One pass: each lane keeps its largest value and the first vector index it came from
+// (a later equal value does not replace it), then the lanes' winner is the largest,
+// the lowest element index among equals; the scalar tail only replaces on a larger
+// value, since it comes after. Indices ride in float lanes, exact below 2^24.
+template <class V>
+int64_t argmax(const float* x, int64_t n) {
+  using F = typename V::F;
+  int64_t i = 0, best = 0;
+  float top = x[0];
+  if (n >= V::W) {
+    F b = V::loadu(x), at = V::zero();
+    for (i = V::W; i + V::W <= n; i += V::W) {
+      const F v = V::loadu(x + i);
+      at = V::select_le(v, b, at, V::set1(static_cast<float>(i)));
+      b = V::select_le(v, b, b, v);
+    }
+    alignas(64) float bs[V::W], as[V::W];
+    V::storeu(bs, b);
+    V::storeu(as, at);
+    top = bs[0];
+    best = static_cast<int64_t>(as[0]);
+    for (int l = 1; l < V::W; ++l) {
+      const int64_t idx = static_cast<int64_t>(as[l]) + l;
+      if (bs[l] > top || (bs[l] == top && idx < best)) {
+        top = bs[l];
+        best = idx;
+      }
+    }
+  } else {
+    i = 1;
+  }
+  for (; i < n; ++i) {
+    if (x[i] > top) {
+      top = x[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
 }  // namespace
 }  // namespace ops
 }  // namespace tokenmill
