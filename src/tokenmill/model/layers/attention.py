@@ -85,33 +85,25 @@ class PagedAttention(nn.Module):
         ATen's flash attention's arithmetic in another order, 2.3-3.4x faster on one Zen 5
         core (docs/performance.md); ATen's runs otherwise."""
         window = self.window
-        # Keys before position `first` lie outside every query's window.
+        # Keys before position `first` lie outside every query's window (0 when nothing
+        # is cached before this chunk: its own K/V are then the whole context).
         first = 0 if window is None else max(0, seq.context_len - seq.query_len - window + 1)
+        if seq.context_len != seq.query_len:
+            ctx = kv_cache.index_select(1, seq.context_slots[first:]).to(q.dtype)
+            k, v = ctx[0], ctx[1]  # (C, nkv, hd)
+        # Query row i is key column offset + i: it sees columns up to that one, and with a
+        # window no further back than window - 1 before it.
+        offset = seq.context_len - seq.query_len - first
         kernel = inference_kernels(q)
         if (
             kernel is not None
             and q.dtype == torch.float32
             and 0 < self.group <= kernel.prefill_attention_lanes()
         ):
-            pos, base = 0, 0  # query row 0's key index; key 0's absolute position
-            if seq.context_len != seq.query_len:
-                ctx = kv_cache.index_select(1, seq.context_slots[first:]).to(q.dtype)
-                k, v = ctx[0], ctx[1]  # (C, nkv, hd)
-                pos, base = seq.context_len - seq.query_len - first, first
-            return kernel.prefill_attention(q, k, v, pos, base, window or 0, self.scale)
-        q = q.transpose(0, 1)  # (nh, ql, hd)
-        if seq.context_len == seq.query_len:
-            # Nothing cached before this chunk: its own K/V are the whole context.
-            k, v = k.transpose(0, 1), v.transpose(0, 1)  # (nkv, ql, hd)
-            if window is None or seq.query_len <= window:
-                return self._sdpa(q, k, v, None).transpose(0, 1)
-        else:
-            slots = seq.context_slots[first:]
-            ctx = kv_cache.index_select(1, slots).to(q.dtype)  # (2, C, nkv, hd)
-            k, v = ctx[0].transpose(0, 1), ctx[1].transpose(0, 1)  # (nkv, C, hd)
-        offset = seq.context_len - seq.query_len - first
-        # Query row i is key column offset + i: it sees columns up to that one, and with a
-        # window no further back than window - 1 before it.
+            return kernel.prefill_attention(q, k, v, offset, first, window or 0, self.scale)
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # heads first
+        if offset == 0 and (window is None or seq.query_len <= window):
+            return self._sdpa(q, k, v, None).transpose(0, 1)  # plain causal
         mask = torch.ones(seq.query_len, k.shape[1], dtype=torch.bool, device=q.device)
         mask = mask.tril_(offset)  # (ql, C)
         if window is not None:
