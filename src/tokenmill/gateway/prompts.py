@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import json
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from typing import Any, TypeVar
 
 import jinja2
 
+from tokenmill import heap
 from tokenmill.errors import InvalidRequestError
 from tokenmill.gateway.engine_client import TokenizerClient
 from tokenmill.protocol.chat import ChatMessage
@@ -52,15 +51,6 @@ def _tokenize_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(TOKENIZE_THREADS, thread_name_prefix="tokenmill-tokenize")
 
 
-def _trim_memory() -> None:
-    """Give freed heap back to the system (glibc keeps it per thread arena otherwise)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
 async def off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)`, inline when `size` (characters) is small, else on the tokenizing
     threads (at most TOKENIZE_THREADS at once)."""
@@ -71,7 +61,7 @@ async def off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
         return await loop.run_in_executor(_tokenize_pool(), functools.partial(fn, *args))
     finally:
         if size >= TRIM_AFTER_CHARS:
-            _trim_memory()
+            heap.trim()
 
 
 def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
