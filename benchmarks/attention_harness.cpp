@@ -1,4 +1,5 @@
-// Decode attention (ops_simd.h's attend, AVX-512 build) alone, outside Python and torch:
+// Decode attention (ops_simd.h's touch_kv and attend, AVX-512 build, called as
+// layer_ops.cpp's decode_attention calls them) alone, outside Python and torch:
 // the default model's shapes (30 layers, 3 kv heads of 64, 3 query heads each) over a
 // 1 GiB float32 KV pool like the server's, B sequences of L positions in blocks of 16.
 // For taking the kernel apart: build it against a copy of the kernel sources with one
@@ -72,6 +73,10 @@ int main(int argc, char** argv) {
           AttendArgs a{q.data() + at, caches[layer], caches[layer] + plane,
                        table.data() + b * nb, bs, L, G, D, Hkv, h, 0.125f,
                        out.data() + at, scratch.data(), 0};
+          if (tokenmill::ops::touch_whole_sequence(a, sizeof(float))) {  // as decode_attention
+            if (h == 0) ops->touch_kv(a, sizeof(float), 0, Hkv);
+            a.touched = true;
+          }
           ops->attend_f32(a);
         }
       }

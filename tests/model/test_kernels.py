@@ -21,11 +21,11 @@ needs_kernels = pytest.mark.skipif(
 )
 
 
-def _decode_case(dtype, B=5, H=9, Hkv=3, D=64, block=16, num_blocks=64):
+def _decode_case(dtype, B=5, H=9, Hkv=3, D=64, block=16, num_blocks=64, lens=None):
     """A decode step over scattered blocks: (q, cache, metadata with block tables)."""
     g = torch.Generator().manual_seed(0)
     cache = torch.randn(2, num_blocks * block, Hkv, D, generator=g).to(dtype)
-    lens = torch.tensor([1, 17, 40, 3, 100])[:B]
+    lens = torch.tensor([1, 17, 40, 3, 100] if lens is None else lens)[:B]
     per_seq = -(-int(lens.max()) // block)
     perm = torch.randperm(num_blocks - 1, generator=g) + 1
     tables = perm[: B * per_seq].view(B, per_seq)
@@ -105,6 +105,30 @@ def test_decode_attention_every_variant(variant, dtype, tol):
     assert (got - ref).abs().max().item() < tol
     with pytest.raises(RuntimeError, match="block table"):
         kernels.decode_attention(q, cache, meta.block_tables[:, :2], meta.decode_lens, 16, 0.1)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_decode_attention_short_and_long_sequences_and_threads(dtype, tol):
+    """A sequence whose rows fit kTouchSequenceBytes (512 KB; 341 positions of 3 float32
+    heads of 64) has them read once for all its heads, a longer one per head; either way
+    the result is the sdpa reference's, and the same bits however the batch's (sequence,
+    head) groups split over threads (a thread may start in the middle of a sequence)."""
+    lens = [341, 342, 5, 700, 33, 16, 17]
+    q, cache, meta = _decode_case(dtype, B=len(lens), num_blocks=320, lens=lens)
+    ref = _sdpa_reference(PagedAttention(9, 3, 64), q.to(dtype), cache, meta)
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            runs.append(
+                kernels.decode_attention(q, cache, meta.block_tables, meta.decode_lens, 16, 0.125)
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert (runs[0] - ref).abs().max().item() < tol
+    assert all(torch.equal(r, runs[0]) for r in runs[1:])
 
 
 def _rms_reference(x, w, eps):

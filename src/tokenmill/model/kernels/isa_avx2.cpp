@@ -103,6 +103,7 @@ const Ops kAvx2 = {"avx2",
                    rope<VecAvx2>,
                    attend<VecAvx2, float>,
                    attend<VecAvx2, uint16_t>,
+                   touch_kv<VecAvx2>,
                    prefill_attend<VecAvx2>,
                    PrefillLanes<VecAvx2>::value,
                    argmax<VecAvx2>};

@@ -201,6 +201,7 @@ const Ops kAvx512 = {"avx512",
                      rope<VecAvx512>,
                      attend<VecAvx512, float>,
                      attend<VecAvx512, uint16_t>,
+                     touch_kv<VecAvx512>,
                      prefill_attend<VecAvx512>,
                      PrefillLanes<VecAvx512>::value,
                      argmax<VecAvx512>};

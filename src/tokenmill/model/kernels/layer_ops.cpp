@@ -8,6 +8,7 @@
 #include <c10/util/BFloat16.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -167,7 +168,8 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
   const auto* ops = tokenmill::pick_isa(variant).ops;
   const int64_t G = H / Hkv;
   const char* base = static_cast<const char*>(kv_cache.data_ptr());
-  const int64_t plane = S * Hkv * D * kv_cache.element_size();
+  const int64_t elem = kv_cache.element_size();
+  const int64_t plane = S * Hkv * D * elem;
   const float* qp = q.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
@@ -189,6 +191,11 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor kv_cache,
                                    op + (b * H + h * G) * D,
                                    scratch.data(),
                                    first};
+      // A short sequence's rows are read once for the heads this thread attends.
+      if (ops->touch_kv != nullptr && tokenmill::ops::touch_whole_sequence(a, elem)) {
+        if (h == 0 || idx == begin) ops->touch_kv(a, elem, h, std::min(Hkv, h + end - idx));
+        a.touched = true;
+      }
       if (bf16) {
         ops->attend_bf16(a);
       } else {

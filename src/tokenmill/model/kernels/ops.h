@@ -23,7 +23,18 @@ struct AttendArgs {
   float* out;      // (G, D)
   float* scratch;  // G * (L - first) floats
   int64_t first;   // the oldest position attended: 0, or L - window with a window
+  bool touched = false;  // the caller has read the rows already (Ops::touch_kv)
 };
+
+// A sequence whose K/V rows (every kv head, the attended positions) take at most this
+// many bytes has them read once, by Ops::touch_kv, before its groups attend; a longer
+// one, which L2 would not keep until its groups use it, is read by each group for its
+// own head (attend). See touch_kv in ops_simd.h for the figures.
+constexpr int64_t kTouchSequenceBytes = int64_t{512} << 10;
+
+inline bool touch_whole_sequence(const AttendArgs& a, int64_t elem_bytes) {
+  return 2 * (a.L - a.first) * a.Hkv * a.D * elem_bytes <= kTouchSequenceBytes;
+}
 
 inline int64_t slot_of(const AttendArgs& a, int64_t l) {
   return a.table[l / a.block_size] * a.block_size + (l & (a.block_size - 1));
@@ -69,6 +80,10 @@ struct Ops {
   // Softmax attention of one group; the cache in float32 or bfloat16 (bits as uint16).
   void (*attend_f32)(const AttendArgs& a);
   void (*attend_bf16)(const AttendArgs& a);
+  // Optional (nullptr where absent): read every cache line of the key and value rows of
+  // kv heads h0 .. h1-1 at a's attended positions (a.h unused), elements of elem_bytes,
+  // and discard what was read, so the groups' attend then finds them in cache.
+  void (*touch_kv)(const AttendArgs& a, int64_t elem_bytes, int64_t h0, int64_t h1);
   // Optional (nullptr where absent): prefill attention (PrefillArgs), and how many
   // (query row, head) pairs one call takes.
   void (*prefill_attend)(const PrefillArgs& a);

@@ -92,7 +92,7 @@ int64_t argmax(const float* x, int64_t n) {
 
 // No prefill kernel: the Python layer runs ATen's attention on CPUs this old.
 const Ops kScalar = {"scalar", rmsnorm, silu_mul, rope, attend<float>, attend<uint16_t>,
-                     nullptr,  0,       argmax};
+                     nullptr,  nullptr, 0,    argmax};
 
 }  // namespace
 

@@ -172,6 +172,95 @@ inline void touch_rows(const AttendArgs& a, const T* k, const T* v, int64_t row)
   sink = V::hsum(V::max(tk, tv));
 }
 
+// The vector at p, any bytes read as floats: a load that touches p's cache line.
+template <class V>
+inline typename V::F load_line(const char* p) {
+  return V::loadu(reinterpret_cast<const float*>(p));
+}
+
+// touch_rows for a whole sequence: the rows of kv heads h0 .. h1-1 together, which for
+// all heads is each block's keys and values as two contiguous runs, walked kWays blocks
+// side by side. One block at a time, one core read random 12 KB runs at 9-13 GB/s on
+// Zen 5; four side by side, at 25 (the memory system then has that many streams to
+// serve). attention_harness.cpp, 32 sequences x 164 positions scattered over the 1 GiB
+// pool, alternated: 16.3-16.7 -> 13.9-14.9 ms (the reading alone ~11 -> ~9 ms). A long
+// sequence's rows would leave L2 before its groups used them (1 x 8000: 36 -> 39-43 ms),
+// hence kTouchSequenceBytes. Reads only the attended rows' lines.
+template <class V>
+void touch_kv(const AttendArgs& a, int64_t elem_bytes, int64_t h0, int64_t h1) {
+  constexpr int kWays = 4;
+  constexpr int64_t kLine = 64;
+  using F = typename V::F;
+  const int64_t bs = a.block_size, row = a.Hkv * a.D * elem_bytes;
+  const int64_t c0 = h0 * a.D * elem_bytes, c1 = h1 * a.D * elem_bytes;
+  const char* k = static_cast<const char*>(a.k_base);
+  const char* v = static_cast<const char*>(a.v_base);
+  F t = V::zero();
+  unsigned char tail = 0;
+  // Every row of kWays blocks, every head: each block's keys and values are two runs of
+  // bs * row bytes, read a line of each block in turn. Few instructions a load: the
+  // loads in flight set the speed, and with fewer instructions between them the reorder
+  // buffer holds more (the general loop below alone read ~15% slower, and the kernel
+  // then gained nothing over touch_rows).
+  const bool whole = c0 == 0 && c1 == row && row % kLine == 0;
+  const int64_t end = (a.L + bs - 1) / bs;
+  int64_t blk = a.first / bs;
+  if (whole) {
+    if (a.first % bs != 0) ++blk;  // the first block is part-attended: general loop
+    const int64_t full_end = a.L / bs;
+    for (; blk + kWays <= full_end; blk += kWays) {
+      const char* kb[kWays];
+      const char* vb[kWays];
+      for (int w = 0; w < kWays; ++w) {
+        kb[w] = k + a.table[blk + w] * bs * row;
+        vb[w] = v + a.table[blk + w] * bs * row;
+      }
+      for (int64_t off = 0; off < bs * row; off += kLine) {
+        for (int w = 0; w < kWays; ++w) {
+          t = V::max(t, load_line<V>(kb[w] + off));
+          t = V::max(t, load_line<V>(vb[w] + off));
+        }
+      }
+    }
+  }
+  // The rest (part-attended blocks, a last group of fewer than kWays, some heads only):
+  // row by row, offsets outside a block's attended lo .. hi-1 reading its nearest
+  // attended row again (from L1), so nothing else is read and the loop has no branch.
+  auto rest = [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b += kWays) {
+      const int n = static_cast<int>(std::min<int64_t>(kWays, b1 - b));
+      const char* kb[kWays];
+      const char* vb[kWays];
+      int64_t lo[kWays], hi[kWays];
+      for (int w = 0; w < n; ++w) {
+        const int64_t pos = (b + w) * bs;
+        kb[w] = k + a.table[b + w] * bs * row;
+        vb[w] = v + a.table[b + w] * bs * row;
+        lo[w] = std::max<int64_t>(a.first - pos, 0);
+        hi[w] = std::min<int64_t>(a.L - pos, bs);
+      }
+      for (int64_t i = 0; i < bs; ++i) {
+        int64_t at[kWays];
+        for (int w = 0; w < n; ++w) at[w] = std::min(std::max(i, lo[w]), hi[w] - 1) * row;
+        int64_t c = c0;
+        for (; c + kLine <= c1; c += kLine) {
+          for (int w = 0; w < n; ++w) {
+            t = V::max(t, load_line<V>(kb[w] + at[w] + c));
+            t = V::max(t, load_line<V>(vb[w] + at[w] + c));
+          }
+        }
+        if (c < c1) {  // a last part line (head bytes not a multiple of 64)
+          for (int w = 0; w < n; ++w) tail ^= kb[w][at[w] + c] ^ vb[w][at[w] + c];
+        }
+      }
+    }
+  };
+  if (whole && a.first % bs != 0) rest(a.first / bs, a.first / bs + 1);
+  rest(blk, end);
+  static thread_local volatile float sink;  // keeps the loads
+  sink = V::hsum(t) + tail;
+}
+
 // o[0 .. NV W) = the sum over the attended positions j of p[j] * (value row j from v),
 // in position order, one FMA a term.
 template <class V, typename T, int NV>
@@ -233,7 +322,7 @@ void attend(const AttendArgs& a) {
       a.scratch[g * L + l] = finish(V::hsum(partial(q, k)), q, k);
     }
   };
-  touch_rows<V>(a, kc + head, vc + head, row);
+  if (!a.touched) touch_rows<V>(a, kc + head, vc + head, row);
   if constexpr (HasHsum16<V>::value) {
     static_assert(V::W == 16, "hsum16 reduces 16 lanes");
     int64_t slots[16];
