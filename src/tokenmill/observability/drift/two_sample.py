@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 _CHUNK = 64
 """Permutations evaluated per vectorised batch."""
@@ -115,6 +114,8 @@ def mmd_test(
 
 def ks_test(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> TestResult:
     """Two-sample Kolmogorov-Smirnov, two-sided (scipy's exact or asymptotic p-value)."""
+    from scipy import stats  # here: importing scipy.stats costs a server ~60 MB at start
+
     result = stats.ks_2samp(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     return TestResult(float(result.statistic), float(result.pvalue), "ks")
 
