@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.errors import InvalidRequestError
+from tokenmill.model.layers.embedding import embedding
 
 _QKV = re.compile(r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)")
 _QKV_INDEX = {"query": 0, "key": 1, "value": 2}
@@ -83,9 +84,9 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.word_embeddings = embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from tokenmill.errors import ModelLoadError
 from tokenmill.model.arch import ArchConfig
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
+from tokenmill.model.layers.embedding import embedding
 from tokenmill.model.layers.rmsnorm import GemmaRMSNorm
 from tokenmill.model.layers.rotary import RotaryEmbedding
 from tokenmill.model.models.llama import LlamaForCausalLM
@@ -126,7 +127,7 @@ class Gemma3ForCausalLM(nn.Module):
             )
         self.arch = arch
         max_positions = max_positions or arch.max_position_embeddings
-        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
+        self.embed_tokens = embedding(arch.vocab_size, arch.hidden_size)
         self.embed_scale = math.sqrt(arch.hidden_size)
         self.layers = nn.ModuleList(Gemma3DecoderLayer(arch, i) for i in range(arch.num_layers))
         self.norm = GemmaRMSNorm(arch.hidden_size, arch.rms_norm_eps)

@@ -18,6 +18,7 @@ from tokenmill.model.kernels import inference_kernels
 from tokenmill.model.layers.attention import PagedAttention
 from tokenmill.model.layers.attention_metadata import AttentionMetadata
 from tokenmill.model.layers.decode_stack import DecodeStack
+from tokenmill.model.layers.embedding import embedding
 from tokenmill.model.layers.rmsnorm import RMSNorm
 from tokenmill.model.layers.rotary import RotaryEmbedding
 from tokenmill.model.quant.blocks import concat_rows
@@ -125,7 +126,7 @@ class LlamaForCausalLM(nn.Module):
         model's max_position_embeddings."""
         super().__init__()
         self.arch = arch
-        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
+        self.embed_tokens = embedding(arch.vocab_size, arch.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(arch, i) for i in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
         self.rotary = RotaryEmbedding(
