@@ -125,3 +125,23 @@ def test_another_workload_is_not_judged():
 def test_an_absent_peer_is_not_measured_not_failed():
     v = judge(target("output tok/s at concurrency 1", "transformers"), record([peer("tokenmill")]))
     assert v.status == NOT_MEASURED and "transformers was not in the run" in v.note
+
+
+def test_a_ttft_only_run_judges_prefill_and_says_why_the_rest_are_not():
+    tm = peer("tokenmill", p512=three(prompt=512.0, ttft_ms=100.0))
+    ls = peer("llama-server", p512=three(prompt=512.0, ttft_ms=300.0))
+    rec = record([tm, ls], workload={"dataset": "not run"})
+    verdicts = {(v.target.figure, v.target.versus): v for v in judge_all(rec)}
+    prefill = verdicts[("prefill tok/s, 512-token prompt", "llama-server")]
+    assert prefill.status == YES and prefill.value.median == pytest.approx(5120.0)
+    at_one = verdicts[("output tok/s at concurrency 1", "llama-server")]
+    assert at_one.status == NOT_MEASURED and at_one.note == "the throughput suite was not run"
+
+
+def test_a_throughput_run_with_other_prompts_is_not_judged():
+    tm = peer("tokenmill", c1=three(output_tok_s=60.0))
+    ls = peer("llama-server", c1=three(output_tok_s=40.0))
+    rec = record([tm, ls], workload={"dataset": "random", "input_len": 50, "output_len": 128})
+    v = judge(target("output tok/s at concurrency 1", "llama-server"), rec)
+    assert v.status == NOT_MEASURED
+    assert v.note == "the run's workload differs: input_len 50 (targets: 100)"
