@@ -12,7 +12,7 @@ def embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:
     init's `normal_` runs through torch's reference ops, whose first call imports
     torch._dynamo and sympy: ~800 modules, which made a served SmolLM2's start ~1.4 s
     longer and its RSS ~100 MB larger. Anywhere else it is nn.Embedding as it stands."""
-    weight = torch.empty(num_embeddings, embedding_dim)  # on the default device
-    if weight.is_meta:
+    if torch.get_default_device().type == "meta":
+        weight = torch.empty(num_embeddings, embedding_dim)  # a shell: no storage
         return nn.Embedding(num_embeddings, embedding_dim, _weight=weight)
     return nn.Embedding(num_embeddings, embedding_dim)
